@@ -1,0 +1,199 @@
+"""Policy / value / preference losses.
+
+References:
+* PPO clipped surrogate -- Schulman et al. 2017, arXiv:1707.06347; code follows verl
+  ``core_algos.compute_policy_loss_vanilla`` (itself adapted from TRL's PPO trainer).
+* Clip-higher (separate low/high epsilon) -- DAPO, Yu et al. 2025, arXiv:2503.14476.
+* Dual clip -- Ye et al. 2020, arXiv:1912.09729.
+* GSPO -- Zheng et al. 2025, arXiv:2507.18071; verl ``compute_policy_loss_gspo``.
+* DPO and variants -- Rafailov et al. 2023; TRL ``DPOTrainer.dpo_loss``.
+
+Policy/value losses return ``(loss, metrics)`` where ``loss`` is a scalar tensor
+and ``metrics`` maps names to python floats (detached).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from rlcore.functional import aggregate_loss, masked_mean
+
+__all__ = ["dpo_loss", "gspo_policy_loss", "policy_loss", "sequence_log_ratio", "value_loss"]
+
+DPO_KINDS: tuple[str, ...] = ("sigmoid", "robust", "hinge", "ipo")
+
+
+def _token_advantages(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    # Outcome estimators give one advantage per sequence [B]; every token shares it.
+    return advantages.unsqueeze(-1) if advantages.dim() == like.dim() - 1 else advantages
+
+
+def policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    dual_clip: float | None = None,
+    agg: str = "token-mean",
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO clipped surrogate with clip-higher and optional dual clip.
+
+    Per token, with r = exp(clamp(lp - lp_old, -20, 20)) and advantage A:
+
+        L = max(-A * r, -A * clip(r, 1 - clip_low, 1 + clip_high))          (PPO / DAPO)
+        L = min(L, -A * c)  where A < 0, if ``dual_clip=c`` (c > 1)       (dual clip)
+
+    The dual clip bounds the loss when A < 0 and r is huge (stale off-policy
+    tokens), which the plain PPO max() leaves unbounded. verl always applies it
+    (c=3); here it is opt-in.
+
+    Shapes: ``logprobs``/``old_logprobs``/``mask`` ``[B, T]``; ``advantages`` ``[B]`` or ``[B, T]``.
+    Metrics: ``clip_frac`` (share of masked tokens where the clipped branch is
+    larger, verl ``pg_clipfrac``), ``approx_kl`` (masked mean of -log r, verl
+    ``ppo_kl``), ``dual_clip_frac`` (verl ``pg_clipfrac_lower``) when dual clip is on.
+    """
+    if dual_clip is not None and dual_clip <= 1.0:
+        raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
+    adv = _token_advantages(advantages, logprobs)  # [B, T] or [B, 1]
+    log_ratio = torch.clamp(logprobs - old_logprobs, min=-20.0, max=20.0)  # [B, T]; exp stays finite
+    ratio = torch.exp(log_ratio)  # [B, T]
+
+    unclipped = -adv * ratio  # [B, T]
+    clipped = -adv * torch.clamp(ratio, 1 - clip_low, 1 + clip_high)  # [B, T]
+    losses = torch.maximum(unclipped, clipped)  # [B, T]; pessimistic bound
+
+    metrics: dict[str, float] = {}
+    with torch.no_grad():
+        metrics["clip_frac"] = masked_mean(torch.gt(clipped, unclipped).float(), mask).item()
+        metrics["approx_kl"] = masked_mean(-log_ratio, mask).item()
+
+    if dual_clip is not None:
+        lower_bound = -adv * dual_clip  # [B, T]
+        negative = (adv < 0).expand_as(losses)  # [B, T]
+        with torch.no_grad():
+            metrics["dual_clip_frac"] = masked_mean(
+                (torch.gt(losses, lower_bound) & negative).float(), mask
+            ).item()
+        losses = torch.where(negative, torch.minimum(losses, lower_bound), losses)
+
+    return aggregate_loss(losses, mask, agg), metrics
+
+
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float | None = 0.5,
+    agg: str = "token-mean",
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped value loss, all inputs ``[B, T]`` (verl ``compute_value_loss``, from TRL).
+
+        L = 0.5 * max((v - R)^2, (clip(v, v_old - clip, v_old + clip) - R)^2)
+
+    The clipped term stops the critic moving far from the values used to build
+    the advantages. ``clip=None`` disables clipping. Metric ``vf_clip_frac``.
+    """
+    losses_unclipped = (values - returns) ** 2  # [B, T]
+    if clip is None:
+        losses_clipped = losses_unclipped
+    else:
+        v_clipped = torch.clamp(values, old_values - clip, old_values + clip)  # [B, T]
+        losses_clipped = (v_clipped - returns) ** 2  # [B, T]
+    losses = 0.5 * torch.maximum(losses_unclipped, losses_clipped)  # [B, T]
+    with torch.no_grad():
+        clip_frac = masked_mean(torch.gt(losses_clipped, losses_unclipped).float(), mask).item()
+    return aggregate_loss(losses, mask, agg), {"vf_clip_frac": clip_frac}
+
+
+def dpo_loss(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+    kind: str = "sigmoid",
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DPO-family losses per pair, as in TRL ``DPOTrainer.dpo_loss``. All inputs ``[B]``.
+
+    logits = (chosen - ref_chosen) - (rejected - ref_rejected), eps = label_smoothing:
+
+    * ``sigmoid`` (DPO, Rafailov et al. 2023; cDPO when eps > 0):
+      -logsigmoid(beta*logits)(1-eps) - logsigmoid(-beta*logits) eps
+    * ``robust`` (rDPO, Chowdhury et al. 2024):
+      (-logsigmoid(beta*logits)(1-eps) + logsigmoid(-beta*logits) eps) / (1 - 2 eps)
+    * ``hinge`` (SLiC, Zhao et al. 2023): relu(1 - beta*logits)
+    * ``ipo`` (Azar et al. 2023): (logits - 1/(2 beta))^2. TRL feeds IPO
+      *length-averaged* log-probs; the caller must do the same.
+
+    Returns ``(losses [B], chosen_rewards [B], rejected_rewards [B])``; rewards are
+    beta * (logp - ref_logp), detached (they are for logging only).
+    """
+    logits = (chosen_logps - ref_chosen_logps) - (rejected_logps - ref_rejected_logps)  # [B]
+    eps = label_smoothing
+    if kind == "sigmoid":
+        losses = -F.logsigmoid(beta * logits) * (1 - eps) - F.logsigmoid(-beta * logits) * eps
+    elif kind == "robust":
+        if not 0.0 <= eps < 0.5:
+            raise ValueError(f"robust DPO needs 0 <= label_smoothing < 0.5, got {eps}")
+        losses = (-F.logsigmoid(beta * logits) * (1 - eps) + F.logsigmoid(-beta * logits) * eps) / (1 - 2 * eps)
+    elif kind == "hinge":
+        losses = torch.relu(1 - beta * logits)
+    elif kind == "ipo":
+        losses = (logits - 1 / (2 * beta)) ** 2
+    else:
+        raise ValueError(f"unknown DPO loss kind {kind!r}; expected one of {DPO_KINDS}")
+    chosen_rewards = beta * (chosen_logps - ref_chosen_logps).detach()  # [B]
+    rejected_rewards = beta * (rejected_logps - ref_rejected_logps).detach()  # [B]
+    return losses, chosen_rewards, rejected_rewards
+
+
+def sequence_log_ratio(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """GSPO's log sequence ratio: log s_i = mean over response tokens of (lp - lp_old), ``[B]``.
+
+    s_i = (pi(y_i|x) / pi_old(y_i|x)) ** (1/|y_i|) -- length-normalised so that
+    ratios of long and short answers live on the same scale (Zheng et al. 2025).
+    A fully masked row gives 0 (ratio 1).
+    """
+    return masked_mean(logprobs - old_logprobs, mask, dim=-1)  # [B]
+
+
+def gspo_policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_low: float = 3e-4,
+    clip_high: float = 4e-4,
+    agg: str = "seq-mean-token-mean",
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """GSPO clipped surrogate on the sequence-level ratio (Zheng et al. 2025, arXiv:2507.18071).
+
+    Per token the ratio is s_i,t = sg(s_i) * pi(y_t) / sg(pi(y_t)), i.e. in log
+    space ``sg(log s_i) + lp_t - sg(lp_t)``: its value equals s_i for every token of
+    the sequence, while its gradient is s_i * grad lp_t, so with the default
+    ``seq-mean-token-mean`` aggregation the gradient is exactly the paper's
+    A_i * grad s_i. The log ratio is clamped at 10 as verl does.
+
+    Defaults ``clip_low=3e-4, clip_high=4e-4`` are the paper's; sequence ratios
+    sit much closer to 1 than token ratios, hence the tiny range.
+    Metrics: ``clip_frac`` and ``approx_kl`` (token-level, as in verl).
+    """
+    adv = _token_advantages(advantages, logprobs)  # [B, T] or [B, 1]
+    log_seq_ratio = sequence_log_ratio(logprobs, old_logprobs, mask)  # [B]
+    log_ratio = logprobs - logprobs.detach() + log_seq_ratio.detach().unsqueeze(-1)  # [B, T]
+    ratio = torch.exp(torch.clamp(log_ratio, max=10.0))  # [B, T]
+
+    unclipped = -adv * ratio  # [B, T]
+    clipped = -adv * torch.clamp(ratio, 1 - clip_low, 1 + clip_high)  # [B, T]
+    losses = torch.maximum(unclipped, clipped)  # [B, T]
+    with torch.no_grad():
+        metrics = {
+            "clip_frac": masked_mean(torch.gt(clipped, unclipped).float(), mask).item(),
+            "approx_kl": masked_mean(old_logprobs - logprobs, mask).item(),
+        }
+    return aggregate_loss(losses, mask, agg), metrics
