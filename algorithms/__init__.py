@@ -1,7 +1,8 @@
-"""RL algorithms: advantage estimators and losses (pure tensor functions)."""
+"""RL algorithms: pure advantage and loss functions, and the algorithm plug-ins and their registry."""
 
 from algorithms.advantages import gae, group_advantages, reinforce_pp_returns, rloo_advantages
 from algorithms.losses import dpo_loss, gspo_policy_loss, policy_loss, value_loss
+from algorithms.registry import ALGORITHMS, get_algorithm_class, register
 
 __all__ = [
     "group_advantages",
@@ -12,4 +13,7 @@ __all__ = [
     "value_loss",
     "dpo_loss",
     "gspo_policy_loss",
+    "ALGORITHMS",
+    "get_algorithm_class",
+    "register",
 ]

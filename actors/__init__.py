@@ -1,0 +1,6 @@
+"""The roles, one class each: rollout, reference, reward, learner.
+
+Every role is a plain Python class, usable in-process or under torchrun;
+``actors.groups`` wraps them as Ray actors and spreads work over them. This
+package's modules import vLLM, Ray and transformers only where they are used.
+"""

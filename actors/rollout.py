@@ -1,0 +1,86 @@
+"""RolloutWorker: owns one vLLM engine and generates ``n`` samples per prompt."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+from rlcore.batch import RolloutBatch, pad_2d
+from rlcore.config import RolloutConfig
+from rlcore.data import PromptRow
+
+
+def _push_weights(worker, state_dict: dict[str, torch.Tensor]) -> None:
+    """Runs inside vLLM's worker: load Hugging Face-named tensors in place."""
+    worker.reload_weights(weights_iterator=iter(state_dict.items()), is_checkpoint_format=True)
+
+
+class RolloutWorker:
+    """A vLLM engine in this process, with the policy's weight version.
+
+    The engine runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), which
+    must be set before vLLM is imported, hence the import inside ``__init__``.
+    """
+
+    def __init__(self, model_path: str, cfg: RolloutConfig, seed: int = 0):
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
+        from vllm import LLM
+
+        kwargs = {}
+        if torch.cuda.is_available():
+            kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        self.cfg = cfg
+        # processed_logprobs: log-probs after temperature, what the learner's ratio compares against.
+        self.llm = LLM(model=model_path, dtype=cfg.dtype, seed=seed, enforce_eager=cfg.enforce_eager,
+                       max_model_len=cfg.max_model_len, logprobs_mode="processed_logprobs", **kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.version = 0
+
+    def generate(self, prompts: list[PromptRow], group_ids: list[int], n: int, greedy: bool = False) -> RolloutBatch:
+        """``n`` samples for each prompt; ``group_ids[i]`` labels the samples of ``prompts[i]``."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=n, temperature=0.0 if greedy else self.cfg.temperature,
+                                top_p=1.0 if greedy else self.cfg.top_p,
+                                max_tokens=self.cfg.max_new_tokens, logprobs=0)
+        inputs = [{"prompt_token_ids": self.tokenizer.encode(p.prompt)} for p in prompts]
+        outputs = self.llm.generate(inputs, params, use_tqdm=False)
+        rows = {k: [] for k in ("prompt_ids", "response_ids", "prompts", "responses", "answers", "logprobs", "groups", "truncated")}
+        for row, gid, out in zip(prompts, group_ids, outputs):
+            for sample in out.outputs:
+                ids = list(sample.token_ids)
+                rows["prompt_ids"].append(list(out.prompt_token_ids))
+                rows["response_ids"].append(ids)
+                rows["prompts"].append(row.prompt)
+                rows["responses"].append(sample.text)
+                rows["answers"].append(row.answer)
+                # logprobs=0 returns the sampled token's log-prob only, one dict per position.
+                rows["logprobs"].append([lp[t].logprob for lp, t in zip(sample.logprobs, ids)])
+                rows["groups"].append(gid)
+                rows["truncated"].append(sample.finish_reason == "length")
+        width = max((len(r) for r in rows["response_ids"]), default=0)
+        return RolloutBatch(
+            prompt_ids=rows["prompt_ids"],
+            response_ids=rows["response_ids"],
+            group_ids=torch.tensor(rows["groups"], dtype=torch.long),
+            rollout_logprobs=pad_2d(rows["logprobs"], width=width),
+            response_mask=pad_2d([[1.0] * len(r) for r in rows["response_ids"]], width=width),
+            policy_version=torch.full((len(rows["groups"]),), self.version, dtype=torch.long),
+            prompts=rows["prompts"],
+            responses=rows["responses"],
+            answers=rows["answers"],
+            truncated=torch.tensor(rows["truncated"], dtype=torch.bool),
+        )
+
+    def update_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> float:
+        """Load the learner's full weights in place and tag them ``version``; returns seconds taken."""
+        start = time.perf_counter()
+        self.llm.collective_rpc(_push_weights, args=(state_dict,))
+        self.version = version
+        return time.perf_counter() - start
+
+    def get_version(self) -> int:
+        return self.version

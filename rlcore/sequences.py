@@ -1,0 +1,51 @@
+"""Log-probs of response tokens under a causal LM, shared by the learner and the reference.
+
+Prompts and responses have different lengths in every sample, so each sample
+is packed as ``prompt + response``, right-padded to the longest one. The
+response token ``j`` of a sample with ``P`` prompt tokens sits at position
+``P + j`` and is predicted by the logits at ``P + j - 1``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlcore.batch import pad_2d
+from rlcore.functional import entropy_from_logits, logprobs_from_logits
+
+
+def pack(prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int, width: int | None = None):
+    """Returns ``input_ids [B, S]``, ``attention_mask [B, S]``, ``logit_index [B, T]``, ``targets [B, T]``."""
+    seqs = [p + r for p, r in zip(prompt_ids, response_ids)]
+    seq_len = max(map(len, seqs))
+    input_ids = torch.full((len(seqs), seq_len), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(seqs), seq_len), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        input_ids[i, : len(s)] = torch.tensor(s)
+        attention_mask[i, : len(s)] = 1
+    targets = pad_2d(response_ids, dtype=torch.long, width=width)  # [B, T]
+    steps = torch.arange(targets.shape[1])
+    start = torch.tensor([len(p) - 1 for p in prompt_ids])
+    logit_index = (start[:, None] + steps[None, :]).clamp(max=seq_len - 1)  # [B, T]
+    return input_ids, attention_mask, logit_index, targets
+
+
+def response_logprobs(
+    model: torch.nn.Module,
+    prompt_ids: list[list[int]],
+    response_ids: list[list[int]],
+    *,
+    pad_id: int,
+    width: int,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(logprobs [B, T], entropy [B, T] or None)`` of the response tokens; padding holds garbage, mask it."""
+    device = next(model.parameters()).device
+    input_ids, attention_mask, logit_index, targets = pack(prompt_ids, response_ids, pad_id, width)
+    logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False).logits
+    index = logit_index.to(device)[:, :, None].expand(-1, -1, logits.shape[-1])
+    response_logits = logits.gather(1, index)  # [B, T, V]
+    logprobs = logprobs_from_logits(response_logits, targets.to(device), temperature)
+    entropy = entropy_from_logits(response_logits, temperature) if with_entropy else None
+    return logprobs, entropy
