@@ -15,7 +15,7 @@ import sys
 
 from rlcore.assets import AssetError, resolve
 from rlcore.config import Config, ConfigError, load_config
-from rlcore.data import DataError, load_prompts
+from rlcore.data import DataError, check_prompt_lengths, load_prompts
 
 DEFAULT_CONFIG = "launch/configs/grpo_arithmetic.yaml"
 # Every actor inherits these: keep the per-step lines readable among the workers' logs.
@@ -43,6 +43,10 @@ def prepare(cfg: Config):
                          cfg.data.prompt_key, cfg.data.answer_key)
     evals = load_prompts([resolve(f, cache, "data.eval_files") for f in cfg.data.eval_files],
                          cfg.data.prompt_key, cfg.data.answer_key) if cfg.data.eval_files else []
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    check_prompt_lengths(train + evals[: cfg.data.max_eval_prompts], tokenizer, cfg.data.max_prompt_tokens)
     return model_path, train, evals
 
 

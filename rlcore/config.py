@@ -240,6 +240,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
                 raise ConfigError(f"override '{item}' is not key=value")
             try:
                 merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
+            except OmegaConfBaseException:
+                raise  # reported below, with the key
             except (TypeError, ValueError) as exc:  # e.g. a dict merged into a list
                 raise ConfigError(f"override '{item}': {str(exc).splitlines()[0]}") from None
         cfg: Config = OmegaConf.to_object(merged)
@@ -327,25 +329,18 @@ def field_docs() -> dict[str, list[tuple[str, str, str, str]]]:
     import ast
     import dataclasses
 
-    tree = ast.parse(Path(__file__).read_text())
     docs: dict[str, dict[str, str]] = {}
-    for node in tree.body:
+    for node in ast.parse(Path(__file__).read_text()).body:
         if isinstance(node, ast.ClassDef):
-            body = node.body
-            docs[node.name] = {}
-            for stmt, nxt in zip(body, body[1:] + [None]):
-                if isinstance(stmt, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-                    docs[node.name][stmt.target.id] = " ".join(str(nxt.value.value).split())
-    out: dict[str, list[tuple[str, str, str, str]]] = {}
-    classes = {f.name: f.default_factory for f in dataclasses.fields(Config)}
-    for section, factory in classes.items():
-        cls = type(factory())
-        rows = []
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            if dataclasses.is_dataclass(default) or (isinstance(default, list) and default and dataclasses.is_dataclass(default[0])):
-                default = OmegaConf.to_container(OmegaConf.structured(default)) if not isinstance(default, list) else \
-                    [OmegaConf.to_container(OmegaConf.structured(d)) for d in default]
-            rows.append((f.name, str(f.type), repr(default), docs.get(cls.__name__, {}).get(f.name, "")))
-        out[section] = rows
+            pairs = zip(node.body, node.body[1:])
+            docs[node.name] = {a.target.id: " ".join(str(b.value.value).split()) for a, b in pairs
+                               if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr)
+                               and isinstance(b.value, ast.Constant)}
+    sections = {f.name: type(f.default_factory()) for f in dataclasses.fields(Config)}
+    sections["reward.terms[]"] = RewardTermConfig
+    out = {}
+    for section, cls in sections.items():
+        defaults = OmegaConf.to_container(OmegaConf.structured(cls))
+        out[section] = [(f.name, str(f.type), repr(defaults[f.name]), docs[cls.__name__].get(f.name, ""))
+                        for f in dataclasses.fields(cls)]
     return out

@@ -25,6 +25,8 @@ class PromptRow:
     """Position in the concatenated data set; also the group id of its samples."""
     prompt: str
     answer: str
+    source: str = ""
+    """Where the row came from (``file line N``), for error messages."""
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -68,10 +70,19 @@ def load_prompts(files: list[str | Path], prompt_key: str = "prompt", answer_key
             if answer is None or isinstance(answer, (dict, list)):
                 raise DataError(f"{path} {where} {row_no}: expected a string or number in '{answer_key}', got {answer!r}")
             meta = {k: v for k, v in row.items() if k not in (prompt_key, answer_key)}
-            out.append(PromptRow(index=len(out), prompt=prompt, answer=str(answer), metadata=meta))
+            out.append(PromptRow(index=len(out), prompt=prompt, answer=str(answer), source=f"{path} {where} {row_no}",
+                                 metadata=meta))
         if not out:
             raise DataError(f"{path}: no rows")
     return out
+
+
+def check_prompt_lengths(rows: list[PromptRow], tokenizer, max_tokens: int) -> None:
+    """Fail on the first prompt longer than ``max_tokens`` tokens, naming its file and row."""
+    for row in rows:
+        count = len(tokenizer.encode(row.prompt))
+        if count > max_tokens:
+            raise DataError(f"{row.source}: prompt has {count} tokens, more than data.max_prompt_tokens={max_tokens}")
 
 
 class PromptSampler:
