@@ -55,11 +55,12 @@ class Trainer:
         if step == 0 and self._due(0, tc.eval_every):
             self.logger.log(0, self.evaluate())
         for step in range(step + 1, tc.total_steps + 1):
-            metrics = self.train_step(step)
+            metrics, batch_summary = self.train_step(step)
             last = step == tc.total_steps
             if self._due(step, tc.eval_every) or (last and tc.eval_every):
                 metrics.update(self.evaluate())
             self.logger.log(step, metrics)
+            self.logger.log_samples(step, batch_summary)
             if self._due(step, tc.save_every) or last:
                 self.save_checkpoint(step)
         self.logger.close()
@@ -69,7 +70,7 @@ class Trainer:
             return final
         return None
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int) -> tuple[dict[str, float], dict]:
         timings: dict[str, float] = {}
         with _timed(timings, "step"):
             prompts = self.sampler.batch(step)
@@ -88,9 +89,10 @@ class Trainer:
             with _timed(timings, "weight_sync"):
                 self.version += 1
                 self.rollout.update_weights(self.learners.state_dict_ref(), self.version)
-        return {**self.batch_metrics(batch), **self.timing_metrics(timings, batch, learner_metrics),
-                **{f"actor/{k}": v for k, v in learner_metrics.items() if not k.startswith("learner_")},
-                "policy_version": self.version, "data/first_prompt_index": prompts[0].index}
+        metrics = {**self.batch_metrics(batch), **self.timing_metrics(timings, batch, learner_metrics),
+                   **{f"actor/{k}": v for k, v in learner_metrics.items() if not k.startswith("learner_")},
+                   "policy_version": self.version}
+        return metrics, sample_summary(prompts, batch)
 
     # ---- metrics --------------------------------------------------------------------------
     def batch_metrics(self, batch: RolloutBatch) -> dict[str, float]:
@@ -160,6 +162,15 @@ class Trainer:
     @staticmethod
     def _due(step: int, every: int) -> bool:
         return every > 0 and step % every == 0
+
+
+def sample_summary(prompts: list[PromptRow], batch: RolloutBatch, shown: int = 4) -> dict:
+    """What a step trained on: every prompt's data-set index, and a few samples to read."""
+    return {
+        "prompt_indices": [p.index for p in prompts],
+        "samples": [{"prompt": batch.prompts[i], "response": batch.responses[i], "answer": batch.answers[i],
+                     "score": round(batch.scores[i].item(), 4)} for i in range(min(shown, len(batch)))],
+    }
 
 
 def completed_checkpoints(root: Path) -> list[Path]:

@@ -1,8 +1,9 @@
 """Per-step metrics: one printed line with a progress bar, a JSONL file, TensorBoard.
 
 The JSONL file (``output_dir/metrics.jsonl``) gets one object per step, with
-flat keys like ``reward/mean`` and ``time/rollout``; it is appended to, so a
-resumed run continues the same file.
+flat keys like ``reward/mean`` and ``time/rollout``; ``rollouts.jsonl`` gets
+the prompt indices of each step and a few samples to read. Both are appended
+to, so a resumed run continues the same files.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ class MetricsLogger:
             self.writer.flush()
         self.stream.write(self.format_line(step, metrics) + "\n")
         self.stream.flush()
+
+    def log_samples(self, step: int, summary: dict) -> None:
+        """Append what the step trained on to ``rollouts.jsonl`` (prompt indices and a few samples)."""
+        with (self.dir / "rollouts.jsonl").open("a") as f:
+            f.write(json.dumps({"step": step, **summary}) + "\n")
 
     def format_line(self, step: int, metrics: dict[str, float]) -> str:
         if self.first_step is None:
