@@ -29,9 +29,11 @@ from rlcore.sequences import response_logprobs
 
 def free_address() -> tuple[str, int]:
     """This node's IP and a free TCP port, for rank 0 to host the process group."""
-    import ray.util
+    host = "127.0.0.1"
+    if _ray_initialized():
+        import ray.util
 
-    host = ray.util.get_node_ip_address() if _ray_initialized() else "127.0.0.1"
+        host = ray.util.get_node_ip_address()
     with socket.socket() as s:
         s.bind((host, 0))
         return host, s.getsockname()[1]
