@@ -73,13 +73,8 @@ class Trainer:
     def train_step(self, step: int) -> tuple[dict[str, float], dict]:
         timings: dict[str, float] = {}
         with _timed(timings, "step"):
-            prompts = self.sampler.batch(step)
-            first_group = (step - 1) * len(prompts)  # unique across steps
             with _timed(timings, "rollout"):
-                batch = self.rollout.generate(prompts, list(range(first_group, first_group + len(prompts))),
-                                              self.cfg.rollout.n)
-            with _timed(timings, "reward"):
-                self.rewards.score(batch)
+                batch, first_round, sampling, prompt_indices = self.collect(step, timings)
             if self.reference is not None:
                 with _timed(timings, "reference"):
                     batch.ref_logprobs = self.reference.logprobs(batch)
@@ -89,10 +84,46 @@ class Trainer:
             with _timed(timings, "weight_sync"):
                 self.version += 1
                 self.rollout.update_weights(self.learners.state_dict_ref(), self.version)
-        metrics = {**self.batch_metrics(batch), **self.timing_metrics(timings, batch, learner_metrics),
+        timings["rollout"] -= timings.get("reward", 0.0)  # collect() timed the reward calls on their own
+        metrics = {**self.batch_metrics(first_round), **self.timing_metrics(timings, batch, learner_metrics),
                    **{f"actor/{k}": v for k, v in learner_metrics.items() if not k.startswith("learner_")},
-                   "policy_version": self.version}
-        return metrics, sample_summary(prompts, batch)
+                   **sampling, "policy_version": self.version}
+        return metrics, sample_summary(prompt_indices, batch)
+
+    def collect(self, step: int, timings: dict[str, float]) -> tuple[RolloutBatch, RolloutBatch, dict[str, float], list[int]]:
+        """Generate and score until ``prompts_per_step`` groups pass the algorithm's filter.
+
+        Returns the batch to train on, the first round as sampled (for honest
+        reward and accuracy metrics), sampling statistics, and the data-set
+        index of each trained group's prompt. Extra rounds draw
+        extra prompts (``PromptSampler.batch(step, draw)``), so a resumed run
+        repeats them.
+        """
+        per_step, cap = self.cfg.data.prompts_per_step, self.cfg.algorithm.max_sampling_rounds
+        kept, dropped, first_round = [], [], None
+        groups, prompt_of = 0, {}
+        for draw in range(cap):
+            prompts = self.sampler.batch(step, draw)
+            first_group = ((step - 1) * cap + draw) * per_step  # unique across steps and draws
+            prompt_of.update({first_group + i: p.index for i, p in enumerate(prompts)})
+            batch = self.rollout.generate(prompts, list(range(first_group, first_group + per_step)), self.cfg.rollout.n)
+            with _timed(timings, "reward", accumulate=True):
+                self.rewards.score(batch)
+            self.algorithm.shape_rewards(batch)
+            first_round = first_round or batch
+            keep, drop = self.algorithm.filter_groups(batch)
+            kept.append(keep)
+            dropped += [drop] if drop is not None else []
+            groups += len(keep) // self.cfg.rollout.n
+            if groups >= per_step:
+                break
+        short = max(0, per_step - groups)
+        if short:  # out of rounds: top up with dropped groups (zero advantage, no policy gradient)
+            kept.append(RolloutBatch.concat(dropped).select(range(short * self.cfg.rollout.n)))
+        batch = RolloutBatch.concat(kept).select(range(per_step * self.cfg.rollout.n))
+        stats = {"sampling/rounds": draw + 1, "sampling/dropped_groups": sum(len(d) for d in dropped) // self.cfg.rollout.n,
+                 "sampling/filled_groups": short}
+        return batch, first_round, stats, [prompt_of[g] for g in dict.fromkeys(batch.group_ids.tolist())]
 
     # ---- metrics --------------------------------------------------------------------------
     def batch_metrics(self, batch: RolloutBatch) -> dict[str, float]:
@@ -164,10 +195,10 @@ class Trainer:
         return every > 0 and step % every == 0
 
 
-def sample_summary(prompts: list[PromptRow], batch: RolloutBatch, shown: int = 4) -> dict:
+def sample_summary(prompt_indices: list[int], batch: RolloutBatch, shown: int = 4) -> dict:
     """What a step trained on: every prompt's data-set index, and a few samples to read."""
     return {
-        "prompt_indices": [p.index for p in prompts],
+        "prompt_indices": prompt_indices,
         "samples": [{"prompt": batch.prompts[i], "response": batch.responses[i], "answer": batch.answers[i],
                      "score": round(batch.scores[i].item(), 4)} for i in range(min(shown, len(batch)))],
     }
@@ -179,8 +210,8 @@ def completed_checkpoints(root: Path) -> list[Path]:
 
 
 @contextmanager
-def _timed(timings: dict[str, float], name: str):
+def _timed(timings: dict[str, float], name: str, accumulate: bool = False):
     start = time.perf_counter()
     yield
-    timings[name] = time.perf_counter() - start
+    timings[name] = (timings.get(name, 0.0) if accumulate else 0.0) + time.perf_counter() - start
 

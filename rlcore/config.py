@@ -161,6 +161,22 @@ class AlgorithmConfig:
     """KL estimator in the loss: k1, k2, k3 or abs."""
     loss_agg: str = "token-mean"
     """Loss aggregation: token-mean, seq-mean-token-sum, seq-mean-token-mean or seq-mean-token-sum-norm."""
+    advantage: str = "grpo"
+    """Advantage estimator: grpo (group-normalised), rloo (leave-one-out baseline) or reinforce_pp (REINFORCE++: batch-whitened returns)."""
+    ratio: str = "token"
+    """Importance ratio: token (PPO/GRPO) or sequence (GSPO's length-normalised sequence ratio; use clip_low=3e-4 clip_high=4e-4)."""
+    dual_clip: Optional[float] = None
+    """Dual-clip constant c > 1, bounding the loss of negative-advantage tokens (None: off)."""
+    entropy_coef: float = 0.0
+    """Entropy bonus: subtracts this times the aggregated entropy from the loss."""
+    overlong_buffer: int = 0
+    """DAPO overlong shaping: responses longer than rollout.max_new_tokens minus this many tokens are penalised linearly, up to overlong_penalty at the limit (0: off)."""
+    overlong_penalty: float = 1.0
+    """Largest overlong penalty, reached at rollout.max_new_tokens."""
+    dynamic_sampling: bool = False
+    """DAPO dynamic sampling: drop groups whose rewards are all equal and sample more prompts until the batch is full."""
+    max_sampling_rounds: int = 4
+    """Most generation rounds per step under dynamic sampling; a batch still short after them is topped up with dropped groups (counted in dynamic_sampling/filled_groups)."""
 
 
 @dataclass

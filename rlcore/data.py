@@ -88,7 +88,7 @@ def check_prompt_lengths(rows: list[PromptRow], tokenizer, max_tokens: int) -> N
 class PromptSampler:
     """Deterministic batches of prompts: batch ``k`` depends only on (seed, k).
 
-    Epoch ``e`` is a permutation seeded with ``seed + e``, and batches run
+    Epoch ``e`` is a permutation seeded with ``(seed, e)``, and batches run
     through the concatenation of epochs. Nothing is stateful, so a resumed run
     that asks for batch ``k`` gets exactly what the uninterrupted run got.
     """
@@ -99,19 +99,24 @@ class PromptSampler:
         self.rows, self.batch_size, self.seed, self.shuffle = rows, batch_size, seed, shuffle
         self._orders: dict[int, list[int]] = {}
 
-    def _order(self, epoch: int) -> list[int]:
-        if epoch not in self._orders:
+    def _order(self, epoch: int, draw: int) -> list[int]:
+        key = (epoch, draw)
+        if key not in self._orders:
             order = list(range(len(self.rows)))
-            if self.shuffle:
-                random.Random(self.seed + epoch).shuffle(order)
-            self._orders = {epoch: order}  # keep one epoch: batches move forward
-        return self._orders[epoch]
+            if self.shuffle or draw:
+                random.Random(self.seed + epoch if draw == 0 else f"{self.seed}/{epoch}/{draw}").shuffle(order)
+            self._orders = {key: order}  # keep one order: batches move forward
+        return self._orders[key]
 
-    def batch(self, step: int) -> list[PromptRow]:
-        """The prompts of training step ``step`` (1-based)."""
+    def batch(self, step: int, draw: int = 0) -> list[PromptRow]:
+        """The prompts of training step ``step`` (1-based).
+
+        ``draw > 0`` gives extra prompts for the same step (dynamic sampling),
+        from an order of their own, also a pure function of (seed, step, draw).
+        """
         start = (step - 1) * self.batch_size
         picked = []
         for pos in range(start, start + self.batch_size):
             epoch, i = divmod(pos, len(self.rows))
-            picked.append(self.rows[self._order(epoch)[i]])
+            picked.append(self.rows[self._order(epoch, draw)[i]])
         return picked

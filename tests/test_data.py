@@ -89,3 +89,9 @@ def test_sampler_is_a_function_of_the_step():
 def test_sampler_without_shuffle_is_in_order():
     s = PromptSampler(rows(5), 3, seed=0, shuffle=False)
     assert [r.index for r in s.batch(1)] + [r.index for r in s.batch(2)] == [0, 1, 2, 3, 4, 0]
+
+
+def test_extra_draws_differ_and_repeat():
+    a, b = PromptSampler(rows(50), 5, seed=1), PromptSampler(rows(50), 5, seed=1)
+    assert a.batch(3, draw=1) == b.batch(3, draw=1)
+    assert a.batch(3, draw=1) != a.batch(3) and a.batch(3, draw=2) != a.batch(3, draw=1)

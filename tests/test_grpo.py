@@ -39,3 +39,84 @@ def test_loss_on_policy_is_minus_mean_advantage_plus_kl():
     # token-mean over 3 tokens of -A*ratio (ratio 1): -(1 + 1 - 2)/3 = 0; plus 0.5 * 0.1
     assert abs(loss.item() - 0.05) < 1e-6
     assert abs(metrics["kl"] - 0.1) < 1e-6 and metrics["clip_frac"] == 0.0
+
+
+def test_overlong_penalty_boundaries():
+    from algorithms.shaping import overlong_penalty
+
+    # L_max 10, L_cache 4: free up to 6, then (6 - |y|)/4, reaching -1 at 10.
+    lengths = torch.tensor([3, 6, 7, 8, 10])
+    assert overlong_penalty(lengths, 10, 4).tolist() == [0.0, 0.0, -0.25, -0.5, -1.0]
+    assert overlong_penalty(lengths, 10, 4, penalty=2.0).tolist() == [0.0, 0.0, -0.5, -1.0, -2.0]
+
+
+def test_shape_rewards_adds_overlong_term():
+    cfg = load_config(None, ["rollout.max_new_tokens=4", "algorithm.overlong_buffer=2"])
+    batch = make([[1], [1, 2, 3], [1, 2, 3, 4]])
+    batch.scores = torch.tensor([1.0, 1.0, 1.0])
+    GRPO(cfg).shape_rewards(batch)
+    assert batch.scores.tolist() == [1.0, 0.5, 0.0]
+    assert batch.reward_terms["overlong"].tolist() == [0.0, -0.5, -1.0]
+
+
+def test_zero_variance_groups_and_dynamic_sampling_filter():
+    from algorithms.grpo import zero_variance_groups
+
+    ids = torch.tensor([0, 0, 1, 1, 2, 2])
+    scores = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0])
+    assert zero_variance_groups(scores, ids).tolist() == [True, True, False, False, True, True]
+    batch = make([[1]] * 6)
+    batch.group_ids, batch.scores = ids, scores
+    keep, drop = GRPO(load_config(None, ["algorithm.dynamic_sampling=true"])).filter_groups(batch)
+    assert keep.group_ids.tolist() == [1, 1] and drop.group_ids.tolist() == [0, 0, 2, 2]
+    keep, drop = GRPO(load_config()).filter_groups(batch)  # off: everything kept
+    assert len(keep) == 6 and drop is None
+
+
+def test_rloo_and_reinforce_pp_estimators():
+    batch = make([[1], [1], [1, 2], [1]])
+    batch.group_ids = torch.tensor([0, 0, 0, 1])
+    batch.scores = torch.tensor([1.0, 0.0, 2.0, 3.0])
+    GRPO(load_config(None, ["algorithm.advantage=rloo"])).compute_advantages(batch)
+    # leave-one-out: 1 - (0+2)/2 = 0, 0 - 1.5 = -1.5, 2 - 0.5 = 1.5; a group of one keeps its score
+    assert batch.advantages.tolist() == [0.0, -1.5, 1.5, 3.0]
+    GRPO(load_config(None, ["algorithm.advantage=reinforce_pp"])).compute_advantages(batch)
+    adv = batch.advantages
+    assert adv.shape == (4, 2) and adv[0, 1] == 0 and adv[3, 1] == 0  # padding stays 0
+    # gamma 1: every token carries its sequence's score, then whitened over the 5 tokens
+    returns = torch.tensor([1.0, 0.0, 2.0, 2.0, 3.0])
+    expected = (returns - returns.mean()) / (returns.var() + 1e-8).sqrt()
+    got = torch.stack([adv[0, 0], adv[1, 0], adv[2, 0], adv[2, 1], adv[3, 0]])
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_entropy_bonus_dual_clip_and_sequence_ratio_paths():
+    batch = make([[1, 2]])
+    lp = torch.tensor([[-1.0, -1.0]])
+    batch.old_logprobs, batch.advantages = lp.clone(), torch.tensor([-1.0])
+    ent = torch.tensor([[0.5, 0.5]])
+    base, _ = GRPO(load_config(None, ["algorithm.kl_coef=0"])).loss(lp, ent, batch)
+    bonus, _ = GRPO(load_config(None, ["algorithm.kl_coef=0", "algorithm.entropy_coef=0.1"])).loss(lp, ent, batch)
+    assert abs((base - bonus).item() - 0.05) < 1e-6
+    # ratio e^3 on a negative advantage: PPO loss 1 * e^3, dual clip caps it at c = 3
+    far = lp + 3.0
+    capped, m = GRPO(load_config(None, ["algorithm.kl_coef=0", "algorithm.dual_clip=3.0"])).loss(far, ent, batch)
+    assert abs(capped.item() - 3.0) < 1e-5 and m["dual_clip_frac"] == 1.0
+    seq, _ = GRPO(load_config(None, ["algorithm.kl_coef=0", "algorithm.ratio=sequence"])).loss(lp, ent, batch)
+    assert abs(seq.item() - 1.0) < 1e-6  # ratio 1, advantage -1: loss = -A = 1
+
+
+def test_family_validation_messages():
+    import pytest
+
+    from rlcore.config import ConfigError
+
+    for overrides, message in [
+        (["algorithm.advantage=gae"], "algorithm.advantage='gae' is not one of grpo, rloo, reinforce_pp"),
+        (["algorithm.ratio=seq"], "algorithm.ratio='seq' is not one of token, sequence"),
+        (["algorithm.dual_clip=0.5"], "algorithm.dual_clip=0.5 must be > 1"),
+        (["algorithm.overlong_buffer=99"], "algorithm.overlong_buffer=99 must be in [0, rollout.max_new_tokens=8]"),
+    ]:
+        with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            load_config(None, overrides)
+    load_config(None, ["algorithm.advantage=reinforce_pp", "rollout.n=1", "algorithm.mini_batch_size=32"])
