@@ -164,3 +164,13 @@ def reinforce_pp_returns(
         running = running * m[:, t]  # reset after EOS
     advantages = masked_whiten(returns, m) * m  # [B, T]
     return advantages, returns
+
+
+@torch.no_grad()
+def zero_variance_groups(scores: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
+    """[B] bool: the sample's group has all-equal scores (no learning signal under group baselines)."""
+    _, index = torch.unique(group_ids, return_inverse=True)  # [B]
+    groups = int(index.max()) + 1 if len(index) else 0
+    lo = torch.full((groups,), float("inf")).scatter_reduce(0, index, scores, "amin")
+    hi = torch.full((groups,), float("-inf")).scatter_reduce(0, index, scores, "amax")
+    return (hi - lo)[index] == 0

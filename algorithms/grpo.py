@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from algorithms.advantages import group_advantages, reinforce_pp_returns, rloo_advantages
+from algorithms.advantages import group_advantages, reinforce_pp_returns, rloo_advantages, zero_variance_groups
 from algorithms.base import AlgorithmBase
 from algorithms.losses import gspo_policy_loss, policy_loss
 from algorithms.shaping import overlong_penalty
@@ -111,11 +111,3 @@ class GRPO(AlgorithmBase):
         metrics["entropy"] = masked_mean(entropy.detach(), mask).item()
         return loss, metrics
 
-
-def zero_variance_groups(scores: torch.Tensor, group_ids: torch.Tensor) -> torch.Tensor:
-    """[B] bool: the sample's group has all-equal scores (no learning signal under group baselines)."""
-    _, index = torch.unique(group_ids, return_inverse=True)  # [B]
-    groups = int(index.max()) + 1 if len(index) else 0
-    lo = torch.full((groups,), float("inf")).scatter_reduce(0, index, scores, "amin")
-    hi = torch.full((groups,), float("-inf")).scatter_reduce(0, index, scores, "amax")
-    return (hi - lo)[index] == 0

@@ -1,7 +1,10 @@
-"""The one explicit list of algorithms. Adding an algorithm adds a line here (or a
-``register`` call from user code); the driver never names an algorithm."""
+"""The one explicit list of algorithms. Adding an algorithm adds a line here; user
+code outside the package calls ``register`` or names its class by import path
+(``algorithm.name=my_algos:SignGRPO``). The driver never names an algorithm."""
 
 from __future__ import annotations
+
+import importlib
 
 from algorithms.base import Algorithm
 from algorithms.grpo import GRPO
@@ -18,8 +21,16 @@ def register(cls: type[Algorithm]) -> type[Algorithm]:
 
 
 def get_algorithm_class(name: str) -> type[Algorithm]:
+    """A registered name, or an import path ``module:Class`` (which every Ray worker can import too)."""
     from rlcore.config import ConfigError
 
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"algorithm.name='{name}': cannot import it ({exc})") from None
     if name not in ALGORITHMS:
-        raise ConfigError(f"algorithm.name='{name}' is not registered; registered: {', '.join(sorted(ALGORITHMS))}")
+        raise ConfigError(f"algorithm.name='{name}' is not registered; registered: {', '.join(sorted(ALGORITHMS))}"
+                          " (or give an import path 'module:Class')")
     return ALGORITHMS[name]

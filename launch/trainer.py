@@ -23,6 +23,7 @@ from pathlib import Path
 
 from actors.groups import LearnerGroup, ReferenceGroup, RewardGroup, RolloutGroup
 from algorithms import get_algorithm_class
+from algorithms.advantages import zero_variance_groups
 from rlcore.batch import RolloutBatch
 from rlcore.config import Config, to_yaml
 from rlcore.data import PromptRow, PromptSampler
@@ -122,7 +123,9 @@ class Trainer:
             kept.append(RolloutBatch.concat(dropped).select(range(short * self.cfg.rollout.n)))
         batch = RolloutBatch.concat(kept).select(range(per_step * self.cfg.rollout.n))
         stats = {"sampling/rounds": draw + 1, "sampling/dropped_groups": sum(len(d) for d in dropped) // self.cfg.rollout.n,
-                 "sampling/filled_groups": short}
+                 "sampling/filled_groups": short,
+                 "sampling/zero_variance_groups": zero_variance_groups(batch.scores, batch.group_ids).sum().item()
+                 // self.cfg.rollout.n}
         return batch, first_round, stats, [prompt_of[g] for g in dict.fromkeys(batch.group_ids.tolist())]
 
     # ---- metrics --------------------------------------------------------------------------

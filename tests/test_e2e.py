@@ -32,8 +32,8 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def train(out: Path, *overrides: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "launch.train", "--config", PRESET, f"trainer.output_dir={out}",
+def train(out: Path, *overrides: str, preset: str = PRESET) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "launch.train", "--config", preset, f"trainer.output_dir={out}",
                            *SMALL, *overrides], cwd=REPO, env=venv_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc

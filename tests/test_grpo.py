@@ -60,7 +60,7 @@ def test_shape_rewards_adds_overlong_term():
 
 
 def test_zero_variance_groups_and_dynamic_sampling_filter():
-    from algorithms.grpo import zero_variance_groups
+    from algorithms.advantages import zero_variance_groups
 
     ids = torch.tensor([0, 0, 1, 1, 2, 2])
     scores = torch.tensor([1.0, 1.0, 0.0, 1.0, 0.0, 0.0])
