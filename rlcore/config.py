@@ -250,7 +250,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             path = Path(path)
             if not path.is_file():
                 raise ConfigError(f"config file not found: {path}")
-            merged = OmegaConf.merge(merged, OmegaConf.load(path))
+            try:
+                loaded = OmegaConf.load(path)
+            except Exception as exc:  # yaml's errors share no base class worth naming
+                problem = " ".join(str(exc).split())
+                raise ConfigError(f"{path}: not a valid YAML config ({problem})") from None
+            merged = OmegaConf.merge(merged, loaded)
         for item in overrides or []:
             if "=" not in item:
                 raise ConfigError(f"override '{item}' is not key=value")

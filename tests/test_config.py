@@ -86,3 +86,10 @@ def test_config_reference_is_up_to_date():
 
     assert (REPO / "docs" / "config.md").read_text() == render_config_reference(), \
         "docs/config.md is stale: run python -m launch.make_docs"
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer:\n  total_steps: 1\n  total_steps: 2\n")
+    with pytest.raises(ConfigError, match=f"{bad}: not a valid YAML config"):
+        load_config(bad)
