@@ -9,12 +9,13 @@ from __future__ import annotations
 import ray
 import torch
 
+from actors.critic import Critic
 from actors.learner import Learner
 from actors.reference import ReferenceWorker
 from actors.reward import RewardWorker
 from actors.rollout import RolloutWorker
 from rlcore.batch import RolloutBatch
-from rlcore.config import Config
+from rlcore.config import Config, LearnerConfig
 from rlcore.data import PromptRow
 
 
@@ -78,13 +79,12 @@ class ReferenceGroup:
         return ray.get(self.worker.logprobs.remote(batch))
 
 
-class LearnerGroup:
-    """``learner.world_size`` learner actors forming one torch.distributed group."""
+class FSDPGroup:
+    """``world_size`` ranks of one FSDP role forming one torch.distributed group."""
 
-    def __init__(self, cfg: Config, model_path: str):
-        lc = cfg.learner
-        actor = ray.remote(num_cpus=lc.num_cpus, num_gpus=lc.num_gpus)(Learner)
-        self.ranks = [actor.remote(cfg, model_path, rank, lc.world_size) for rank in range(lc.world_size)]
+    def __init__(self, worker_cls: type, cfg: Config, model_path: str, group_cfg: LearnerConfig):
+        actor = ray.remote(num_cpus=group_cfg.num_cpus, num_gpus=group_cfg.num_gpus)(worker_cls)
+        self.ranks = [actor.remote(cfg, model_path, rank, group_cfg.world_size) for rank in range(group_cfg.world_size)]
         addr, port = ray.get(self.ranks[0].address.remote())
         ray.get([r.setup.remote(addr, port) for r in self.ranks])
 
@@ -95,12 +95,10 @@ class LearnerGroup:
         out["learner_tokens"] = sum(m["learner_tokens"] for m in results)
         return out
 
-    def state_dict_ref(self) -> ray.ObjectRef:
-        """An ObjectRef to the gathered full weights (every rank takes part; rank 0 returns them)."""
-        refs = [r.full_state_dict.remote() for r in self.ranks]
-        ray.get(refs[1:])  # surfaces any rank's error here
-        ray.wait(refs[:1])
-        return refs[0]
+    def _per_rank(self, method: str, batch: RolloutBatch) -> torch.Tensor:
+        """Run a per-token query on equal slices over all ranks (FSDP forwards are collective)."""
+        parts = batch.chunks(len(self.ranks))
+        return torch.cat(ray.get([getattr(r, method).remote(p) for r, p in zip(self.ranks, parts)]))
 
     def save_checkpoint(self, path: str) -> None:
         ray.get([r.save_checkpoint.remote(path) for r in self.ranks])
@@ -108,8 +106,35 @@ class LearnerGroup:
     def load_checkpoint(self, path: str) -> None:
         ray.get([r.load_checkpoint.remote(path) for r in self.ranks])
 
+    def shutdown(self) -> None:
+        ray.get([r.shutdown.remote() for r in self.ranks])
+
+
+class LearnerGroup(FSDPGroup):
+    """The policy: ``learner.world_size`` learner ranks."""
+
+    def __init__(self, cfg: Config, model_path: str):
+        super().__init__(Learner, cfg, model_path, cfg.learner)
+
+    def logprobs(self, batch: RolloutBatch) -> torch.Tensor:
+        return self._per_rank("logprobs", batch)
+
+    def state_dict_ref(self) -> ray.ObjectRef:
+        """An ObjectRef to the gathered full weights (every rank takes part; rank 0 returns them)."""
+        refs = [r.full_state_dict.remote() for r in self.ranks]
+        ray.get(refs[1:])  # surfaces any rank's error here
+        ray.wait(refs[:1])
+        return refs[0]
+
     def export(self, path: str) -> None:
         ray.get([r.export.remote(path) for r in self.ranks])
 
-    def shutdown(self) -> None:
-        ray.get([r.shutdown.remote() for r in self.ranks])
+
+class CriticGroup(FSDPGroup):
+    """The PPO value model: ``critic.world_size`` critic ranks."""
+
+    def __init__(self, cfg: Config, model_path: str):
+        super().__init__(Critic, cfg, model_path, cfg.critic)
+
+    def values(self, batch: RolloutBatch) -> torch.Tensor:
+        return self._per_rank("values", batch)

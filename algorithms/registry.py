@@ -7,9 +7,11 @@ from __future__ import annotations
 import importlib
 
 from algorithms.base import Algorithm
+from algorithms.dpo import DPO, OnlineDPO
 from algorithms.grpo import GRPO
+from algorithms.ppo import PPO
 
-ALGORITHMS: dict[str, type[Algorithm]] = {GRPO.name: GRPO}
+ALGORITHMS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (GRPO, PPO, DPO, OnlineDPO)}
 
 
 def register(cls: type[Algorithm]) -> type[Algorithm]:

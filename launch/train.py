@@ -15,7 +15,7 @@ import sys
 
 from rlcore.assets import AssetError, resolve
 from rlcore.config import Config, ConfigError, load_config
-from rlcore.data import DataError, check_prompt_lengths, load_prompts
+from rlcore.data import DataError, check_prompt_lengths, load_preferences, load_prompts
 
 DEFAULT_CONFIG = "launch/configs/grpo_arithmetic.yaml"
 # Every actor inherits these: keep the per-step lines readable among the workers' logs.
@@ -36,17 +36,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def prepare(cfg: Config):
-    """Resolve the model and data paths (building ``local://`` assets) and load the prompts."""
-    cache = cfg.trainer.cache_dir
-    model_path = resolve(cfg.model.path, cache, "model.path")
-    train = load_prompts([resolve(f, cache, "data.train_files") for f in cfg.data.train_files],
-                         cfg.data.prompt_key, cfg.data.answer_key)
-    evals = load_prompts([resolve(f, cache, "data.eval_files") for f in cfg.data.eval_files],
-                         cfg.data.prompt_key, cfg.data.answer_key) if cfg.data.eval_files else []
+    """Resolve the model and data paths (building ``local://`` assets) and load the rows.
+
+    Prompt rows for algorithms that sample; preference pairs for offline ones.
+    """
     from transformers import AutoTokenizer
 
+    from algorithms import get_algorithm_class
+
+    cache, dc = cfg.trainer.cache_dir, cfg.data
+    model_path = resolve(cfg.model.path, cache, "model.path")
+    if cfg.model.critic_path:
+        cfg.model.critic_path = resolve(cfg.model.critic_path, cache, "model.critic_path")
+    train_files = [resolve(f, cache, "data.train_files") for f in dc.train_files]
+    eval_files = [resolve(f, cache, "data.eval_files") for f in dc.eval_files]
+    if get_algorithm_class(cfg.algorithm.name).uses_rollout:
+        train = load_prompts(train_files, dc.prompt_key, dc.answer_key)
+        evals = load_prompts(eval_files, dc.prompt_key, dc.answer_key) if eval_files else []
+    else:
+        train = load_preferences(train_files, dc.prompt_key, dc.chosen_key, dc.rejected_key)
+        evals = load_preferences(eval_files, dc.prompt_key, dc.chosen_key, dc.rejected_key) if eval_files else []
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    check_prompt_lengths(train + evals[: cfg.data.max_eval_prompts], tokenizer, cfg.data.max_prompt_tokens)
+    check_prompt_lengths(train + evals[: dc.max_eval_prompts], tokenizer, dc.max_prompt_tokens)
     return model_path, train, evals
 
 

@@ -1,16 +1,16 @@
 """The driver: moves batches between the role groups, step after step.
 
     for each step:
-        prompts  <- the sampler (a pure function of the step: resumable)
-        batch    <- rollout workers generate n samples per prompt
-        scores   <- reward workers
+        batch    <- the source: rollout workers sample, reward workers score,
+                    the algorithm shapes and filters (or: preference pairs)
         ref lp   <- reference worker
+        values   <- critic (if the algorithm has one)
         adv      <- the algorithm
-        update   <- FSDP learners
+        update   <- critic, then the FSDP policy learners
         weights  -> rollout workers, tagged with the new version
 
-There is no per-algorithm branch here: the algorithm plug-in computes the
-advantages and, inside the learners, the loss.
+The algorithm plug-in declares the roles it needs and supplies the maths; there
+is no per-algorithm branch here.
 """
 
 from __future__ import annotations
@@ -18,34 +18,33 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-from actors.groups import LearnerGroup, ReferenceGroup, RewardGroup, RolloutGroup
+from actors.groups import CriticGroup, LearnerGroup, ReferenceGroup
 from algorithms import get_algorithm_class
-from algorithms.advantages import zero_variance_groups
+from launch.sources import Collected, PreferenceSource, RolloutSource, accuracy, timed
 from rlcore.batch import RolloutBatch
 from rlcore.config import Config, to_yaml
-from rlcore.data import PromptRow, PromptSampler
 from rlcore.metrics import MetricsLogger
 
 STATE_FILE = "trainer_state.json"
 
 
 class Trainer:
-    def __init__(self, cfg: Config, model_path: str, train_rows: list[PromptRow], eval_rows: list[PromptRow]):
+    def __init__(self, cfg: Config, model_path: str, train_rows: list, eval_rows: list):
         self.cfg = cfg
         self.out = Path(cfg.trainer.output_dir).expanduser().resolve()
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(to_yaml(cfg))
         self.algorithm = get_algorithm_class(cfg.algorithm.name)(cfg)
-        self.sampler = PromptSampler(train_rows, cfg.data.prompts_per_step, cfg.trainer.seed, cfg.data.shuffle)
-        self.eval_rows = eval_rows[: cfg.data.max_eval_prompts]
         # Learners first: their process group must form while the CPUs are still quiet.
         self.learners = LearnerGroup(cfg, model_path)
+        self.critic = CriticGroup(cfg, model_path) if self.algorithm.uses_critic else None
         self.reference = ReferenceGroup(cfg, model_path) if cfg.reference.enabled else None
-        self.rewards = RewardGroup(cfg)
-        self.rollout = RolloutGroup(cfg, model_path)
+        if self.algorithm.uses_rollout:
+            self.source = RolloutSource(cfg, model_path, self.algorithm, train_rows, eval_rows)
+        else:
+            self.source = PreferenceSource(cfg, model_path, train_rows, eval_rows, self.learners, self.reference)
         self.version = 0
         self.logger = MetricsLogger(self.out, cfg.trainer.total_steps, cfg.trainer.tensorboard)
 
@@ -56,12 +55,12 @@ class Trainer:
         if step == 0 and self._due(0, tc.eval_every):
             self.logger.log(0, self.evaluate())
         for step in range(step + 1, tc.total_steps + 1):
-            metrics, batch_summary = self.train_step(step)
+            metrics, collected = self.train_step(step)
             last = step == tc.total_steps
             if self._due(step, tc.eval_every) or (last and tc.eval_every):
                 metrics.update(self.evaluate())
             self.logger.log(step, metrics)
-            self.logger.log_samples(step, batch_summary)
+            self.logger.log_samples(step, sample_summary(collected))
             if self._due(step, tc.save_every) or last:
                 self.save_checkpoint(step)
         self.logger.close()
@@ -71,62 +70,33 @@ class Trainer:
             return final
         return None
 
-    def train_step(self, step: int) -> tuple[dict[str, float], dict]:
+    def train_step(self, step: int) -> tuple[dict[str, float], Collected]:
         timings: dict[str, float] = {}
-        with _timed(timings, "step"):
-            with _timed(timings, "rollout"):
-                batch, first_round, sampling, prompt_indices = self.collect(step, timings)
+        learner_metrics: dict[str, float] = {}
+        with timed(timings, "step"):
+            collected = self.source.collect(step, timings)
+            batch = collected.batch
             if self.reference is not None:
-                with _timed(timings, "reference"):
+                with timed(timings, "reference"):
                     batch.ref_logprobs = self.reference.logprobs(batch)
-            self.algorithm.compute_advantages(batch)
-            with _timed(timings, "learner"):
-                learner_metrics = self.learners.train_step(batch)
-            with _timed(timings, "weight_sync"):
-                self.version += 1
-                self.rollout.update_weights(self.learners.state_dict_ref(), self.version)
-        timings["rollout"] -= timings.get("reward", 0.0)  # collect() timed the reward calls on their own
-        metrics = {**self.batch_metrics(first_round), **self.timing_metrics(timings, batch, learner_metrics),
-                   **{f"actor/{k}": v for k, v in learner_metrics.items() if not k.startswith("learner_")},
-                   **sampling, "policy_version": self.version}
-        return metrics, sample_summary(prompt_indices, batch)
-
-    def collect(self, step: int, timings: dict[str, float]) -> tuple[RolloutBatch, RolloutBatch, dict[str, float], list[int]]:
-        """Generate and score until ``prompts_per_step`` groups pass the algorithm's filter.
-
-        Returns the batch to train on, the first round as sampled (for honest
-        reward and accuracy metrics), sampling statistics, and the data-set
-        index of each trained group's prompt. Extra rounds draw
-        extra prompts (``PromptSampler.batch(step, draw)``), so a resumed run
-        repeats them.
-        """
-        per_step, cap = self.cfg.data.prompts_per_step, self.cfg.algorithm.max_sampling_rounds
-        kept, dropped, first_round = [], [], None
-        groups, prompt_of = 0, {}
-        for draw in range(cap):
-            prompts = self.sampler.batch(step, draw)
-            first_group = ((step - 1) * cap + draw) * per_step  # unique across steps and draws
-            prompt_of.update({first_group + i: p.index for i, p in enumerate(prompts)})
-            batch = self.rollout.generate(prompts, list(range(first_group, first_group + per_step)), self.cfg.rollout.n)
-            with _timed(timings, "reward", accumulate=True):
-                self.rewards.score(batch)
-            self.algorithm.shape_rewards(batch)
-            first_round = first_round or batch
-            keep, drop = self.algorithm.filter_groups(batch)
-            kept.append(keep)
-            dropped += [drop] if drop is not None else []
-            groups += len(keep) // self.cfg.rollout.n
-            if groups >= per_step:
-                break
-        short = max(0, per_step - groups)
-        if short:  # out of rounds: top up with dropped groups (zero advantage, no policy gradient)
-            kept.append(RolloutBatch.concat(dropped).select(range(short * self.cfg.rollout.n)))
-        batch = RolloutBatch.concat(kept).select(range(per_step * self.cfg.rollout.n))
-        stats = {"sampling/rounds": draw + 1, "sampling/dropped_groups": sum(len(d) for d in dropped) // self.cfg.rollout.n,
-                 "sampling/filled_groups": short,
-                 "sampling/zero_variance_groups": zero_variance_groups(batch.scores, batch.group_ids).sum().item()
-                 // self.cfg.rollout.n}
-        return batch, first_round, stats, [prompt_of[g] for g in dict.fromkeys(batch.group_ids.tolist())]
+            if self.critic is not None:
+                with timed(timings, "critic"):
+                    batch.values = self.critic.values(batch)
+            algorithm_metrics = self.algorithm.compute_advantages(batch) or {}
+            if self.critic is not None:
+                with timed(timings, "critic"):
+                    learner_metrics.update({f"critic/{k}": v for k, v in self.critic.train_step(batch).items()})
+            if self.algorithm.updates_policy(step):
+                with timed(timings, "learner"):
+                    learner_metrics.update({f"actor/{k}": v for k, v in self.learners.train_step(batch).items()})
+                with timed(timings, "weight_sync"):
+                    self.version += 1
+                    self.source.update_weights(self.learners, self.version)
+        metrics = {**self.batch_metrics(collected.scored), **self.timing_metrics(timings, batch, learner_metrics),
+                   **{k: v for k, v in learner_metrics.items() if "learner_" not in k},
+                   **{f"algorithm/{k}": v for k, v in algorithm_metrics.items()},
+                   **collected.stats, "policy_version": self.version}
+        return metrics, collected
 
     # ---- metrics --------------------------------------------------------------------------
     def batch_metrics(self, batch: RolloutBatch) -> dict[str, float]:
@@ -134,36 +104,30 @@ class Trainer:
         metrics = {
             "reward/mean": batch.scores.mean().item(),
             "reward/std": batch.scores.std().item() if len(batch) > 1 else 0.0,
-            "accuracy": self.accuracy(batch),
             "response_length/mean": lengths.mean().item(),
             "response_length/max": lengths.max().item(),
             "response_length/truncated_frac": batch.truncated.float().mean().item(),
         }
+        if self.cfg.reward.accuracy_term in batch.reward_terms:
+            metrics["accuracy"] = accuracy(self.cfg, batch)
         metrics.update({f"reward/{name}": v.mean().item() for name, v in batch.reward_terms.items()})
         return metrics
-
-    def accuracy(self, batch: RolloutBatch) -> float:
-        return (batch.reward_terms[self.cfg.reward.accuracy_term] >= 1.0).float().mean().item()
 
     @staticmethod
     def timing_metrics(timings: dict[str, float], batch: RolloutBatch, learner: dict[str, float]) -> dict[str, float]:
         tokens = batch.num_response_tokens
         out = {f"time/{k}": v for k, v in timings.items()}
-        out["throughput/rollout_tokens_per_s"] = tokens / max(timings["rollout"], 1e-9)
-        out["throughput/learner_tokens_per_s"] = learner["learner_tokens"] / max(timings["learner"], 1e-9)
+        if "rollout" in timings:
+            out["throughput/rollout_tokens_per_s"] = tokens / max(timings["rollout"], 1e-9)
+        if "actor/learner_tokens" in learner:
+            out["throughput/learner_tokens_per_s"] = learner["actor/learner_tokens"] / max(timings["learner"], 1e-9)
         out["throughput/tokens_per_s"] = tokens / max(timings["step"], 1e-9)
         return out
 
     def evaluate(self) -> dict[str, float]:
-        """Greedy accuracy and reward on the eval prompts."""
-        if not self.eval_rows:
-            return {}
         start = time.perf_counter()
-        batch = self.rollout.generate(self.eval_rows, list(range(len(self.eval_rows))), n=1, greedy=True)
-        self.rewards.score(batch)
-        return {"eval/accuracy": self.accuracy(batch), "eval/reward": batch.scores.mean().item(),
-                "eval/response_length": batch.response_mask.sum(-1).mean().item(),
-                "time/eval": time.perf_counter() - start}
+        metrics = self.source.evaluate()
+        return {**metrics, "time/eval": time.perf_counter() - start} if metrics else {}
 
     # ---- checkpoints ----------------------------------------------------------------------
     @property
@@ -175,8 +139,11 @@ class Trainer:
         if path.exists():
             shutil.rmtree(path)
         self.learners.save_checkpoint(str(path / "learner"))
+        if self.critic is not None:
+            self.critic.save_checkpoint(str(path / "critic"))
         # Written last: a checkpoint without it is incomplete and ignored on resume.
-        (path / STATE_FILE).write_text(json.dumps({"step": step, "policy_version": self.version}))
+        state = {"step": step, "policy_version": self.version, "algorithm": self.algorithm.state_dict()}
+        (path / STATE_FILE).write_text(json.dumps(state))
         for old in completed_checkpoints(self.checkpoint_root)[: -self.cfg.trainer.keep_checkpoints]:
             shutil.rmtree(old)
 
@@ -188,8 +155,11 @@ class Trainer:
             return 0
         state = json.loads((found[-1] / STATE_FILE).read_text())
         self.learners.load_checkpoint(str(found[-1] / "learner"))
+        if self.critic is not None:
+            self.critic.load_checkpoint(str(found[-1] / "critic"))
+        self.algorithm.load_state_dict(state.get("algorithm", {}))
         self.version = state["policy_version"]
-        self.rollout.update_weights(self.learners.state_dict_ref(), self.version)
+        self.source.update_weights(self.learners, self.version)
         print(f"resumed from {found[-1]} at step {state['step']}", flush=True)
         return state["step"]
 
@@ -198,10 +168,11 @@ class Trainer:
         return every > 0 and step % every == 0
 
 
-def sample_summary(prompt_indices: list[int], batch: RolloutBatch, shown: int = 4) -> dict:
-    """What a step trained on: every prompt's data-set index, and a few samples to read."""
+def sample_summary(collected: Collected, shown: int = 4) -> dict:
+    """What a step trained on: every group's prompt index in the data set, and a few samples to read."""
+    batch = collected.batch
     return {
-        "prompt_indices": prompt_indices,
+        "prompt_indices": collected.prompt_indices,
         "samples": [{"prompt": batch.prompts[i], "response": batch.responses[i], "answer": batch.answers[i],
                      "score": round(batch.scores[i].item(), 4)} for i in range(min(shown, len(batch)))],
     }
@@ -210,11 +181,3 @@ def sample_summary(prompt_indices: list[int], batch: RolloutBatch, shown: int = 
 def completed_checkpoints(root: Path) -> list[Path]:
     """Checkpoint folders with a state file, oldest first."""
     return sorted(p.parent for p in root.glob(f"step_*/{STATE_FILE}"))
-
-
-@contextmanager
-def _timed(timings: dict[str, float], name: str, accumulate: bool = False):
-    start = time.perf_counter()
-    yield
-    timings[name] = (timings.get(name, 0.0) if accumulate else 0.0) + time.perf_counter() - start
-

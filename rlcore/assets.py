@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from rlcore.tasks.arithmetic import split_problems, write_jsonl
+from rlcore.tasks.arithmetic import preference_rows, split_problems, write_jsonl
 
 SCHEME = "local://"
 
@@ -22,6 +22,14 @@ def _test(path: Path) -> None:
     write_jsonl(split_problems()[1], path)
 
 
+def _prefs_train(path: Path) -> None:
+    write_jsonl(preference_rows(split_problems()[0], seed=1), path)
+
+
+def _prefs_test(path: Path) -> None:
+    write_jsonl(preference_rows(split_problems()[1], seed=2), path)
+
+
 def _model(path: Path) -> None:
     from rlcore.local_model import make_local_model
 
@@ -32,6 +40,8 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "tiny-qwen2-arith": _model,
     "arithmetic-train.jsonl": _train,
     "arithmetic-test.jsonl": _test,
+    "arithmetic-prefs-train.jsonl": _prefs_train,
+    "arithmetic-prefs-test.jsonl": _prefs_test,
 }
 
 

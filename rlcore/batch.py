@@ -53,6 +53,10 @@ class RolloutBatch:
     """[B] or [B, T] fp32. Set by the algorithm."""
     old_logprobs: torch.Tensor | None = None
     """[B, T] fp32: the learner's log-probs before its update (PPO ratio denominator). Set by the learner."""
+    values: torch.Tensor | None = None
+    """[B, T] fp32: the critic's value estimates before its update (PPO). Set by the critic."""
+    returns: torch.Tensor | None = None
+    """[B, T] fp32: value-function targets (PPO). Set by the algorithm."""
 
     def __len__(self) -> int:
         return len(self.prompt_ids)

@@ -35,6 +35,8 @@ class ModelConfig:
     """Hugging Face model folder (config, weights, tokenizer) of the initial policy. ``local://tiny-qwen2-arith`` is the small model the project builds and caches itself."""
     dtype: str = "float32"
     """Parameter dtype of the learner and reference: float32, bfloat16 or float16."""
+    critic_path: Optional[str] = None
+    """Initial weights of the PPO critic (a Hugging Face folder of the same architecture). None: the policy's weights, with a new value head."""
 
 
 @dataclass
@@ -47,6 +49,10 @@ class DataConfig:
     """Row field holding the prompt text."""
     answer_key: str = "answer"
     """Row field holding the ground truth that rewards compare against."""
+    chosen_key: str = "chosen"
+    """Preference rows (offline DPO): field holding the preferred response."""
+    rejected_key: str = "rejected"
+    """Preference rows (offline DPO): field holding the dispreferred response."""
     prompts_per_step: int = 32
     """Prompts drawn per training step. Each yields ``rollout.n`` samples."""
     shuffle: bool = True
@@ -173,6 +179,24 @@ class AlgorithmConfig:
     """DAPO overlong shaping: responses longer than rollout.max_new_tokens minus this many tokens are penalised linearly, up to overlong_penalty at the limit (0: off)."""
     overlong_penalty: float = 1.0
     """Largest overlong penalty, reached at rollout.max_new_tokens."""
+    gamma: float = 1.0
+    """PPO: GAE discount."""
+    lam: float = 1.0
+    """PPO: GAE lambda."""
+    value_clip: float = 0.5
+    """PPO: value clipping range around the old values."""
+    critic_warmup_steps: int = 0
+    """PPO: steps in which only the critic trains (the policy and its weights stay fixed)."""
+    kl_target: Optional[float] = None
+    """PPO: target KL per token for the adaptive KL coefficient (Ziegler et al. 2019); None keeps kl_coef fixed."""
+    kl_horizon: int = 10000
+    """PPO: horizon, in samples, of the adaptive KL controller."""
+    dpo_beta: float = 0.1
+    """DPO: beta, the strength of the implicit KL constraint."""
+    dpo_loss: str = "sigmoid"
+    """DPO: loss variant, sigmoid (with label_smoothing: cDPO), robust, hinge or ipo."""
+    label_smoothing: float = 0.0
+    """DPO: assumed share of flipped preference labels (cDPO, robust)."""
     dynamic_sampling: bool = False
     """DAPO dynamic sampling: drop groups whose rewards are all equal and sample more prompts until the batch is full."""
     max_sampling_rounds: int = 4
@@ -219,6 +243,7 @@ class Config:
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    critic: LearnerConfig = field(default_factory=lambda: LearnerConfig(lr=1e-4))
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -290,7 +315,7 @@ def validate(cfg: Config) -> None:
 
     _positive(cfg, "data.prompts_per_step", "rollout.num_workers", "rollout.n", "rollout.max_new_tokens",
               "rollout.kv_cache_gib", "reward.num_workers", "learner.world_size", "learner.lr",
-              "learner.micro_batch_size", "algorithm.ppo_epochs", "algorithm.mini_batch_size",
+              "learner.micro_batch_size", "critic.world_size", "critic.lr", "critic.micro_batch_size", "algorithm.ppo_epochs", "algorithm.mini_batch_size",
               "trainer.total_steps", "reference.micro_batch_size")
     _check(cfg.rollout.temperature >= 0, f"rollout.temperature={cfg.rollout.temperature} must be >= 0")
     _check(0 < cfg.rollout.top_p <= 1, f"rollout.top_p={cfg.rollout.top_p} must be in (0, 1]")
@@ -311,14 +336,19 @@ def validate(cfg: Config) -> None:
 
     from algorithms import get_algorithm_class  # the algorithm checks its own combinations
 
-    get_algorithm_class(cfg.algorithm.name).validate(cfg)
+    algorithm = get_algorithm_class(cfg.algorithm.name)
+    algorithm.validate(cfg)
 
-    samples = cfg.data.prompts_per_step * cfg.rollout.n
+    group = algorithm.group_size(cfg)
+    samples = cfg.data.prompts_per_step * group
     mini = cfg.algorithm.mini_batch_size
+    per_group = "rollout.n" if group == cfg.rollout.n else f"{group} (samples per group of {cfg.algorithm.name})"
     _check(samples % mini == 0,
-           f"algorithm.mini_batch_size={mini} must divide data.prompts_per_step × rollout.n = {samples}")
+           f"algorithm.mini_batch_size={mini} must divide data.prompts_per_step × {per_group} = {samples}")
     _check(mini % cfg.learner.world_size == 0,
            f"algorithm.mini_batch_size={mini} must be divisible by learner.world_size={cfg.learner.world_size}")
+    _check(mini % cfg.critic.world_size == 0,
+           f"algorithm.mini_batch_size={mini} must be divisible by critic.world_size={cfg.critic.world_size}")
     _check(samples % cfg.learner.world_size == 0,
            f"data.prompts_per_step × rollout.n = {samples} must be divisible by learner.world_size={cfg.learner.world_size}")
 

@@ -77,6 +77,38 @@ def load_prompts(files: list[str | Path], prompt_key: str = "prompt", answer_key
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class PreferenceRow:
+    index: int
+    prompt: str
+    chosen: str
+    rejected: str
+    source: str = ""
+
+
+def load_preferences(files: list[str | Path], prompt_key: str = "prompt", chosen_key: str = "chosen",
+                     rejected_key: str = "rejected") -> list[PreferenceRow]:
+    """Preference pairs (offline DPO), validated like prompts: each row needs three non-empty strings."""
+    out: list[PreferenceRow] = []
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            raise DataError(f"data file not found: {path}")
+        where = "line" if path.suffix != ".parquet" else "row"
+        for row_no, row in _read_rows(path):
+            values = []
+            for key in (prompt_key, chosen_key, rejected_key):
+                value = row.get(key) if isinstance(row, dict) else None
+                if not isinstance(value, str) or not value:
+                    raise DataError(f"{path} {where} {row_no}: expected a non-empty string in '{key}' "
+                                    f"(preference rows need '{prompt_key}', '{chosen_key}', '{rejected_key}'), got {value!r}")
+                values.append(value)
+            out.append(PreferenceRow(len(out), *values, source=f"{path} {where} {row_no}"))
+    if not out:
+        raise DataError(f"no preference rows in {', '.join(map(str, files))}")
+    return out
+
+
 def check_prompt_lengths(rows: list[PromptRow], tokenizer, max_tokens: int) -> None:
     """Fail on the first prompt longer than ``max_tokens`` tokens, naming its file and row."""
     for row in rows:
@@ -93,7 +125,7 @@ class PromptSampler:
     that asks for batch ``k`` gets exactly what the uninterrupted run got.
     """
 
-    def __init__(self, rows: list[PromptRow], batch_size: int, seed: int, shuffle: bool = True):
+    def __init__(self, rows: list, batch_size: int, seed: int, shuffle: bool = True):
         if not rows:
             raise DataError("the prompt data set is empty")
         self.rows, self.batch_size, self.seed, self.shuffle = rows, batch_size, seed, shuffle
@@ -108,7 +140,7 @@ class PromptSampler:
             self._orders = {key: order}  # keep one order: batches move forward
         return self._orders[key]
 
-    def batch(self, step: int, draw: int = 0) -> list[PromptRow]:
+    def batch(self, step: int, draw: int = 0) -> list:
         """The prompts of training step ``step`` (1-based).
 
         ``draw > 0`` gives extra prompts for the same step (dynamic sampling),

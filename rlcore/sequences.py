@@ -41,11 +41,27 @@ def response_logprobs(
     with_entropy: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(logprobs [B, T], entropy [B, T] or None)`` of the response tokens; padding holds garbage, mask it."""
-    device = next(model.parameters()).device
-    input_ids, attention_mask, logit_index, targets = pack(prompt_ids, response_ids, pad_id, width)
-    logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False).logits
-    index = logit_index.to(device)[:, :, None].expand(-1, -1, logits.shape[-1])
-    response_logits = logits.gather(1, index)  # [B, T, V]
-    logprobs = logprobs_from_logits(response_logits, targets.to(device), temperature)
+    response_logits, targets = _response_outputs(model, prompt_ids, response_ids, pad_id, width)  # [B, T, V]
+    logprobs = logprobs_from_logits(response_logits, targets, temperature)
     entropy = entropy_from_logits(response_logits, temperature) if with_entropy else None
     return logprobs, entropy
+
+
+def response_values(model: torch.nn.Module, prompt_ids: list[list[int]], response_ids: list[list[int]], *,
+                    pad_id: int, width: int) -> torch.Tensor:
+    """``[B, T]`` value estimates of a one-label token-classification model (the PPO critic).
+
+    The value of response token ``j`` is read where its log-prob is: at the
+    position just before it (the state in which it is chosen), as in verl.
+    """
+    outputs, _ = _response_outputs(model, prompt_ids, response_ids, pad_id, width)  # [B, T, 1]
+    return outputs[..., 0].float()
+
+
+def _response_outputs(model, prompt_ids, response_ids, pad_id, width):
+    """The model's per-position outputs at the response positions, ``[B, T, D]``, and the targets ``[B, T]``."""
+    device = next(model.parameters()).device
+    input_ids, attention_mask, logit_index, targets = pack(prompt_ids, response_ids, pad_id, width)
+    outputs = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False).logits
+    index = logit_index.to(device)[:, :, None].expand(-1, -1, outputs.shape[-1])
+    return outputs.gather(1, index), targets.to(device)

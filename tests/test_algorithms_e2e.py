@@ -26,3 +26,45 @@ def test_dapo_dynamic_sampling_trains_only_on_informative_groups(tmp_path):
     # With 16 prompts × 4 samples at ~30% accuracy many groups are all wrong: they were dropped.
     assert sum(r["sampling/dropped_groups"] for r in records) > 0
     assert all(r["sampling/rounds"] >= 1 for r in records)
+
+
+def mean(values):
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def test_ppo_reward_up_and_value_loss_down(tmp_path):
+    out = tmp_path / "ppo"
+    train(out, "trainer.total_steps=16", "trainer.eval_every=0", "trainer.save_every=0", "trainer.export=false",
+          "data.prompts_per_step=64", "rollout.n=8", "algorithm.mini_batch_size=256",
+          preset="launch/configs/ppo_arithmetic.yaml")
+    records = read_jsonl(out / "metrics.jsonl")
+    assert "actor/pg_loss" not in records[0] and "actor/pg_loss" in records[2]  # critic warm-up: 2 steps
+    value_loss = [r["critic/value_loss"] for r in records]
+    reward = [r["reward/mean"] for r in records]
+    # The fresh value head starts far off; what is left later is mostly the returns' own variance.
+    assert mean(value_loss[-4:]) < 0.9 * value_loss[0]
+    assert mean(reward[-4:]) > mean(reward[:4]) + 0.03
+
+
+def test_offline_dpo_held_out_preference_accuracy_rises(tmp_path):
+    out = tmp_path / "dpo"
+    train(out, "trainer.total_steps=20", "trainer.eval_every=10", "trainer.save_every=0", "trainer.export=false",
+          "data.prompts_per_step=32", "algorithm.mini_batch_size=64", preset="launch/configs/dpo_arithmetic.yaml")
+    records = read_jsonl(out / "metrics.jsonl")
+    evals = [r["eval/preference_accuracy"] for r in records if "eval/preference_accuracy" in r]
+    assert len(evals) == 3 and evals[0] == 0.5  # step 0: policy = reference, every margin ties
+    assert evals[1] > 0.5 and evals[2] > evals[1]
+    assert {"actor/dpo_loss", "actor/chosen_reward", "actor/rejected_reward", "actor/margin"} <= set(records[-1])
+    assert "time/rollout" not in records[-1]  # offline: no rollout workers
+
+
+def test_online_dpo_reward_up(tmp_path):
+    out = tmp_path / "online_dpo"
+    train(out, "trainer.total_steps=16", "trainer.eval_every=0", "trainer.save_every=0", "trainer.export=false",
+          "data.prompts_per_step=64", "rollout.n=8", "algorithm.mini_batch_size=64",
+          preset="launch/configs/online_dpo_arithmetic.yaml")
+    records = read_jsonl(out / "metrics.jsonl")
+    reward = [r["reward/mean"] for r in records]
+    assert mean(reward[-4:]) > mean(reward[:4]) + 0.03
+    assert all(r["sampling/zero_variance_groups"] == 0 for r in records)  # every trained pair has a preference

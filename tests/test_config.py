@@ -35,7 +35,7 @@ def test_overrides_win_over_preset():
         (["algorithm.mini_batch_size=48"], "algorithm.mini_batch_size=48 must divide data.prompts_per_step × rollout.n = 256"),
         (["learner.world_size=3"], "must be divisible by learner.world_size=3"),
         (["rollout.n=1"], "rollout.n=1: GRPO compares samples within a group"),
-        (["algorithm.name=nope"], "algorithm.name='nope' is not registered; registered: grpo"),
+        (["algorithm.name=nope"], "algorithm.name='nope' is not registered; registered: dpo, grpo, online_dpo, ppo"),
         (["algorithm.kl_kind=k9"], "algorithm.kl_kind='k9' is not one of k1, k2, k3, abs"),
         (["algorithm.loss_agg=sum"], "algorithm.loss_agg='sum' is not one of token-mean"),
         (["model.dtype=int8"], "model.dtype='int8' is not one of float32, bfloat16, float16"),

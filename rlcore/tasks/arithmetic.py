@@ -33,12 +33,24 @@ def split_problems(max_operand: int = 30, test_size: int = 200, seed: int = 0) -
     return problems[test_size:], problems[:test_size]
 
 
-def write_jsonl(problems: list[Problem], path: str | Path) -> Path:
+def preference_rows(problems: list[Problem], seed: int = 0) -> list[dict[str, str]]:
+    """Offline DPO pairs: the right answer is chosen, a near miss (off by 1, 2 or 10) rejected."""
+    rng = random.Random(seed)
+    rows = []
+    for p in problems:
+        wrong = int(p.answer) + rng.choice((-10, -2, -1, 1, 2, 10))
+        wrong = wrong if wrong >= 0 else int(p.answer) + 1
+        rows.append({"prompt": p.prompt, "chosen": p.answer, "rejected": str(wrong)})
+    return rows
+
+
+def write_jsonl(problems: list[Problem] | list[dict], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w") as f:
         for p in problems:
-            f.write(json.dumps({"prompt": p.prompt, "answer": p.answer}) + "\n")
+            row = p if isinstance(p, dict) else {"prompt": p.prompt, "answer": p.answer}
+            f.write(json.dumps(row) + "\n")
     tmp.replace(path)  # atomic: a reader never sees half a file
     return path
