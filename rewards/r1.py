@@ -127,3 +127,21 @@ def math_accuracy(prompt: str, response: str, ground_truth: str) -> float:
         return 1.0 if verify(gold, pred, timeout_seconds=None) else 0.0
     except Exception:
         return 0.0
+
+
+def r1_tag_count(prompt: str, response: str, ground_truth: str) -> float:
+    """Partial credit for the R1 tags: 0.25 for each of the four tags that occurs exactly once.
+
+    The "tag count" shaping reward of the open-r1 GRPO recipe (huggingface/open-r1,
+    ``src/open_r1/rewards.py``, ``tag_count_reward``, itself adapted from a TRL GRPO
+    demo gist): where :func:`r1_format` is all-or-nothing, this gives a model that
+    has learnt some of the template a graded signal, 0.25 each for exactly one
+    ``<think>``, ``</think>``, ``<answer>`` and ``</answer>``.
+
+    Unlike open-r1, which counts the newline-delimited forms (``"<think>\\n"``,
+    ``"\\n</think>\\n"``, ...) of its newline-strict format reward, the bare tags are
+    counted here, to match :func:`r1_format`, which allows any whitespace around
+    them. A tag that is missing or repeated earns nothing; order and surrounding
+    text are not checked, so 1.0 here does not imply 1.0 from :func:`r1_format`.
+    """
+    return 0.25 * sum(response.count(tag) == 1 for tag in _R1_TAGS)

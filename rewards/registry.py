@@ -11,7 +11,8 @@ import importlib
 from collections.abc import Callable
 
 from rewards.arithmetic import exact_match, numeric_match
-from rewards.r1 import math_accuracy, r1_format
+from rewards.language import language_consistency
+from rewards.r1 import math_accuracy, r1_format, r1_tag_count
 
 RewardFn = Callable[..., float]
 
@@ -20,6 +21,8 @@ BUILTIN_REWARDS: dict[str, RewardFn] = {
     "numeric_match": numeric_match,
     "math_accuracy": math_accuracy,
     "r1_format": r1_format,
+    "r1_tag_count": r1_tag_count,
+    "language_consistency": language_consistency,
 }
 
 

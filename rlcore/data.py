@@ -52,28 +52,34 @@ def _read_rows(path: Path) -> list[tuple[int, Any]]:
     return rows
 
 
-def load_prompts(files: list[str | Path], prompt_key: str = "prompt", answer_key: str = "answer") -> list[PromptRow]:
-    """All rows of ``files``, in order, validated."""
-    out: list[PromptRow] = []
+def _located_rows(files: list[str | Path]):
+    """``(source, row)`` for every row of ``files`` in order, ``source`` like ``path line 7``."""
     for name in files:
         path = Path(name)
         if not path.is_file():
             raise DataError(f"data file not found: {path}")
         where = "line" if path.suffix != ".parquet" else "row"
-        for row_no, row in _read_rows(path):
-            if not isinstance(row, dict):
-                raise DataError(f"{path} {where} {row_no}: expected an object with '{prompt_key}' and "
-                                f"'{answer_key}', got {type(row).__name__}")
-            prompt, answer = row.get(prompt_key), row.get(answer_key)
-            if not isinstance(prompt, str) or not prompt:
-                raise DataError(f"{path} {where} {row_no}: expected a non-empty string in '{prompt_key}', got {prompt!r}")
-            if answer is None or isinstance(answer, (dict, list)):
-                raise DataError(f"{path} {where} {row_no}: expected a string or number in '{answer_key}', got {answer!r}")
-            meta = {k: v for k, v in row.items() if k not in (prompt_key, answer_key)}
-            out.append(PromptRow(index=len(out), prompt=prompt, answer=str(answer), source=f"{path} {where} {row_no}",
-                                 metadata=meta))
-        if not out:
+        rows = _read_rows(path)
+        if not rows:
             raise DataError(f"{path}: no rows")
+        for row_no, row in rows:
+            yield f"{path} {where} {row_no}", row
+
+
+def load_prompts(files: list[str | Path], prompt_key: str = "prompt", answer_key: str = "answer") -> list[PromptRow]:
+    """All rows of ``files``, in order, validated."""
+    out: list[PromptRow] = []
+    for source, row in _located_rows(files):
+        if not isinstance(row, dict):
+            raise DataError(f"{source}: expected an object with '{prompt_key}' and '{answer_key}', "
+                            f"got {type(row).__name__}")
+        prompt, answer = row.get(prompt_key), row.get(answer_key)
+        if not isinstance(prompt, str) or not prompt:
+            raise DataError(f"{source}: expected a non-empty string in '{prompt_key}', got {prompt!r}")
+        if answer is None or isinstance(answer, (dict, list)):
+            raise DataError(f"{source}: expected a string or number in '{answer_key}', got {answer!r}")
+        meta = {k: v for k, v in row.items() if k not in (prompt_key, answer_key)}
+        out.append(PromptRow(index=len(out), prompt=prompt, answer=str(answer), source=source, metadata=meta))
     return out
 
 
@@ -90,22 +96,15 @@ def load_preferences(files: list[str | Path], prompt_key: str = "prompt", chosen
                      rejected_key: str = "rejected") -> list[PreferenceRow]:
     """Preference pairs (offline DPO), validated like prompts: each row needs three non-empty strings."""
     out: list[PreferenceRow] = []
-    for name in files:
-        path = Path(name)
-        if not path.is_file():
-            raise DataError(f"data file not found: {path}")
-        where = "line" if path.suffix != ".parquet" else "row"
-        for row_no, row in _read_rows(path):
-            values = []
-            for key in (prompt_key, chosen_key, rejected_key):
-                value = row.get(key) if isinstance(row, dict) else None
-                if not isinstance(value, str) or not value:
-                    raise DataError(f"{path} {where} {row_no}: expected a non-empty string in '{key}' "
-                                    f"(preference rows need '{prompt_key}', '{chosen_key}', '{rejected_key}'), got {value!r}")
-                values.append(value)
-            out.append(PreferenceRow(len(out), *values, source=f"{path} {where} {row_no}"))
-    if not out:
-        raise DataError(f"no preference rows in {', '.join(map(str, files))}")
+    for source, row in _located_rows(files):
+        values = []
+        for key in (prompt_key, chosen_key, rejected_key):
+            value = row.get(key) if isinstance(row, dict) else None
+            if not isinstance(value, str) or not value:
+                raise DataError(f"{source}: expected a non-empty string in '{key}' (preference rows need "
+                                f"'{prompt_key}', '{chosen_key}', '{rejected_key}'), got {value!r}")
+            values.append(value)
+        out.append(PreferenceRow(len(out), *values, source=source))
     return out
 
 

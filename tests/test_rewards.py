@@ -15,9 +15,11 @@ from rewards import (
     RewardTerm,
     exact_match,
     extract_answer,
+    language_consistency,
     math_accuracy,
     numeric_match,
     r1_format,
+    r1_tag_count,
     resolve_reward,
 )
 
@@ -232,6 +234,8 @@ def test_builtin_rewards():
         "numeric_match": numeric_match,
         "math_accuracy": math_accuracy,
         "r1_format": r1_format,
+        "r1_tag_count": r1_tag_count,
+        "language_consistency": language_consistency,
     }
     for name, fn in BUILTIN_REWARDS.items():
         assert resolve_reward(name) is fn
@@ -249,13 +253,13 @@ def _error(name: str) -> str:
     message = str(info.value)
     assert "\n" not in message
     # Every error lists the built-in names.
-    assert "exact_match, math_accuracy, numeric_match, r1_format" in message
+    assert "exact_match, language_consistency, math_accuracy, numeric_match, r1_format, r1_tag_count" in message
     assert "'module:function'" in message
     return message
 
 
 def test_resolve_unknown_name():
-    assert _error("foo").startswith("unknown reward 'foo': use one of exact_match, math_accuracy")
+    assert _error("foo").startswith("unknown reward 'foo': use one of exact_match, language_consistency")
 
 
 def test_resolve_missing_module():
