@@ -15,7 +15,8 @@ from actors.reference import ReferenceWorker
 from actors.reward import RewardWorker
 from actors.rollout import RolloutWorker
 from rlcore.batch import RolloutBatch
-from rlcore.config import Config, LearnerConfig
+from rewards.api import RewardSample
+from rlcore.config import Config, LearnerConfig, RewardTermConfig
 from rlcore.data import PromptRow
 
 
@@ -49,22 +50,97 @@ class RolloutGroup:
         ray.get([w.update_weights.remote(state_dict_ref, version) for w in self.workers])
 
 
+class RewardPool:
+    """The actors of one reward term. Spreads samples over them and contains the term's faults:
+
+    * a batch past ``timeout_s``: its actor is killed and replaced, its samples get ``failure_score``;
+    * a dead actor: replaced, and its batch retried once on the replacement;
+    * samples the reward raised on (reported by the worker): ``failure_score``.
+    """
+
+    def __init__(self, term: RewardTermConfig):
+        self.term = term
+        self.actor = ray.remote(num_cpus=term.num_cpus, num_gpus=term.num_gpus, max_restarts=0)(RewardWorker)
+        self.workers = [self._start() for _ in range(term.num_workers)]
+
+    def _start(self):
+        return self.actor.remote(self.term.name, dict(self.term.args))
+
+    def _replace(self, index: int) -> None:
+        ray.kill(self.workers[index], no_restart=True)
+        self.workers[index] = self._start()
+
+    def submit(self, samples: list) -> list[tuple[int, int, int, ray.ObjectRef]]:
+        """Send each actor its share; returns (actor index, start, stop, future) per share."""
+        return [(w, a, b, self.workers[w].score.remote(samples[a:b]))
+                for w, (a, b) in enumerate(_split(samples, len(self.workers))) if b > a]
+
+    def collect(self, samples: list, pending: list) -> tuple[list[dict[str, float] | None], dict[str, float], str | None]:
+        """Wait for the shares (each within ``timeout_s``); returns rows (None = failed), fault counts, a traceback."""
+        rows: list[dict[str, float] | None] = [None] * len(samples)
+        faults = {"errors": 0, "timeouts": 0, "restarts": 0}
+        first_trace = None
+        for w, a, b, future in pending:
+            for attempt in (0, 1):
+                ready, _ = ray.wait([future], timeout=self.term.timeout_s)
+                if not ready:
+                    self._replace(w)
+                    faults["timeouts"] += b - a
+                    faults["restarts"] += 1
+                    break
+                try:
+                    share, errors, trace = ray.get(future)
+                except ray.exceptions.RayActorError:
+                    self._replace(w)
+                    faults["restarts"] += 1
+                    if attempt == 0:  # retry the batch once on the new actor
+                        future = self.workers[w].score.remote(samples[a:b])
+                        continue
+                    faults["errors"] += b - a
+                    first_trace = first_trace or f"the actor died twice scoring samples {a}..{b - 1}"
+                    break
+                rows[a:b] = share
+                faults["errors"] += errors
+                first_trace = first_trace or trace
+                break
+        return rows, faults, first_trace
+
+
 class RewardGroup:
-    """``reward.num_workers`` reward actors; samples are spread evenly over them."""
+    """One ``RewardPool`` per reward term; all terms score a batch at the same time."""
 
     def __init__(self, cfg: Config):
-        actor = ray.remote(num_cpus=cfg.reward.num_cpus)(RewardWorker)
-        self.workers = [actor.remote(list(cfg.reward.terms)) for _ in range(cfg.reward.num_workers)]
+        self.terms = list(cfg.reward.terms)
+        self.pools = [RewardPool(term) for term in self.terms]
+        ray.get([w.ready.remote() for pool in self.pools for w in pool.workers])  # fail early on a bad reward
 
-    def score(self, batch: RolloutBatch) -> None:
-        """Fill ``batch.scores`` and ``batch.reward_terms``."""
-        bounds = [(a, b) for a, b in _split(batch.prompts, len(self.workers)) if b > a]
-        results = ray.get([w.score.remote(batch.prompts[a:b], batch.responses[a:b], batch.answers[a:b])
-                           for w, (a, b) in zip(self.workers, bounds)])
-        batch.scores = torch.tensor([s for totals, _ in results for s in totals], dtype=torch.float32)
-        names = results[0][1].keys()
-        batch.reward_terms = {k: torch.tensor([v for _, terms in results for v in terms[k]], dtype=torch.float32)
-                              for k in names}
+    def score(self, batch: RolloutBatch) -> dict[str, float]:
+        """Fill ``batch.scores`` (weighted sum) and ``batch.reward_terms``; returns fault metrics.
+
+        A failed sample gets its term's ``failure_score``. The first traceback of
+        each failing term is printed once per call.
+        """
+        samples = [RewardSample(p, r, ids, a, m) for p, r, ids, a, m in
+                   zip(batch.prompts, batch.responses, batch.response_ids, batch.answers, batch.metadata)]
+        pending = [pool.submit(samples) for pool in self.pools]  # every term at once
+        total = torch.zeros(len(samples))
+        terms: dict[str, torch.Tensor] = {}
+        metrics: dict[str, float] = {}
+        for term, pool, futures in zip(self.terms, self.pools, pending):
+            rows, faults, trace = pool.collect(samples, futures)
+            keys = sorted({k for row in rows if row for k in row})
+            value = torch.tensor([sum(row.values()) if row else term.failure_score for row in rows])
+            terms[term.name] = value
+            for key in (k for k in keys if k):  # a dict reward's named parts
+                terms[f"{term.name}/{key}"] = torch.tensor([row.get(key, 0.0) if row else term.failure_score
+                                                            for row in rows])
+            total += term.weight * value
+            metrics.update({f"reward_faults/{term.name}/{k}": float(v) for k, v in faults.items()})
+            if trace:
+                print(f"reward '{term.name}': {faults['errors']} of {len(samples)} samples failed; "
+                      f"first traceback:\n{trace}", flush=True)
+        batch.scores, batch.reward_terms = total, terms
+        return metrics
 
 
 class ReferenceGroup:

@@ -1,15 +1,37 @@
-"""RewardWorker: runs the configured reward functions on batches of samples."""
+"""RewardWorker: hosts one reward (a function or a user's class) and scores batches of samples.
+
+A failure inside the reward never leaves this worker as an exception: if the
+batched call raises (or breaks the output contract), every sample is scored
+on its own, and only the samples that still fail come back as ``None`` with
+the first traceback. Timeouts and dead workers are handled by the pool
+(``actors.groups.RewardPool``), which can see them.
+"""
 
 from __future__ import annotations
 
-from rewards import CompositeReward
-from rlcore.config import RewardTermConfig
+import traceback
+
+from rewards.api import RewardSample, call_score, check_scores, load_reward
 
 
 class RewardWorker:
-    def __init__(self, terms: list[RewardTermConfig]):
-        self.reward = CompositeReward.from_specs([(t.name, t.weight, dict(t.args)) for t in terms])
+    def __init__(self, name: str, args: dict):
+        self.name = name
+        self.reward = load_reward(name, args)
 
-    def score(self, prompts: list[str], responses: list[str], answers: list[str]) -> tuple[list[float], dict[str, list[float]]]:
-        """(weighted total per sample, unweighted value of each term per sample)."""
-        return self.reward.score(prompts, responses, answers)
+    def ready(self) -> bool:
+        return True
+
+    def score(self, samples: list[RewardSample]) -> tuple[list[dict[str, float] | None], int, str | None]:
+        """(one ``{key: value}`` or ``None`` per sample, failed-sample count, first traceback or None)."""
+        try:
+            return check_scores(self.name, call_score(self.reward, samples), len(samples)), 0, None
+        except Exception:  # noqa: BLE001 -- the user's code: anything may come out
+            first = traceback.format_exc()
+        rows: list[dict[str, float] | None] = []
+        for sample in samples:  # isolate the culprits: one sample at a time
+            try:
+                rows.append(check_scores(self.name, call_score(self.reward, [sample]), 1)[0])
+            except Exception:  # noqa: BLE001
+                rows.append(None)
+        return rows, sum(r is None for r in rows), first

@@ -48,7 +48,7 @@ class RolloutWorker:
                                 max_tokens=self.cfg.max_new_tokens, logprobs=0)
         inputs = [{"prompt_token_ids": self.tokenizer.encode(p.prompt)} for p in prompts]
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
-        rows = {k: [] for k in ("prompt_ids", "response_ids", "prompts", "responses", "answers", "logprobs", "groups", "truncated")}
+        rows = {k: [] for k in ("prompt_ids", "response_ids", "prompts", "responses", "answers", "logprobs", "groups", "truncated", "metadata")}
         for row, gid, out in zip(prompts, group_ids, outputs):
             for sample in out.outputs:
                 ids = list(sample.token_ids)
@@ -61,6 +61,7 @@ class RolloutWorker:
                 rows["logprobs"].append([lp[t].logprob for lp, t in zip(sample.logprobs, ids)])
                 rows["groups"].append(gid)
                 rows["truncated"].append(sample.finish_reason == "length")
+                rows["metadata"].append(row.metadata)
         width = max((len(r) for r in rows["response_ids"]), default=0)
         return RolloutBatch(
             prompt_ids=rows["prompt_ids"],
@@ -73,6 +74,7 @@ class RolloutWorker:
             responses=rows["responses"],
             answers=rows["answers"],
             truncated=torch.tensor(rows["truncated"], dtype=torch.bool),
+            metadata=rows["metadata"],
         )
 
     def update_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> float:

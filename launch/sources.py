@@ -67,7 +67,7 @@ class RolloutSource:
         first, kept groups are repeated to fill the batch (``sampling/filled_groups``).
         """
         per_step, cap = self.cfg.data.prompts_per_step, self.cfg.algorithm.max_sampling_rounds
-        kept, dropped, prompt_of, scored = [], [], {}, None
+        kept, dropped, prompt_of, scored, faults = [], [], {}, None, {}
         for draw in range(cap):
             prompts = self.sampler.batch(step, draw)
             first_group = ((step - 1) * cap + draw) * per_step  # unique across steps and draws
@@ -76,7 +76,8 @@ class RolloutSource:
                 batch = self.rollout.generate(prompts, list(range(first_group, first_group + per_step)),
                                               self.cfg.rollout.n)
             with timed(timings, "reward"):
-                self.rewards.score(batch)
+                for key, value in self.rewards.score(batch).items():
+                    faults[key] = faults.get(key, 0.0) + value
             self.algorithm.shape_rewards(batch)
             scored = scored or batch
             keep, drop = self.algorithm.filter_groups(batch)
@@ -91,7 +92,7 @@ class RolloutSource:
         filled = max(0, per_step - len(kept))
         groups = (kept + [_renumbered(pool[i % len(pool)], i + 1) for i in range(filled)])[:per_step]
         batch = RolloutBatch.concat(groups)
-        stats = {"sampling/rounds": draw + 1, "sampling/dropped_groups": len(dropped), "sampling/filled_groups": filled,
+        stats = {**faults, "sampling/rounds": draw + 1, "sampling/dropped_groups": len(dropped), "sampling/filled_groups": filled,
                  "sampling/zero_variance_groups": len(_groups(batch.select(
                      zero_variance_groups(batch.scores, batch.group_ids).nonzero().flatten())))}
         indices = [prompt_of[g % 10**12] for g in dict.fromkeys(batch.group_ids.tolist())]
@@ -156,6 +157,7 @@ class PreferenceSource:
             policy_version=torch.zeros(size, dtype=torch.long),
             prompts=[r.prompt for r in rows for _ in (0, 1)], responses=texts,
             answers=[r.chosen for r in rows for _ in (0, 1)], truncated=torch.zeros(size, dtype=torch.bool),
+            metadata=[{} for _ in range(size)],
             scores=torch.tensor([1.0, 0.0] * len(rows)), reward_terms={"preference": torch.tensor([1.0, 0.0] * len(rows))},
         )
 

@@ -42,6 +42,8 @@ class RolloutBatch:
     """B ground truths from the data set."""
     truncated: torch.Tensor
     """[B] bool: generation hit ``rollout.max_new_tokens`` before a stop token."""
+    metadata: list[dict]
+    """B dicts: the data row's extra fields, passed to rewards."""
 
     scores: torch.Tensor | None = None
     """[B] fp32: total (weighted) reward. Set by the reward worker."""

@@ -110,7 +110,17 @@ class RewardTermConfig:
     weight: float = 1.0
     """Weight of this term in the total reward."""
     args: dict[str, Any] = field(default_factory=dict)
-    """Extra keyword arguments passed to the function."""
+    """Extra keyword arguments: passed to a function on every call, or to a reward class's constructor."""
+    num_workers: int = 1
+    """Ray actors hosting this reward; each batch is spread over them."""
+    num_cpus: float = 0.1
+    """Ray CPUs per actor of this reward."""
+    num_gpus: float = 0.0
+    """Ray GPUs per actor of this reward (a judge model on its own GPU)."""
+    timeout_s: float = 60.0
+    """Seconds a batch may take; past it the actor is replaced and its samples get failure_score."""
+    failure_score: float = 0.0
+    """Score of a sample whose reward raised, timed out or returned a malformed value."""
 
 
 @dataclass
@@ -119,10 +129,6 @@ class RewardConfig:
     """Reward functions, summed with their weights; each term is also logged on its own."""
     accuracy_term: str = "exact_match"
     """Term whose value 1.0 counts as a correct answer for the ``accuracy`` metric."""
-    num_workers: int = 1
-    """Reward actors; samples are spread over them."""
-    num_cpus: float = 0.1
-    """Ray CPUs per reward actor."""
 
 
 @dataclass
@@ -314,7 +320,7 @@ def validate(cfg: Config) -> None:
     from rlcore.functional import KL_KINDS, LOSS_AGG_MODES
 
     _positive(cfg, "data.prompts_per_step", "rollout.num_workers", "rollout.n", "rollout.max_new_tokens",
-              "rollout.kv_cache_gib", "reward.num_workers", "learner.world_size", "learner.lr",
+              "rollout.kv_cache_gib", "learner.world_size", "learner.lr",
               "learner.micro_batch_size", "critic.world_size", "critic.lr", "critic.micro_batch_size", "algorithm.ppo_epochs", "algorithm.mini_batch_size",
               "trainer.total_steps", "reference.micro_batch_size")
     _check(cfg.rollout.temperature >= 0, f"rollout.temperature={cfg.rollout.temperature} must be >= 0")
@@ -359,6 +365,8 @@ def validate(cfg: Config) -> None:
             resolve_reward(term.name)
         except ValueError as exc:
             raise ConfigError(f"reward.terms[{i}].name: {exc}") from None
+        _check(term.num_workers > 0, f"reward.terms[{i}].num_workers={term.num_workers} must be > 0")
+        _check(term.timeout_s > 0, f"reward.terms[{i}].timeout_s={term.timeout_s} must be > 0")
 
     names = [t.name for t in cfg.reward.terms]
     _check(len(names) > 0, "reward.terms is empty: give at least one reward function")

@@ -13,7 +13,7 @@ def make(responses, version=0, group0=0):
         response_mask=pad_2d([[1.0] * len(r) for r in responses]),
         policy_version=torch.full((n,), version),
         prompts=["p"] * n, responses=["r"] * n, answers=["a"] * n,
-        truncated=torch.zeros(n, dtype=torch.bool),
+        truncated=torch.zeros(n, dtype=torch.bool), metadata=[{}] * n,
     )
 
 

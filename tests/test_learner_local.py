@@ -24,7 +24,7 @@ def sampled_batch(model_path: str) -> RolloutBatch:
         rollout_logprobs=pad_2d([[0.0] * len(r) for r in responses]),
         response_mask=pad_2d([[1.0] * len(r) for r in responses]), policy_version=torch.zeros(8, dtype=torch.long),
         prompts=["12+7="] * 8, responses=[tok.decode(r) for r in responses], answers=["19"] * 8,
-        truncated=torch.zeros(8, dtype=torch.bool), scores=torch.linspace(0, 1, 8))
+        truncated=torch.zeros(8, dtype=torch.bool), metadata=[{}] * 8, scores=torch.linspace(0, 1, 8))
 
 
 def test_learner_and_reference_run_without_ray(local_model, tmp_path):

@@ -1,0 +1,98 @@
+"""The reward authoring API: what a reward receives, what it must return, and the check.
+
+A reward is either
+
+* a **function** ``fn(prompt, response, ground_truth, **args) -> float`` (the
+  built-ins are), scored one sample at a time, or
+* a **class** whose constructor takes the config's ``args`` as keyword
+  arguments and whose one method ``score(samples)`` (plain or ``async``) takes
+  a list of ``RewardSample`` and returns, per sample, a float or a dict of
+  named floats.
+
+A dict's values are logged as ``reward/<term>/<key>``; the term's value is
+their sum. ``load_reward`` turns either kind into an object with ``score``;
+``check_scores`` is the contract every result is held to, with a one-line
+message naming the reward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from rewards.registry import resolve_reward
+
+
+@dataclass(frozen=True)
+class RewardSample:
+    prompt: str
+    response: str
+    response_ids: list[int]
+    ground_truth: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class RewardContractError(ValueError):
+    """A reward returned something other than one float (or dict of floats) per sample."""
+
+
+class FunctionReward:
+    """Adapts a per-sample reward function to the batched ``score`` interface."""
+
+    def __init__(self, fn, **args):
+        self.fn, self.args = fn, args
+
+    def score(self, samples: list[RewardSample]) -> list[float]:
+        return [self.fn(s.prompt, s.response, s.ground_truth, **self.args) for s in samples]
+
+
+def load_reward(name: str, args: dict[str, Any] | None = None):
+    """An object with ``score(samples)`` for the reward ``name`` (built-in, ``module:function`` or ``module:Class``)."""
+    target = resolve_reward(name)
+    args = dict(args or {})
+    if inspect.isclass(target):
+        if not callable(getattr(target, "score", None)):
+            raise ValueError(f"reward {name!r}: class {target.__name__} has no score(samples) method")
+        return target(**args)
+    return FunctionReward(target, **args)
+
+
+def call_score(reward, samples: list[RewardSample]):
+    """Run ``reward.score``, awaiting it when it is a coroutine function."""
+    result = reward.score(samples)
+    if inspect.isawaitable(result):
+        result = asyncio.run(_await(result))
+    return result
+
+
+async def _await(awaitable):
+    return await awaitable
+
+
+def check_scores(name: str, result: Any, count: int) -> list[dict[str, float]]:
+    """Normalise ``result`` to one ``{key: value}`` per sample, or raise ``RewardContractError``.
+
+    A float becomes ``{"": value}``; the empty key means "the term itself".
+    """
+    if not isinstance(result, (list, tuple)):
+        raise RewardContractError(f"reward {name!r} returned {type(result).__name__}; "
+                                  f"expected a list of {count} floats or dicts of floats")
+    if len(result) != count:
+        raise RewardContractError(f"reward {name!r} returned {len(result)} scores for {count} samples")
+    out = []
+    for i, value in enumerate(result):
+        items = value.items() if isinstance(value, dict) else [("", value)]
+        row = {}
+        for key, v in items:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not isinstance(key, str):
+                where = f"[{key!r}]" if key else ""
+                raise RewardContractError(f"reward {name!r} returned {v!r} for sample {i}{where}; "
+                                          "expected a finite float (or a dict of them keyed by str)")
+            row[key] = float(v)
+        if not row:
+            raise RewardContractError(f"reward {name!r} returned an empty dict for sample {i}")
+        out.append(row)
+    return out

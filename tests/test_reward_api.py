@@ -1,0 +1,51 @@
+"""The reward contract, without Ray."""
+
+import pytest
+
+from actors.reward import RewardWorker
+from rewards.api import RewardContractError, RewardSample, call_score, check_scores, load_reward
+
+SAMPLES = [RewardSample("1+1=", "2", [5, 1], "2"), RewardSample("1+2=", "4", [6, 1], "3")]
+
+
+def test_function_and_class_rewards_load():
+    assert call_score(load_reward("exact_match"), SAMPLES) == [1.0, 0.0]
+    parts = load_reward("tests.plugins.user_rewards:Parts", {"bonus": 0.25})
+    assert check_scores("parts", call_score(parts, SAMPLES), 2) == [{"correct": 1.0, "bonus": 0.25},
+                                                                     {"correct": 0.0, "bonus": 0.25}]
+    assert call_score(load_reward("tests.plugins.user_rewards:AsyncLength"), SAMPLES) == [2.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    "result, message",
+    [
+        (1.0, "reward 'r' returned float; expected a list of 2 floats or dicts of floats"),
+        ([1.0], "reward 'r' returned 1 scores for 2 samples"),
+        ([1.0, "x"], "reward 'r' returned 'x' for sample 1; expected a finite float"),
+        ([1.0, float("nan")], "reward 'r' returned nan for sample 1"),
+        ([1.0, {"a": None}], "reward 'r' returned None for sample 1['a']"),
+        ([1.0, {}], "reward 'r' returned an empty dict for sample 1"),
+        ([True, 1.0], "reward 'r' returned True for sample 0"),
+    ],
+)
+def test_contract_names_the_reward_and_the_problem(result, message):
+    with pytest.raises(RewardContractError) as info:
+        check_scores("r", result, 2)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_worker_isolates_failing_samples():
+    worker = RewardWorker("tests.plugins.user_rewards:fragile", {})
+    samples = [RewardSample("p", "ok", [1], "x"), RewardSample("p", "boom", [1], "x")]
+    rows, errors, trace = worker.score(samples)
+    assert rows == [{"": 1.0}, None] and errors == 1 and "cannot score 'boom'" in trace
+
+
+def test_worker_reports_contract_breaks():
+    rows, errors, trace = RewardWorker("tests.plugins.user_rewards:WrongShape", {}).score(SAMPLES)
+    assert rows == [None, None] and errors == 2 and "returned 3 scores for 2 samples" in trace
+
+
+def test_class_without_score_is_a_clear_error():
+    with pytest.raises(ValueError, match="has no score\\(samples\\) method"):
+        load_reward("tests.test_reward_api:RewardSample")

@@ -1,0 +1,67 @@
+"""Reward pools on a local Ray: weighting, named parts, and faults that never stop the run."""
+
+import time
+
+import pytest
+import torch
+
+from rlcore.config import load_config
+from tests.test_batch import make
+
+pytestmark = pytest.mark.slow
+
+
+def batch_of(responses, answers):
+    batch = make([[1, 2]] * len(responses))
+    batch.responses, batch.answers = list(responses), list(answers)
+    return batch
+
+
+def reward_group(terms: str):
+    from actors.groups import RewardGroup
+
+    return RewardGroup(load_config(None, [f"reward.terms={terms}", "reward.accuracy_term=exact_match"]))
+
+
+def test_weighted_terms_named_parts_and_worker_pools(local_ray):
+    group = reward_group("[{name: exact_match, weight: 2.0, num_workers: 2},"
+                         " {name: 'tests.plugins.user_rewards:Parts', weight: 1.0, args: {bonus: 0.5}},"
+                         " {name: 'tests.plugins.user_rewards:AsyncLength', weight: 0.0}]")
+    batch = batch_of(["3", "4", "5"], ["3", "0", "5"])
+    metrics = group.score(batch)
+    assert batch.reward_terms["exact_match"].tolist() == [1.0, 0.0, 1.0]
+    parts = "tests.plugins.user_rewards:Parts"
+    assert batch.reward_terms[f"{parts}/correct"].tolist() == [1.0, 0.0, 1.0]
+    assert batch.reward_terms[parts].tolist() == [1.5, 0.5, 1.5]
+    assert batch.scores.tolist() == [3.5, 0.5, 3.5]  # 2 × exact + parts + 0 × length
+    assert metrics["reward_faults/exact_match/errors"] == 0
+
+
+def test_raising_reward_gets_failure_score_and_run_goes_on(local_ray, capsys):
+    group = reward_group("[{name: exact_match}, {name: 'tests.plugins.user_rewards:fragile', failure_score: -1.0}]")
+    batch = batch_of(["1", "boom", "2"], ["1", "1", "1"])
+    metrics = group.score(batch)
+    assert batch.reward_terms["tests.plugins.user_rewards:fragile"].tolist() == [1.0, -1.0, 1.0]
+    assert metrics["reward_faults/tests.plugins.user_rewards:fragile/errors"] == 1
+    assert "cannot score 'boom'" in capsys.readouterr().out  # the first traceback, once
+    group.score(batch_of(["x"], ["x"]))  # the pool still works
+
+
+def test_hanging_reward_times_out_and_is_replaced(local_ray):
+    group = reward_group("[{name: exact_match}, {name: 'tests.plugins.user_rewards:Sleepy', timeout_s: 2, failure_score: -2.0}]")
+    start = time.time()
+    metrics = group.score(batch_of(["1", "2"], ["1", "1"]))
+    assert time.time() - start < 30
+    assert metrics["reward_faults/tests.plugins.user_rewards:Sleepy/timeouts"] == 2
+    assert metrics["reward_faults/tests.plugins.user_rewards:Sleepy/restarts"] == 1
+
+
+def test_killed_reward_actor_is_replaced_and_batch_retried(local_ray, tmp_path):
+    marker = tmp_path / "died"
+    group = reward_group(f"[{{name: exact_match}}, {{name: 'tests.plugins.user_rewards:DiesOnce', args: {{marker: '{marker}'}}}}]")
+    batch = batch_of(["1", "2"], ["1", "1"])
+    metrics = group.score(batch)
+    name = "tests.plugins.user_rewards:DiesOnce"
+    assert marker.exists()  # it did die
+    assert batch.reward_terms[name].tolist() == [1.0, 1.0]  # the retry scored the batch
+    assert metrics[f"reward_faults/{name}/restarts"] == 1 and metrics[f"reward_faults/{name}/errors"] == 0
