@@ -15,7 +15,7 @@ import sys
 
 from rlcore.assets import AssetError, resolve
 from rlcore.config import Config, ConfigError, load_config
-from rlcore.data import DataError, check_prompt_lengths, load_preferences, load_prompts
+from rlcore.data import DataError, check_prompt_lengths, load_preferences, load_prompts, with_length_targets
 
 DEFAULT_CONFIG = "launch/configs/grpo_arithmetic.yaml"
 # Every actor inherits these: keep the per-step lines readable among the workers' logs.
@@ -56,6 +56,10 @@ def prepare(cfg: Config):
     else:
         train = load_preferences(train_files, dc.prompt_key, dc.chosen_key, dc.rejected_key)
         evals = load_preferences(eval_files, dc.prompt_key, dc.chosen_key, dc.rejected_key) if eval_files else []
+    if dc.length_target_mode != "none":
+        span = (dc.length_target_mode, dc.length_target_min, dc.length_target_max)
+        train = with_length_targets(train, *span, seed=cfg.trainer.seed)
+        evals = with_length_targets(evals, *span, seed=cfg.trainer.seed + 1)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     check_prompt_lengths(train + evals[: dc.max_eval_prompts], tokenizer, dc.max_prompt_tokens)
     return model_path, train, evals

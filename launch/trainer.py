@@ -23,6 +23,7 @@ from pathlib import Path
 from actors.groups import CriticGroup, LearnerGroup, ReferenceGroup
 from algorithms import get_algorithm_class
 from launch.sources import Collected, PreferenceSource, RolloutSource, accuracy, timed
+from rewards.l1 import length_metrics
 from rlcore.batch import RolloutBatch
 from rlcore.config import Config, to_yaml
 from rlcore.metrics import MetricsLogger
@@ -111,6 +112,9 @@ class Trainer:
         if self.cfg.reward.accuracy_term in batch.reward_terms:
             metrics["accuracy"] = accuracy(self.cfg, batch)
         metrics.update({f"reward/{name}": v.mean().item() for name, v in batch.reward_terms.items()})
+        targets = [m.get("target_tokens") for m in batch.metadata]
+        if targets and None not in targets:  # L1 length control: how far from the asked length
+            metrics.update(length_metrics(targets, lengths.long().tolist(), self.cfg.data.length_target_mode))
         return metrics
 
     @staticmethod

@@ -114,3 +114,35 @@ def length_metrics(targets: list[int], lengths: list[int], mode: str) -> dict[st
     if mode == "max":
         metrics["l1/violation_rate"] = sum(n > t for t, n in zip(targets, lengths)) / count
     return metrics
+
+
+class L1Reward:
+    """LCPO as a reward term: correctness from another reward, length from the response's tokens.
+
+    Each sample must carry its target in ``metadata["target_tokens"]`` (set by
+    ``data.length_target_mode``); ``n_y`` is the number of generated tokens, the
+    stop token included. Config: ``{name: l1, args: {mode: exact, accuracy: exact_match}}``.
+    """
+
+    def __init__(self, mode: str = "exact", accuracy: str = "exact_match", alpha: float = 0.0003,
+                 delta: float = 0.5, accuracy_args: dict | None = None):
+        from rewards.api import load_reward
+
+        self.mode, self.alpha, self.delta = _check_mode(mode), alpha, delta
+        self.accuracy_name = accuracy
+        self.accuracy = load_reward(accuracy, accuracy_args)
+
+    def score(self, samples: list) -> list[float]:
+        from rewards.api import call_score, check_scores
+
+        correct = [sum(row.values()) for row in
+                   check_scores(self.accuracy_name, call_score(self.accuracy, samples), len(samples))]
+        out = []
+        for sample, right in zip(samples, correct):
+            target = sample.metadata.get("target_tokens")
+            if target is None:
+                raise ValueError("sample has no metadata['target_tokens']: set data.length_target_mode to exact or max")
+            n = len(sample.response_ids)
+            out.append(l1_exact(right, target, n, self.alpha) if self.mode == "exact"
+                       else l1_max(right, target, n, self.alpha, self.delta))
+        return out

@@ -59,6 +59,12 @@ class DataConfig:
     """Shuffle prompts every epoch (the order depends only on ``trainer.seed`` and the epoch, so resumes repeat it)."""
     max_prompt_tokens: int = 256
     """Longer prompts are an error naming the file and row."""
+    length_target_mode: str = "none"
+    """L1 length control: append "Think for N tokens." (exact) or "Think for maximum N tokens." (max) to every prompt, N stored in the row's metadata as target_tokens; none: off."""
+    length_target_min: int = 1
+    """Smallest target N (tokens), drawn uniformly per prompt."""
+    length_target_max: int = 8
+    """Largest target N (tokens)."""
     max_eval_prompts: int = 200
     """Evaluate on at most this many eval prompts (the first ones)."""
 
@@ -338,6 +344,11 @@ def validate(cfg: Config) -> None:
     _check(cfg.data.prompts_per_step >= cfg.rollout.num_workers,
            f"data.prompts_per_step={cfg.data.prompts_per_step} leaves some of rollout.num_workers="
            f"{cfg.rollout.num_workers} idle; use at most {cfg.data.prompts_per_step} workers")
+    _check(cfg.data.length_target_mode in ("none", "exact", "max"),
+           f"data.length_target_mode='{cfg.data.length_target_mode}' is not one of none, exact, max")
+    _check(1 <= cfg.data.length_target_min <= cfg.data.length_target_max,
+           f"data.length_target_min={cfg.data.length_target_min} and data.length_target_max="
+           f"{cfg.data.length_target_max} must satisfy 1 <= min <= max")
     _check(len(cfg.data.train_files) > 0, "data.train_files is empty: give at least one JSONL or Parquet file")
 
     from algorithms import get_algorithm_class  # the algorithm checks its own combinations

@@ -108,6 +108,18 @@ def load_preferences(files: list[str | Path], prompt_key: str = "prompt", chosen
     return out
 
 
+def with_length_targets(rows: list[PromptRow], mode: str, low: int, high: int, seed: int) -> list[PromptRow]:
+    """L1's data transform: append the target-length instruction to every prompt, keep N in the metadata."""
+    from rewards.l1 import add_length_target
+
+    rng = random.Random(seed)
+    out = []
+    for row in rows:
+        prompt, target = add_length_target(row.prompt, rng, low, high, mode)
+        out.append(PromptRow(row.index, prompt, row.answer, row.source, {**row.metadata, "target_tokens": target}))
+    return out
+
+
 def check_prompt_lengths(rows: list[PromptRow], tokenizer, max_tokens: int) -> None:
     """Fail on the first prompt longer than ``max_tokens`` tokens, naming its file and row."""
     for row in rows:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import string
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +22,9 @@ from rlcore.tasks.arithmetic import ALPHABET, Problem, split_problems
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<unk>"]
+# Characters beyond the arithmetic alphabet, so prompts can carry plain-text instructions
+# (e.g. L1's "Think for 5 tokens."). Appended after the task's ids, which therefore never move.
+TEXT_CHARS = string.ascii_letters + ".,:;!?'\"()<>/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,17 +48,20 @@ class LocalModelSpec:
     test_size: int = 200
     """Problems held out of the warm start (the task's test split)."""
     seed: int = 0
+    tokenizer_chars: str = TEXT_CHARS
+    """Plain-text characters the tokenizer knows besides the task's (part of the cache key)."""
 
     def cache_key(self) -> str:
         return "tiny-qwen2-arith-" + str(abs(hash(tuple(asdict(self).values()))) % 10**8)
 
 
 def build_tokenizer():
-    """A character-level fast tokenizer over the arithmetic alphabet (plus specials)."""
+    """A character-level fast tokenizer: specials, the arithmetic alphabet, then ``TEXT_CHARS``."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + sorted(set(ALPHABET)))}
+    task = sorted(set(ALPHABET))
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + task + [c for c in TEXT_CHARS if c not in task])}
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
     core.decoder = decoders.Fuse()

@@ -49,3 +49,28 @@ def test_worker_reports_contract_breaks():
 def test_class_without_score_is_a_clear_error():
     with pytest.raises(ValueError, match="has no score\\(samples\\) method"):
         load_reward("tests.test_reward_api:RewardSample")
+
+
+def test_l1_reward_uses_token_counts_and_the_accuracy_reward():
+    exact = load_reward("l1", {"mode": "exact", "alpha": 0.1})
+    samples = [RewardSample("1+1= Think for 3 tokens.", "2", [5, 1], "2", {"target_tokens": 3}),
+               RewardSample("1+2= Think for 2 tokens.", "4", [6, 1], "3", {"target_tokens": 2})]
+    assert call_score(exact, samples) == pytest.approx([1.0 - 0.1, 0.0])
+    capped = load_reward("l1", {"mode": "max", "alpha": 0.1, "delta": 0.5})
+    assert call_score(capped, samples) == pytest.approx([0.6, 0.0])  # 1 × clip(0.1 × (3 − 2) + 0.5)
+    with pytest.raises(ValueError, match="no metadata\\['target_tokens'\\]"):
+        call_score(exact, [RewardSample("p", "2", [1], "2")])
+
+
+def test_length_target_transform_and_config():
+    from rlcore.config import ConfigError, load_config
+    from rlcore.data import PromptRow, with_length_targets
+
+    rows = with_length_targets([PromptRow(0, "1+1=", "2"), PromptRow(1, "2+2=", "4")], "max", 2, 4, seed=0)
+    assert all(r.prompt.startswith(("1+1= Think for maximum ", "2+2= Think for maximum ")) for r in rows)
+    assert all(2 <= r.metadata["target_tokens"] <= 4 and r.prompt.endswith(f"{r.metadata['target_tokens']} tokens.")
+               for r in rows)
+    assert with_length_targets(rows[:1], "max", 2, 4, seed=0)[0].metadata == \
+        with_length_targets(rows[:1], "max", 2, 4, seed=0)[0].metadata
+    with pytest.raises(ConfigError, match="data.length_target_mode='short' is not one of none, exact, max"):
+        load_config(None, ["data.length_target_mode=short"])

@@ -1,0 +1,27 @@
+"""A GRPO run with a composite reward (accuracy, format, L1) and a reward pool of two workers."""
+
+import pytest
+
+from tests.test_e2e import read_jsonl, train
+
+pytestmark = pytest.mark.slow
+
+
+def test_composite_reward_with_l1_and_two_workers(tmp_path):
+    out = tmp_path / "composite"
+    train(out, "trainer.total_steps=3", "trainer.eval_every=0", "trainer.save_every=0", "trainer.export=false",
+          "data.length_target_mode=exact", "data.length_target_min=2", "data.length_target_max=5",
+          "reward.terms=[{name: exact_match, weight: 1.0}, {name: r1_format, weight: 0.1},"
+          " {name: l1, weight: 1.0, num_workers: 2, args: {mode: exact, accuracy: exact_match, alpha: 0.1}}]")
+    records = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2, 3]
+    last = records[-1]
+    for key in ("reward/exact_match", "reward/r1_format", "reward/l1", "l1/abs_deviation", "l1/rel_deviation"):
+        assert key in last, key
+    # total = exact + 0.1 × format + l1, and l1 = exact − 0.1 × |N − n|: reward below 2 × accuracy
+    assert last["reward/mean"] == pytest.approx(last["reward/exact_match"] + 0.1 * last["reward/r1_format"]
+                                                + last["reward/l1"], abs=1e-4)
+    assert last["reward/l1"] == pytest.approx(last["reward/exact_match"] - 0.1 * last["l1/abs_deviation"], abs=1e-4)
+    assert all(r[f"reward_faults/{t}/errors"] == 0 for r in records for t in ("exact_match", "r1_format", "l1"))
+    samples = read_jsonl(out / "rollouts.jsonl")[0]["samples"]
+    assert "Think for" in samples[0]["prompt"]
