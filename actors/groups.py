@@ -15,7 +15,7 @@ from actors.reference import ReferenceWorker
 from actors.reward import RewardWorker
 from actors.rollout import RolloutWorker
 from rlcore.batch import RolloutBatch
-from rewards.api import RewardSample
+from rewards.api import RewardSample, term_value
 from rlcore.config import Config, LearnerConfig, RewardTermConfig
 from rlcore.data import PromptRow
 
@@ -129,11 +129,11 @@ class RewardGroup:
         for term, pool, futures in zip(self.terms, self.pools, pending):
             rows, faults, trace = pool.collect(samples, futures)
             keys = sorted({k for row in rows if row for k in row})
-            value = torch.tensor([sum(row.values()) if row else term.failure_score for row in rows])
+            value = torch.tensor([term_value(row) if row else term.failure_score for row in rows])
             terms[term.name] = value
-            for key in (k for k in keys if k):  # a dict reward's named parts
-                terms[f"{term.name}/{key}"] = torch.tensor([row.get(key, 0.0) if row else term.failure_score
-                                                            for row in rows])
+            for key in (k for k in keys if k):  # a dict reward's named parts ("_x" is logged as "x")
+                terms[f"{term.name}/{key.lstrip('_')}"] = torch.tensor(
+                    [row.get(key, 0.0) if row else term.failure_score for row in rows])
             total += term.weight * value
             metrics.update({f"reward_faults/{term.name}/{k}": float(v) for k, v in faults.items()})
             if trace:

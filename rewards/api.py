@@ -10,7 +10,8 @@ A reward is either
   named floats.
 
 A dict's values are logged as ``reward/<term>/<key>``; the term's value is
-their sum. ``load_reward`` turns either kind into an object with ``score``;
+their sum, except for keys starting with ``_``, which are only logged (as
+``reward/<term>/<key without _>``, e.g. a judge's ``_unparseable`` flag). ``load_reward`` turns either kind into an object with ``score``;
 ``check_scores`` is the contract every result is held to, with a one-line
 message naming the reward.
 """
@@ -70,6 +71,11 @@ def call_score(reward, samples: list[RewardSample]):
 
 async def _await(awaitable):
     return await awaitable
+
+
+def term_value(row: dict[str, float]) -> float:
+    """A term's value from one sample's parts: their sum, leaving out ``_``-prefixed parts (logged only)."""
+    return sum(v for k, v in row.items() if not k.startswith("_"))
 
 
 def check_scores(name: str, result: Any, count: int) -> list[dict[str, float]]:

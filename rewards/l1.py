@@ -133,9 +133,9 @@ class L1Reward:
         self.accuracy = load_reward(accuracy, accuracy_args)
 
     def score(self, samples: list) -> list[float]:
-        from rewards.api import call_score, check_scores
+        from rewards.api import call_score, check_scores, term_value
 
-        correct = [sum(row.values()) for row in
+        correct = [term_value(row) for row in
                    check_scores(self.accuracy_name, call_score(self.accuracy, samples), len(samples))]
         out = []
         for sample, right in zip(samples, correct):

@@ -11,6 +11,7 @@ import importlib
 from collections.abc import Callable
 
 from rewards.arithmetic import exact_match, numeric_match
+from rewards.judge import LLMJudge
 from rewards.l1 import L1Reward
 from rewards.language import language_consistency
 from rewards.r1 import math_accuracy, r1_format, r1_tag_count
@@ -25,6 +26,7 @@ BUILTIN_REWARDS: dict[str, RewardFn] = {
     "r1_tag_count": r1_tag_count,
     "language_consistency": language_consistency,
     "l1": L1Reward,
+    "judge": LLMJudge,
 }
 
 

@@ -71,8 +71,8 @@ def _wait_for_dashboard(url: str, timeout: float = 60) -> None:
     raise TimeoutError(f"Ray dashboard at {url} did not come up in {timeout}s")
 
 
-@pytest.fixture
-def ray_cluster(tmp_path):
+@pytest.fixture(scope="module")
+def ray_cluster():
     """`ray start --head` on 127.0.0.1, stopped afterwards."""
     ray = shutil.which("ray", path=venv_env()["PATH"])
     env = venv_env()
@@ -118,3 +118,23 @@ def test_ray_job_submit_trains_and_exports(ray_cluster, tmp_path):
               "print('VLLM_OK', len(out[0].outputs[0].token_ids))\n")
     check = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert "VLLM_OK" in check.stdout, check.stderr[-3000:]
+
+
+def test_user_reward_from_the_job_working_dir(ray_cluster, tmp_path):
+    """examples/my_rewards.py is not installed: Ray ships it with --working-dir to the reward actors."""
+    ray, url, env = ray_cluster
+    out = tmp_path / "user_reward"
+    proc = subprocess.run(
+        [ray, "job", "submit", "--address", url, "--working-dir", "examples", "--",
+         "python", "-m", "launch.train", "--config", str(REPO / PRESET), f"trainer.output_dir={out}", *SMALL,
+         "trainer.total_steps=2", "trainer.save_every=0", "trainer.export=false",
+         "reward.terms=[{name: exact_match}, {name: 'my_rewards:CloseEnough', weight: 0.5, num_workers: 2, "
+         "args: {tolerance: 2}}]"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "succeeded" in log, log[-4000:]
+    last = read_jsonl(out / "metrics.jsonl")[-1]
+    assert last["reward/my_rewards:CloseEnough"] >= last["reward/exact_match"]  # near misses earn partial credit
+    assert last["reward/my_rewards:CloseEnough/parsed"] > 0.9
+    assert last["reward/mean"] == pytest.approx(last["reward/exact_match"] + 0.5 * last["reward/my_rewards:CloseEnough"],
+                                                abs=1e-4)

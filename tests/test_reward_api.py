@@ -74,3 +74,9 @@ def test_length_target_transform_and_config():
         with_length_targets(rows[:1], "max", 2, 4, seed=0)[0].metadata
     with pytest.raises(ConfigError, match="data.length_target_mode='short' is not one of none, exact, max"):
         load_config(None, ["data.length_target_mode=short"])
+
+
+def test_underscore_parts_are_logged_not_summed():
+    from rewards.api import term_value
+
+    assert term_value({"score": 0.5, "bonus": 0.25, "_unparseable": 1.0}) == 0.75

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from rewards.judge import LLMJudge
 from rewards.l1 import L1Reward
 from rewards import (
     BUILTIN_REWARDS,
@@ -238,6 +239,7 @@ def test_builtin_rewards():
         "r1_tag_count": r1_tag_count,
         "language_consistency": language_consistency,
         "l1": L1Reward,
+        "judge": LLMJudge,
     }
     for name, fn in BUILTIN_REWARDS.items():
         assert resolve_reward(name) is fn
@@ -255,13 +257,13 @@ def _error(name: str) -> str:
     message = str(info.value)
     assert "\n" not in message
     # Every error lists the built-in names.
-    assert "exact_match, l1, language_consistency, math_accuracy, numeric_match, r1_format, r1_tag_count" in message
+    assert "exact_match, judge, l1, language_consistency, math_accuracy, numeric_match, r1_format, r1_tag_count" in message
     assert "'module:function'" in message
     return message
 
 
 def test_resolve_unknown_name():
-    assert _error("foo").startswith("unknown reward 'foo': use one of exact_match, l1, language_consistency")
+    assert _error("foo").startswith("unknown reward 'foo': use one of exact_match, judge, l1, language_consistency")
 
 
 def test_resolve_missing_module():
