@@ -25,3 +25,12 @@ def test_composite_reward_with_l1_and_two_workers(tmp_path):
     assert all(r[f"reward_faults/{t}/errors"] == 0 for r in records for t in ("exact_match", "r1_format", "l1"))
     samples = read_jsonl(out / "rollouts.jsonl")[0]["samples"]
     assert "Think for" in samples[0]["prompt"]
+
+
+def test_l1_preset_length_deviation_falls(tmp_path):
+    out = tmp_path / "l1"
+    train(out, "trainer.total_steps=12", "trainer.eval_every=0", "trainer.save_every=0", "trainer.export=false",
+          "data.prompts_per_step=64", "rollout.n=8", "algorithm.mini_batch_size=256",
+          preset="launch/configs/l1_arithmetic.yaml")
+    deviation = [r["l1/abs_deviation"] for r in read_jsonl(out / "metrics.jsonl")]
+    assert sum(deviation[-3:]) / 3 < 0.8 * sum(deviation[:3]) / 3
