@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rlcore.config import load_config
-from rlcore.data import PromptRow, load_prompts
+from rlcore.data import load_prompts
 
 pytestmark = pytest.mark.slow
 

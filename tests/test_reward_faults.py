@@ -3,7 +3,6 @@
 import time
 
 import pytest
-import torch
 
 from rlcore.config import load_config
 from tests.test_batch import make
