@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 
-from rlcore.batch import RolloutBatch
+from rlcore.batch import RolloutBatch, group_runs
 from rlcore.config import Config, LearnerConfig
 
 # (micro-batch on this rank's device) -> (loss, metrics)
@@ -162,12 +162,7 @@ class FSDPWorker:
 
 def shuffled_groups(group_ids: torch.Tensor, rng: random.Random) -> list[int]:
     """Sample indices with whole groups (runs of equal consecutive ids) shuffled as units."""
-    ids = group_ids.tolist()
-    runs, start = [], 0
-    for i in range(1, len(ids) + 1):
-        if i == len(ids) or ids[i] != ids[start]:
-            runs.append(list(range(start, i)))
-            start = i
+    runs = [list(range(a, b)) for a, b in group_runs(group_ids.tolist())]
     rng.shuffle(runs)
     return [i for run in runs for i in run]
 

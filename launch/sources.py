@@ -22,7 +22,7 @@ import torch
 from actors.groups import ReferenceGroup, RewardGroup, RolloutGroup, LearnerGroup
 from algorithms.advantages import zero_variance_groups
 from algorithms.base import Algorithm
-from rlcore.batch import RolloutBatch, pad_2d
+from rlcore.batch import RolloutBatch, group_runs, pad_2d
 from rlcore.config import Config
 from rlcore.data import PreferenceRow, PromptRow, PromptSampler
 
@@ -113,9 +113,7 @@ class RolloutSource:
 
 def _groups(batch: RolloutBatch) -> list[RolloutBatch]:
     """Split a batch into its groups (runs of equal consecutive group ids)."""
-    ids = batch.group_ids.tolist()
-    starts = [i for i in range(len(ids)) if i == 0 or ids[i] != ids[i - 1]] + [len(ids)]
-    return [batch.select(range(a, b)) for a, b in zip(starts, starts[1:])]
+    return [batch.select(range(a, b)) for a, b in group_runs(batch.group_ids.tolist())]
 
 
 def _renumbered(group: RolloutBatch, copy: int) -> RolloutBatch:

@@ -114,6 +114,12 @@ class RolloutBatch:
         return RolloutBatch(**out)
 
 
+def group_runs(group_ids: list[int]) -> list[tuple[int, int]]:
+    """(start, stop) of each run of equal consecutive group ids: the groups of a batch, in order."""
+    starts = [i for i in range(len(group_ids)) if i == 0 or group_ids[i] != group_ids[i - 1]]
+    return list(zip(starts, starts[1:] + [len(group_ids)]))
+
+
 def _pad_to(t: torch.Tensor, width: int) -> torch.Tensor:
     if t.dim() < 2 or t.shape[1] == width:
         return t
