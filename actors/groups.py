@@ -1,22 +1,27 @@
 """Ray actor groups: each wraps one role class and spreads work over its actors.
 
 The driver talks to these groups only; each method sends work to every actor
-of the group at once and waits for all of them.
+of the group at once and waits for all of them. Roles that read a step's batch
+(the reference, the learner groups) get it through a ``Shipment``: each field
+they need is put in Ray's object store once per step and slice, and never the
+texts, which only the reward workers read.
 """
 
 from __future__ import annotations
 
+import time
+
 import ray
 import torch
 
-from actors.critic import Critic
-from actors.learner import Learner
+from actors.learner import LearnerRank
 from actors.reference import ReferenceWorker
 from actors.reward import RewardWorker
 from actors.rollout import RolloutWorker
-from rlcore.batch import RolloutBatch
-from rewards.api import RewardSample, term_value
-from rlcore.config import Config, LearnerConfig, RewardTermConfig
+from algorithms.base import LearnerSpec
+from rewards.api import RewardSample, RewardTerm, term_value
+from rlcore.batch import TOKEN_FIELDS, TRAIN_FIELDS, RolloutBatch, equal_parts, take
+from rlcore.config import Config
 from rlcore.data import PromptRow
 
 
@@ -31,6 +36,53 @@ def _split(items: list, parts: int) -> list[tuple[int, int]]:
     return bounds
 
 
+class Shipment:
+    """One step's batch in the object store: each field of each slice is put once, however many calls read it.
+
+    A field that the driver replaces (``batch.advantages = ...``) is put again on
+    its next use; fields nobody asks for never leave the driver.
+    """
+
+    def __init__(self, batch: RolloutBatch):
+        self.batch = batch
+        self._puts: dict[tuple[str, int], tuple[object, list[ray.ObjectRef]]] = {}
+
+    def slices(self, fields: tuple[str, ...], count: int) -> tuple[list[str], list[list[ray.ObjectRef]]]:
+        """The set fields among ``fields``, and for each of ``count`` equal slices the refs of their values."""
+        names = [f for f in fields if getattr(self.batch, f) is not None]
+        parts = equal_parts(len(self.batch), count)
+        refs: list[list[ray.ObjectRef]] = [[] for _ in parts]
+        for name in names:
+            value = getattr(self.batch, name)
+            held = self._puts.get((name, count))
+            if held is None or held[0] is not value:
+                held = (value, [ray.put(take(value, torch.as_tensor(p), list(p))) for p in parts])
+                self._puts[(name, count)] = held
+            for part_refs, ref in zip(refs, held[1]):
+                part_refs.append(ref)
+        return names, refs
+
+
+def remote(cls: type, **resources):
+    """``cls`` as a Ray actor class that also takes a batch as field ObjectRefs: ``run(method, names, *refs)``.
+
+    Ray resolves the refs (top-level arguments) before the call, so the role
+    itself stays a plain class that receives a ``RolloutBatch``.
+    """
+
+    class Role(cls):
+        def run(self, method: str, names: list[str], *values, **kwargs):
+            return getattr(self, method)(RolloutBatch(**dict(zip(names, values))), **kwargs)
+
+    Role.__name__ = Role.__qualname__ = cls.__name__
+    return ray.remote(**resources)(Role)
+
+
+def _run_sliced(actors: list, shipment: Shipment, fields: tuple[str, ...], method: str, **kwargs) -> list:
+    names, refs = shipment.slices(fields, len(actors))
+    return ray.get([actor.run.remote(method, names, *part, **kwargs) for actor, part in zip(actors, refs)])
+
+
 class RolloutGroup:
     """``rollout.num_workers`` vLLM actors; prompts are spread evenly over them."""
 
@@ -40,8 +92,9 @@ class RolloutGroup:
         self.workers = [actor.remote(model_path, rc, seed=cfg.trainer.seed + i) for i in range(rc.num_workers)]
         ray.get([w.get_version.remote() for w in self.workers])  # wait until every engine is up
 
-    def generate(self, prompts: list[PromptRow], group_ids: list[int], n: int, greedy: bool = False) -> RolloutBatch:
-        futures = [w.generate.remote(prompts[a:b], group_ids[a:b], n, greedy)
+    def generate(self, prompts: list[PromptRow], n: int, seed: int | None = None, greedy: bool = False) -> RolloutBatch:
+        """``n`` samples per prompt, in prompt order; prompt ``i`` is sampled with seed ``seed + i``."""
+        futures = [w.generate.remote(prompts[a:b], n, None if seed is None else seed + a, greedy)
                    for w, (a, b) in zip(self.workers, _split(prompts, len(self.workers))) if b > a]
         return RolloutBatch.concat(ray.get(futures))
 
@@ -58,13 +111,14 @@ class RewardPool:
     * samples the reward raised on (reported by the worker): ``failure_score``.
     """
 
-    def __init__(self, term: RewardTermConfig):
-        self.term = term
-        self.actor = ray.remote(num_cpus=term.num_cpus, num_gpus=term.num_gpus, max_restarts=0)(RewardWorker)
-        self.workers = [self._start() for _ in range(term.num_workers)]
+    def __init__(self, term: RewardTerm):
+        self.term, self.settings = term, term.config
+        self.actor = ray.remote(num_cpus=self.settings.num_cpus, num_gpus=self.settings.num_gpus,
+                                max_restarts=0)(RewardWorker)
+        self.workers = [self._start() for _ in range(self.settings.num_workers)]
 
     def _start(self):
-        return self.actor.remote(self.term.name, dict(self.term.args))
+        return self.actor.remote(self.term.name, self.term.target, dict(self.term.args))
 
     def _replace(self, index: int) -> None:
         ray.kill(self.workers[index], no_restart=True)
@@ -82,7 +136,7 @@ class RewardPool:
         first_trace = None
         for w, a, b, future in pending:
             for attempt in (0, 1):
-                ready, _ = ray.wait([future], timeout=self.term.timeout_s)
+                ready, _ = ray.wait([future], timeout=self.settings.timeout_s)
                 if not ready:
                     self._replace(w)
                     faults["timeouts"] += b - a
@@ -109,9 +163,8 @@ class RewardPool:
 class RewardGroup:
     """One ``RewardPool`` per reward term; all terms score a batch at the same time."""
 
-    def __init__(self, cfg: Config):
-        self.terms = list(cfg.reward.terms)
-        self.pools = [RewardPool(term) for term in self.terms]
+    def __init__(self, terms: list[RewardTerm]):
+        self.pools = [RewardPool(term) for term in terms]
         ray.get([w.ready.remote() for pool in self.pools for w in pool.workers])  # fail early on a bad reward
 
     def score(self, batch: RolloutBatch) -> dict[str, float]:
@@ -126,18 +179,17 @@ class RewardGroup:
         total = torch.zeros(len(samples))
         terms: dict[str, torch.Tensor] = {}
         metrics: dict[str, float] = {}
-        for term, pool, futures in zip(self.terms, self.pools, pending):
+        for pool, futures in zip(self.pools, pending):
+            name, failure = pool.term.name, pool.settings.failure_score
             rows, faults, trace = pool.collect(samples, futures)
-            keys = sorted({k for row in rows if row for k in row})
-            value = torch.tensor([term_value(row) if row else term.failure_score for row in rows])
-            terms[term.name] = value
-            for key in (k for k in keys if k):  # a dict reward's named parts ("_x" is logged as "x")
-                terms[f"{term.name}/{key.lstrip('_')}"] = torch.tensor(
-                    [row.get(key, 0.0) if row else term.failure_score for row in rows])
-            total += term.weight * value
-            metrics.update({f"reward_faults/{term.name}/{k}": float(v) for k, v in faults.items()})
+            value = torch.tensor([term_value(row) if row else failure for row in rows])
+            terms[name] = value
+            for key in sorted({k for row in rows if row for k in row} - {""}):  # named parts ("_x" logged as "x")
+                terms[f"{name}/{key.lstrip('_')}"] = torch.tensor([row.get(key, 0.0) if row else failure for row in rows])
+            total += pool.settings.weight * value
+            metrics.update({f"reward_faults/{name}/{k}": float(v) for k, v in faults.items()})
             if trace:
-                print(f"reward '{term.name}': {faults['errors']} of {len(samples)} samples failed; "
+                print(f"reward '{name}': {faults['errors']} of {len(samples)} samples failed; "
                       f"first traceback:\n{trace}", flush=True)
         batch.scores, batch.reward_terms = total, terms
         return metrics
@@ -148,52 +200,36 @@ class ReferenceGroup:
 
     def __init__(self, cfg: Config, model_path: str):
         rc = cfg.reference
-        actor = ray.remote(num_cpus=rc.num_cpus, num_gpus=rc.num_gpus)(ReferenceWorker)
-        self.worker = actor.remote(model_path, cfg.model.dtype, cfg.rollout.temperature, rc.micro_batch_size)
+        self.worker = remote(ReferenceWorker, num_cpus=rc.num_cpus, num_gpus=rc.num_gpus).remote(cfg, model_path)
 
-    def logprobs(self, batch: RolloutBatch) -> torch.Tensor:
-        return ray.get(self.worker.logprobs.remote(batch))
+    def logprobs(self, shipment: Shipment) -> torch.Tensor:
+        return _run_sliced([self.worker], shipment, TOKEN_FIELDS, "logprobs")[0]
 
 
-class FSDPGroup:
-    """``world_size`` ranks of one FSDP role forming one torch.distributed group."""
+class LearnerGroup:
+    """``world_size`` ranks of one learner group (``LearnerRank``) forming one torch.distributed group."""
 
-    def __init__(self, worker_cls: type, cfg: Config, model_path: str, group_cfg: LearnerConfig):
-        actor = ray.remote(num_cpus=group_cfg.num_cpus, num_gpus=group_cfg.num_gpus)(worker_cls)
-        self.ranks = [actor.remote(cfg, model_path, rank, group_cfg.world_size) for rank in range(group_cfg.world_size)]
+    def __init__(self, cfg: Config, algorithm, name: str, spec: LearnerSpec, model_cls: type):
+        self.name, self.spec = name, spec
+        s = spec.settings
+        actor = remote(LearnerRank, num_cpus=s.num_cpus, num_gpus=s.num_gpus)
+        self.ranks = [actor.remote(cfg, algorithm, name, spec, model_cls, rank, s.world_size)
+                      for rank in range(s.world_size)]
         addr, port = ray.get(self.ranks[0].address.remote())
         ray.get([r.setup.remote(addr, port) for r in self.ranks])
 
-    def train_step(self, batch: RolloutBatch) -> dict[str, float]:
-        """Each rank trains on an equal slice; metrics are averaged over ranks (tokens summed)."""
-        results = ray.get([r.train_step.remote(part) for r, part in zip(self.ranks, batch.chunks(len(self.ranks)))])
-        out = {k: sum(m[k] for m in results) / len(results) for k in results[0]}
-        out["learner_tokens"] = sum(m["learner_tokens"] for m in results)
-        return out
+    def forward(self, shipment: Shipment, output: str) -> torch.Tensor:
+        """[B, T] model output ``output`` under the current weights, each rank on an equal slice."""
+        return torch.cat(_run_sliced(self.ranks, shipment, TOKEN_FIELDS, "forward", output=output))
 
-    def _per_rank(self, method: str, batch: RolloutBatch) -> torch.Tensor:
-        """Run a per-token query on equal slices over all ranks (FSDP forwards are collective)."""
-        parts = batch.chunks(len(self.ranks))
-        return torch.cat(ray.get([getattr(r, method).remote(p) for r, p in zip(self.ranks, parts)]))
-
-    def save_checkpoint(self, path: str) -> None:
-        ray.get([r.save_checkpoint.remote(path) for r in self.ranks])
-
-    def load_checkpoint(self, path: str) -> None:
-        ray.get([r.load_checkpoint.remote(path) for r in self.ranks])
-
-    def shutdown(self) -> None:
-        ray.get([r.shutdown.remote() for r in self.ranks])
-
-
-class LearnerGroup(FSDPGroup):
-    """The policy: ``learner.world_size`` learner ranks."""
-
-    def __init__(self, cfg: Config, model_path: str):
-        super().__init__(Learner, cfg, model_path, cfg.learner)
-
-    def logprobs(self, batch: RolloutBatch) -> torch.Tensor:
-        return self._per_rank("logprobs", batch)
+    def train_step(self, shipment: Shipment, step: int, state: dict) -> dict[str, float]:
+        """One update on the batch; the ranks' metrics averaged, as ``<group>/<metric>``, with the group's throughput."""
+        start = time.perf_counter()
+        results = _run_sliced(self.ranks, shipment, TRAIN_FIELDS, "train_step", step=step, state=state)
+        tokens = shipment.batch.num_response_tokens * self.spec.settings.epochs
+        metrics = {f"{self.name}/{k}": sum(m[k] for m in results) / len(results) for k in results[0]}
+        metrics[f"throughput/{self.name}_tokens_per_s"] = tokens / max(time.perf_counter() - start, 1e-9)
+        return metrics
 
     def state_dict_ref(self) -> ray.ObjectRef:
         """An ObjectRef to the gathered full weights (every rank takes part; rank 0 returns them)."""
@@ -205,12 +241,11 @@ class LearnerGroup(FSDPGroup):
     def export(self, path: str) -> None:
         ray.get([r.export.remote(path) for r in self.ranks])
 
+    def save_checkpoint(self, path: str) -> None:
+        ray.get([r.save_checkpoint.remote(path) for r in self.ranks])
 
-class CriticGroup(FSDPGroup):
-    """The PPO value model: ``critic.world_size`` critic ranks."""
+    def load_checkpoint(self, path: str) -> None:
+        ray.get([r.load_checkpoint.remote(path) for r in self.ranks])
 
-    def __init__(self, cfg: Config, model_path: str):
-        super().__init__(Critic, cfg, model_path, cfg.critic)
-
-    def values(self, batch: RolloutBatch) -> torch.Tensor:
-        return self._per_rank("values", batch)
+    def shutdown(self) -> None:
+        ray.get([r.shutdown.remote() for r in self.ranks])

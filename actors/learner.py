@@ -1,62 +1,149 @@
-"""Learner: one rank of the FSDP2-sharded policy.
+"""LearnerRank: one rank of an FSDP2-sharded learner group, whatever its model and loss.
 
-``learner.world_size`` learners form one process group (gloo on CPU, nccl on
-CUDA). The algorithm plug-in supplies the loss; this class supplies the
-policy's log-probs, the update loop (from ``FSDPWorker``) and the weights that
-go to the rollout workers. The same class runs under Ray
-(``actors.groups.LearnerGroup``) or under torchrun (``Learner.from_env``).
+A learner group is ``settings.world_size`` ranks forming one torch.distributed
+group (gloo on CPU, nccl on CUDA). The group's model kind (``actors.models``)
+builds the model and computes its outputs; the algorithm's loss method named
+by the group's ``LearnerSpec`` turns them into a loss. The policy (``actor``)
+and PPO's critic are both such groups. The same class runs under Ray
+(``actors.groups.LearnerGroup``) or under torchrun (``LearnerRank.from_env``).
 
-Loss aggregation is per rank and per micro-batch (verl does the same); with
-equal slices this is the global mean for the sequence-level modes and close
-to it for ``token-mean``.
+Each rank gets an equal, contiguous slice of the batch; FSDP averages the
+gradients. Mini-batches are made of whole groups (all samples of one prompt, or
+one chosen/rejected pair), shuffled at the group level with a seed of (run
+seed, rank, step), so a resumed run shuffles as the uninterrupted one did.
+Loss aggregation is per rank and per micro-batch (verl does the same).
 """
 
 from __future__ import annotations
 
+import os
+import random
+import socket
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.distributed as dist
 
-from actors.fsdp import FSDPWorker, free_address
-from rlcore.batch import RolloutBatch
+from algorithms.base import LearnerSpec
+from rlcore.batch import RolloutBatch, group_runs
 from rlcore.config import Config
-from rlcore.sequences import response_logprobs
-
-__all__ = ["Learner", "free_address"]
 
 
-class Learner(FSDPWorker):
-    def __init__(self, cfg: Config, model_path: str, rank: int, world_size: int):
-        from algorithms import get_algorithm_class
+def free_address() -> tuple[str, int]:
+    """This node's IP and a free TCP port, for rank 0 to host the process group."""
+    host = "127.0.0.1"
+    if _ray_initialized():
+        import ray.util
 
-        super().__init__(cfg, model_path, rank, world_size, cfg.learner)
-        self.algorithm = get_algorithm_class(cfg.algorithm.name)(cfg)
+        host = ray.util.get_node_ip_address()
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return host, s.getsockname()[1]
 
-    def build_model(self) -> torch.nn.Module:
-        from actors.reference import load_causal_lm
 
-        return load_causal_lm(self.model_path, self.cfg.model.dtype, self.device)
+def _ray_initialized() -> bool:
+    try:
+        import ray
 
-    def _logprobs(self, batch: RolloutBatch, with_entropy: bool):
-        return response_logprobs(self.model, batch.prompt_ids, batch.response_ids, pad_id=self.pad_id,
-                                 width=batch.response_mask.shape[1], temperature=self.cfg.rollout.temperature,
-                                 with_entropy=with_entropy)
+        return ray.is_initialized()
+    except ImportError:
+        return False
+
+
+class LearnerRank:
+    def __init__(self, cfg: Config, algorithm: Any, name: str, spec: LearnerSpec, model_cls: type, rank: int,
+                 world_size: int):
+        self.cfg, self.algorithm, self.name, self.spec = cfg, algorithm, name, spec
+        self.settings = spec.settings
+        self.kind = model_cls(cfg)
+        self.model_path = spec.model_path or cfg.model.path
+        self.rank, self.world_size = rank, world_size
+        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+        self.model = self.optimizer = self.scheduler = None
+
+    # ---- set-up ---------------------------------------------------------------------------
+    def address(self) -> tuple[str, int]:
+        return free_address()
+
+    def setup(self, master_addr: str, master_port: int) -> None:
+        """Join the process group, then build the sharded model and optimizer."""
+        from torch.distributed.fsdp import fully_shard
+
+        backend = self.settings.backend
+        if backend == "auto":
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+        if not dist.is_initialized():
+            dist.init_process_group(backend, init_method=f"tcp://{master_addr}:{master_port}",
+                                    rank=self.rank, world_size=self.world_size)
+        torch.manual_seed(self.cfg.trainer.seed)
+        model = self.kind.build(self.model_path, self.device)
+        # Shard each decoder layer, then the root (embeddings, norm, head): the FSDP2 recipe.
+        for layer in getattr(getattr(model, "model", model), "layers", []):
+            fully_shard(layer)
+        fully_shard(model)
+        self.model = model
+        s = self.settings
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda k: min(1.0, (k + 1) / s.warmup_steps) if s.warmup_steps else 1.0)
+
+    @classmethod
+    def from_env(cls, cfg: Config, algorithm: Any, name: str, spec: LearnerSpec, model_cls: type) -> LearnerRank:
+        """Under torchrun: rank, world size and the master address come from the environment."""
+        worker = cls(cfg, algorithm, name, spec, model_cls, int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
+        worker.setup(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+        return worker
+
+    # ---- forward and update ---------------------------------------------------------------
+    def micro_batches(self, batch: RolloutBatch):
+        mb = self.settings.micro_batch_size
+        return (batch.select(range(s, min(s + mb, len(batch)))) for s in range(0, len(batch), mb))
 
     @torch.no_grad()
-    def logprobs(self, batch: RolloutBatch) -> torch.Tensor:
-        """[B, T] current-policy log-probs of this rank's slice, 0 on padding."""
-        parts = [self._logprobs(micro, False)[0].float().cpu() for micro in self.micro_batches(batch)]
+    def forward(self, batch: RolloutBatch, output: str) -> torch.Tensor:
+        """[B, T] model output ``output`` for this rank's slice under the current weights, 0 on padding. Collective."""
+        parts = [self.kind.forward(self.model, _to_device(micro, self.device), (output,))[output].float().cpu()
+                 for micro in self.micro_batches(batch)]
         return torch.cat(parts) * batch.response_mask
 
-    def train_step(self, batch: RolloutBatch) -> dict[str, float]:
-        """Record the pre-update log-probs, then run the algorithm's loss over mini-batches."""
-        batch.old_logprobs = self.logprobs(batch)
+    def train_step(self, batch: RolloutBatch, step: int, state: dict) -> dict[str, float]:
+        """``epochs`` passes over shuffled mini-batches of whole groups with the algorithm's loss; metrics averaged.
 
-        def loss_fn(micro: RolloutBatch):
-            logprobs, entropy = self._logprobs(micro, with_entropy=True)
-            return self.algorithm.loss(logprobs.float(), entropy, micro)
+        ``state`` is the driver-side algorithm's ``state_dict()``: the loss sees what the driver sees.
+        """
+        self.algorithm.load_state_dict(state)
+        loss_fn = getattr(self.algorithm, self.spec.loss)
+        self.model.train()
+        s = self.settings
+        mini = s.mini_batch_size // self.world_size
+        rng = random.Random(f"{self.cfg.trainer.seed}/{self.name}/{self.rank}/{step}")
+        sums: dict[str, float] = {}
+        count, grad_norms = 0, []
+        for _ in range(s.epochs):
+            order = shuffled_groups(batch.group_ids, rng)
+            for m0 in range(0, len(batch), mini):
+                minibatch = batch.select(order[m0:m0 + mini])
+                for micro in self.micro_batches(minibatch):
+                    micro = _to_device(micro, self.device)
+                    loss, metrics = loss_fn(self.kind.forward(self.model, micro), micro)
+                    (loss * len(micro) / len(minibatch)).backward()
+                    for k, v in metrics.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                    count += 1
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)
+                if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
+                    grad_norm = grad_norm.full_tensor()
+                grad_norms.append(float(grad_norm))
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+        out = {k: v / count for k, v in sums.items()}
+        out["grad_norm"] = sum(grad_norms) / len(grad_norms)
+        out["lr"] = self.scheduler.get_last_lr()[0]
+        return out
 
-        return self.optimize(batch, loss_fn)
-
+    # ---- weights out ----------------------------------------------------------------------
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         """Gathered full weights with Hugging Face names on rank 0 (None elsewhere). Collective."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -65,14 +152,50 @@ class Learner(FSDPWorker):
         return sd if self.rank == 0 else None
 
     def export(self, path: str) -> None:
-        """Write the policy as a Hugging Face folder (weights, config, tokenizer). Collective."""
+        """Write the model as a Hugging Face folder (weights, config, tokenizer). Collective."""
         sd = self.full_state_dict()
         if self.rank == 0:
-            from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-            config = AutoConfig.from_pretrained(self.model_path)
-            model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, self.cfg.model.dtype))
-            model.load_state_dict(sd)
-            model.save_pretrained(path)
-            AutoTokenizer.from_pretrained(self.model_path).save_pretrained(path)
+            self.kind.save(sd, self.model_path, path)
         dist.barrier()
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def save_checkpoint(self, path: str) -> None:
+        """Sharded model + optimizer state with torch.distributed.checkpoint. Collective."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=path)
+        if self.rank == 0:
+            torch.save({"scheduler": self.scheduler.state_dict()}, Path(path) / "scheduler.pt")
+        dist.barrier()
+
+    def load_checkpoint(self, path: str) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
+        state = {"model": model_sd, "optim": optim_sd}
+        dcp.load(state, checkpoint_id=path)
+        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        self.scheduler.load_state_dict(torch.load(Path(path) / "scheduler.pt")["scheduler"])
+
+    def shutdown(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def shuffled_groups(group_ids: torch.Tensor, rng: random.Random) -> list[int]:
+    """Sample indices with whole groups (runs of equal consecutive ids) shuffled as units."""
+    runs = [list(range(a, b)) for a, b in group_runs(group_ids.tolist())]
+    rng.shuffle(runs)
+    return [i for run in runs for i in run]
+
+
+def _to_device(batch: RolloutBatch, device: torch.device) -> RolloutBatch:
+    if device.type == "cpu":
+        return batch
+    for name, value in vars(batch).items():
+        if isinstance(value, torch.Tensor):
+            setattr(batch, name, value.to(device))
+    return batch

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import traceback
 
-from rewards.api import RewardSample, call_score, check_scores, load_reward
+from typing import Any
+
+from rewards.api import RewardSample, build_reward, call_score, check_scores
 
 
 class RewardWorker:
-    def __init__(self, name: str, args: dict):
+    def __init__(self, name: str, target: Any, args: dict):
         self.name = name
-        self.reward = load_reward(name, args)
+        self.reward = build_reward(name, target, args)
 
     def ready(self) -> bool:
         return True

@@ -39,17 +39,26 @@ class RolloutWorker:
         self.tokenizer = self.llm.get_tokenizer()
         self.version = 0
 
-    def generate(self, prompts: list[PromptRow], group_ids: list[int], n: int, greedy: bool = False) -> RolloutBatch:
-        """``n`` samples for each prompt; ``group_ids[i]`` labels the samples of ``prompts[i]``."""
+    def generate(self, prompts: list[PromptRow], n: int, seed: int | None = None,
+                 greedy: bool = False) -> RolloutBatch:
+        """``n`` samples for each prompt; the samples of ``prompts[i]`` form group ``i``.
+
+        With ``seed``, prompt ``i`` is sampled with its own seed ``seed + i``: the
+        samples depend on the weights, the prompt and the seed only, not on what
+        the engine generated before (a resumed run repeats them).
+        """
         from vllm import SamplingParams
 
-        params = SamplingParams(n=n, temperature=0.0 if greedy else self.cfg.temperature,
-                                top_p=1.0 if greedy else self.cfg.top_p,
-                                max_tokens=self.cfg.max_new_tokens, logprobs=0)
+        def params(i: int) -> SamplingParams:
+            return SamplingParams(n=n, temperature=0.0 if greedy else self.cfg.temperature,
+                                  top_p=1.0 if greedy else self.cfg.top_p, max_tokens=self.cfg.max_new_tokens,
+                                  logprobs=0, seed=None if seed is None or greedy else seed + i)
+
         inputs = [{"prompt_token_ids": self.tokenizer.encode(p.prompt)} for p in prompts]
-        outputs = self.llm.generate(inputs, params, use_tqdm=False)
-        rows = {k: [] for k in ("prompt_ids", "response_ids", "prompts", "responses", "answers", "logprobs", "groups", "truncated", "metadata")}
-        for row, gid, out in zip(prompts, group_ids, outputs):
+        outputs = self.llm.generate(inputs, [params(i) for i in range(len(prompts))], use_tqdm=False)
+        rows = {k: [] for k in ("prompt_ids", "response_ids", "prompts", "responses", "answers", "logprobs",
+                                "groups", "indices", "truncated", "metadata")}
+        for group, (row, out) in enumerate(zip(prompts, outputs)):
             for sample in out.outputs:
                 ids = list(sample.token_ids)
                 rows["prompt_ids"].append(list(out.prompt_token_ids))
@@ -59,16 +68,18 @@ class RolloutWorker:
                 rows["answers"].append(row.answer)
                 # logprobs=0 returns the sampled token's log-prob only, one dict per position.
                 rows["logprobs"].append([lp[t].logprob for lp, t in zip(sample.logprobs, ids)])
-                rows["groups"].append(gid)
+                rows["groups"].append(group)
+                rows["indices"].append(row.index)
                 rows["truncated"].append(sample.finish_reason == "length")
                 rows["metadata"].append(row.metadata)
         width = max((len(r) for r in rows["response_ids"]), default=0)
         return RolloutBatch(
             prompt_ids=rows["prompt_ids"],
             response_ids=rows["response_ids"],
-            group_ids=torch.tensor(rows["groups"], dtype=torch.long),
-            rollout_logprobs=pad_2d(rows["logprobs"], width=width),
             response_mask=pad_2d([[1.0] * len(r) for r in rows["response_ids"]], width=width),
+            group_ids=torch.tensor(rows["groups"], dtype=torch.long),
+            prompt_index=torch.tensor(rows["indices"], dtype=torch.long),
+            rollout_logprobs=pad_2d(rows["logprobs"], width=width),
             policy_version=torch.full((len(rows["groups"]),), self.version, dtype=torch.long),
             prompts=rows["prompts"],
             responses=rows["responses"],

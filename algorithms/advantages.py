@@ -149,9 +149,11 @@ def reinforce_pp_returns(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """REINFORCE++ (Hu 2025, arXiv:2501.03262): discounted returns, globally whitened.
 
-    Matches verl ``compute_reinforce_plus_plus_outcome_advantage``: G_t = r_t + gamma * G_{t+1},
-    where the running return is reset *after* a masked position (so nothing past
-    EOS leaks backwards); advantages = masked_whiten(G) * mask over the whole batch.
+    G_t = r_t + gamma * G_{t+1}, where the running return is reset *after* a masked
+    position (so nothing past EOS leaks backwards); advantages = masked_whiten(G) * mask
+    over the whole batch. On right-padded masks (every batch here) this equals verl
+    0.9.1's ``compute_reinforce_plus_plus_outcome_advantage`` (tests/test_verl_parity.py);
+    on a mask with an interior hole it differs: verl carries the return across the hole.
 
     Returns ``(advantages [B, T], returns [B, T])``.
     """

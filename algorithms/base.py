@@ -1,48 +1,93 @@
 """The algorithm plug-in contract.
 
-An algorithm is one class, registered by name in ``algorithms.registry``. The
-driver calls its hooks in a fixed order and never branches on which
+An algorithm is one class. It declares what it needs, and the composition root
+(``launch/build.py``) builds it:
+
+* ``Options``: a dataclass of its own options, each with a docstring. They sit
+  beside ``name`` under ``algorithm`` in the config and reach ``__init__``
+  parsed and typed.
+* ``source``: where its batches come from, a registered source
+  (``launch.sources``: ``rollout`` = the policy's own scored samples,
+  ``preferences`` = chosen/rejected pairs from the data) or ``module:Class``.
+* ``learners()``: its learner groups, ``{name: LearnerSpec}``, in training
+  order. Each names its model kind (``actors.models``: ``causal_lm``,
+  ``value``), its settings, the loss method that trains it, and what it
+  computes for the batch before the advantages (``provides``). The group
+  named ``actor`` is the policy: its weights go to the rollout workers and
+  into the exported model.
+
+The driver calls the hooks in a fixed order and never branches on which
 algorithm it is:
 
-1. ``validate(cfg)`` (classmethod), before any actor starts: raise a one-line
-   ``ConfigError`` for a combination it cannot run.
-2. ``shape_rewards(batch)`` on the driver, after the reward workers scored the
-   batch: adjust ``batch.scores`` (e.g. length penalties).
-3. ``filter_groups(batch) -> (kept, dropped)`` on the driver: the driver keeps
-   sampling until it has ``data.prompts_per_step`` kept groups (or runs out of
-   rounds).
-4. ``compute_advantages(batch) -> metrics | None`` on the driver, once
-   reference log-probs (and, with a critic, values) are in.
-5. ``loss(logprobs, entropy, batch) -> (loss, metrics)`` inside every learner
-   rank, once per micro-batch, if ``updates_policy(step)``.
+1. ``validate(cfg, options)`` (classmethod), before any actor starts: raise a
+   one-line ``ConfigError`` for a combination it cannot run.
+2. ``shape_rewards(batch)`` in the source, after the reward workers scored it.
+3. ``filter_groups(batch) -> (kept, dropped)`` in the source, which samples
+   more prompts until ``data.prompts_per_step`` groups are kept, in at most
+   ``max_sampling_rounds()`` rounds.
+4. ``compute_advantages(batch) -> metrics | None`` on the driver, once the
+   reference's and the learner groups' ``provides`` are in the batch.
+5. For each learner group whose ``trains(group, step)`` is true, the group's
+   loss method ``(outputs, batch) -> (loss, metrics)`` inside every rank, once
+   per micro-batch. ``outputs`` are the model kind's tensors under the current
+   weights (``logprobs``/``entropy`` or ``values``, ``[B, T]``).
 
-Class attributes declare the roles it needs: ``uses_rollout`` (False: the
-batches come from a preference data set) and ``uses_critic`` (a value-model
-learner group, PPO). ``state_dict``/``load_state_dict`` carry driver-side
-state (e.g. an adaptive KL coefficient) through checkpoints.
+``state_dict()`` is the driver-side state (PPO's adaptive KL coefficient): it
+goes into checkpoints, and to every learner rank before each update, where
+``load_state_dict`` receives it, so the losses see what the driver sees.
 ``AlgorithmBase`` gives the defaults.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
+
+from rlcore.config import LearnerConfig
 
 if TYPE_CHECKING:
     from rlcore.batch import RolloutBatch
     from rlcore.config import Config
 
+Outputs = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LearnerSpec:
+    """One learner group of an algorithm."""
+
+    model: str
+    """Model kind: a registered name (``causal_lm``, ``value``) or ``module:Class``."""
+    settings: LearnerConfig
+    """World size, optimizer and batch sizes of the group."""
+    settings_key: str = "learner"
+    """Where ``settings`` sit in the config, for error messages."""
+    loss: str = "loss"
+    """Name of the algorithm's method that computes this group's loss."""
+    provides: dict[str, str] = field(default_factory=dict)
+    """Batch fields the group fills before the advantages, from its model's outputs under the weights before the
+    update: ``{"old_logprobs": "logprobs"}`` for the policy, ``{"values": "values"}`` for a critic."""
+    model_path: str | None = None
+    """Initial weights (a Hugging Face folder or ``local://`` name); None: ``model.path``."""
+
 
 class Algorithm(Protocol):
     name: ClassVar[str]
-    uses_rollout: ClassVar[bool]
-    uses_critic: ClassVar[bool]
+    Options: ClassVar[type]
+    source: ClassVar[str]
 
-    def __init__(self, cfg: Config) -> None: ...
+    def __init__(self, cfg: Config, options: Any) -> None: ...
 
     @classmethod
-    def validate(cls, cfg: Config) -> None: ...
+    def validate(cls, cfg: Config, options: Any) -> None: ...
+
+    def group_size(self) -> int: ...
+
+    def learners(self) -> dict[str, LearnerSpec]: ...
+
+    def max_sampling_rounds(self) -> int: ...
 
     def shape_rewards(self, batch: RolloutBatch) -> None: ...
 
@@ -50,35 +95,46 @@ class Algorithm(Protocol):
 
     def compute_advantages(self, batch: RolloutBatch) -> dict[str, float] | None: ...
 
-    def updates_policy(self, step: int) -> bool: ...
+    def trains(self, group: str, step: int) -> bool: ...
 
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
 
-    def loss(
-        self, logprobs: torch.Tensor, entropy: torch.Tensor, batch: RolloutBatch
-    ) -> tuple[torch.Tensor, dict[str, float]]: ...
+    def loss(self, outputs: Outputs, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+@dataclass
+class NoOptions:
+    """An algorithm without options of its own."""
 
 
 class AlgorithmBase:
-    """Defaults: rollout, no critic; accept any config, leave scores alone, keep every group."""
+    """Defaults: the policy's own samples, one ``actor`` group, no shaping, every group kept, always trained."""
 
     name: ClassVar[str] = ""
-    uses_rollout: ClassVar[bool] = True
-    uses_critic: ClassVar[bool] = False
+    Options: ClassVar[type] = NoOptions
+    source: ClassVar[str] = "rollout"
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, options: Any = None):
         self.cfg = cfg
+        self.options = options if options is not None else self.Options()
 
     @classmethod
-    def validate(cls, cfg: Config) -> None:
+    def validate(cls, cfg: Config, options: Any) -> None:
         return None
 
-    @classmethod
-    def group_size(cls, cfg: Config) -> int:
+    def group_size(self) -> int:
         """Samples per group in a trained batch."""
-        return cfg.rollout.n
+        return self.cfg.rollout.n
+
+    def learners(self) -> dict[str, LearnerSpec]:
+        """The policy, with its log-probs before the update kept as ``old_logprobs`` (the PPO ratio's denominator)."""
+        return {"actor": LearnerSpec("causal_lm", self.cfg.learner, provides={"old_logprobs": "logprobs"})}
+
+    def max_sampling_rounds(self) -> int:
+        """Most generation rounds a step may take to fill its batch through ``filter_groups``."""
+        return 1
 
     def shape_rewards(self, batch: RolloutBatch) -> None:
         return None
@@ -86,7 +142,10 @@ class AlgorithmBase:
     def filter_groups(self, batch: RolloutBatch) -> tuple[RolloutBatch, RolloutBatch | None]:
         return batch, None
 
-    def updates_policy(self, step: int) -> bool:
+    def compute_advantages(self, batch: RolloutBatch) -> dict[str, float] | None:
+        return None
+
+    def trains(self, group: str, step: int) -> bool:
         return True
 
     def state_dict(self) -> dict:

@@ -5,21 +5,25 @@
   fixed, or adapted towards ``kl_target`` (Ziegler et al. 2019).
 * Advantages by GAE (``gamma``, ``lam``) over the critic's values, whitened over
   the batch; returns = un-whitened advantages + values are the critic's targets.
-* Clipped policy loss (with clip-higher and dual clip), clipped value loss
-  (``value_clip``), separate learning rates (``learner.lr``, ``critic.lr``) and
-  ``critic_warmup_steps`` during which only the critic trains.
+* Two learner groups: the critic (a value head on the policy's architecture,
+  its settings under ``algorithm.critic``), trained first with a clipped value
+  loss (``value_clip``), then the policy (``actor``, settings under ``learner``)
+  with the clipped policy loss, after ``critic_warmup_steps`` steps.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar, Optional
 
 import torch
 
 from algorithms.advantages import gae
-from algorithms.base import AlgorithmBase
-from algorithms.losses import policy_loss
-from rlcore.functional import aggregate_loss, kl_penalty, masked_mean, masked_whiten
+from algorithms.base import AlgorithmBase, LearnerSpec, Outputs
+from algorithms.losses import value_loss
+from algorithms.policy import PolicyOptions, policy_objective
+from rlcore.config import ConfigError, LearnerConfig, validate_learner
+from rlcore.functional import kl_penalty, masked_mean, masked_whiten
 
 if TYPE_CHECKING:
     from rlcore.batch import RolloutBatch
@@ -40,58 +44,81 @@ def token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl
     return rewards
 
 
-class PPO(AlgorithmBase):
-    name: ClassVar[str] = "ppo"
-    uses_critic: ClassVar[bool] = True
+@dataclass
+class PPOOptions(PolicyOptions):
+    kl_coef: float = 0.001
+    """Weight of the k1 KL to the reference in the token rewards (0: off; the KL is still logged). The start value when kl_target is set."""
+    gamma: float = 1.0
+    """GAE discount."""
+    lam: float = 1.0
+    """GAE lambda."""
+    value_clip: float = 0.5
+    """Value clipping range around the old values."""
+    critic_warmup_steps: int = 0
+    """Steps in which only the critic trains (the policy and its weights stay fixed)."""
+    kl_target: Optional[float] = None
+    """Target KL per token for the adaptive KL coefficient (Ziegler et al. 2019); None keeps kl_coef fixed."""
+    kl_horizon: int = 10000
+    """Horizon, in samples, of the adaptive KL controller."""
+    critic: LearnerConfig = field(default_factory=lambda: LearnerConfig(lr=1e-4))
+    """The critic's learner group: the same fields as ``learner`` (world_size, lr, mini_batch_size, …)."""
+    critic_path: Optional[str] = None
+    """Initial weights of the critic (a Hugging Face folder of the same architecture). None: the policy's weights, with a new value head."""
 
-    def __init__(self, cfg: Config):
-        super().__init__(cfg)
-        self.ac = cfg.algorithm
-        self.kl_coef = cfg.algorithm.kl_coef
+
+class PPO(AlgorithmBase):
+    """PPO with a critic: GAE over a value model (its own learner group, ``critic``), KL-penalised token rewards, clipped policy and value losses."""
+
+    name: ClassVar[str] = "ppo"
+    Options: ClassVar[type] = PPOOptions
+    options: PPOOptions
+
+    def __init__(self, cfg: Config, options: PPOOptions | None = None):
+        super().__init__(cfg, options)
+        self.kl_coef = self.options.kl_coef
 
     @classmethod
-    def validate(cls, cfg: Config) -> None:
-        from rlcore.config import ConfigError
-
-        ac = cfg.algorithm
+    def validate(cls, cfg: Config, o: PPOOptions) -> None:
+        o.check(kl_needs_reference=True, reference_enabled=cfg.reference.enabled)
+        validate_learner(o.critic, "algorithm.critic")
         if cfg.rollout.temperature <= 0:
             raise ConfigError(f"rollout.temperature={cfg.rollout.temperature}: PPO needs sampling, use a value > 0")
-        if ac.kl_target is not None and ac.kl_target <= 0:
-            raise ConfigError(f"algorithm.kl_target={ac.kl_target} must be > 0 (or null for a fixed kl_coef)")
-        if ac.kl_coef > 0 and not cfg.reference.enabled:
-            raise ConfigError("PPO's KL reward needs reference.enabled=true (or algorithm.kl_coef=0)")
-        if ac.dynamic_sampling or ac.overlong_buffer:
-            raise ConfigError("algorithm.dynamic_sampling and algorithm.overlong_buffer are GRPO options; "
-                              "use algorithm.name=grpo")
+        if o.kl_target is not None and o.kl_target <= 0:
+            raise ConfigError(f"algorithm.kl_target={o.kl_target} must be > 0 (or null for a fixed kl_coef)")
 
-    def updates_policy(self, step: int) -> bool:
-        return step > self.ac.critic_warmup_steps
+    def learners(self) -> dict[str, LearnerSpec]:
+        critic = LearnerSpec("value", self.options.critic, settings_key="algorithm.critic", loss="critic_loss",
+                             provides={"values": "values"}, model_path=self.options.critic_path)
+        return {"critic": critic, **super().learners()}
+
+    def trains(self, group: str, step: int) -> bool:
+        return group == "critic" or step > self.options.critic_warmup_steps
 
     def compute_advantages(self, batch: RolloutBatch) -> dict[str, float]:
-        mask = batch.response_mask  # [B, T]
+        o, mask = self.options, batch.response_mask  # [B, T]
         kl = torch.zeros_like(mask) if batch.ref_logprobs is None else \
             kl_penalty(batch.rollout_logprobs, batch.ref_logprobs, "k1") * mask  # [B, T]
         rewards = token_rewards(batch.scores, kl, mask, self.kl_coef)  # [B, T]
-        advantages, returns = gae(rewards, batch.values, mask, self.ac.gamma, self.ac.lam)  # [B, T] each
+        advantages, returns = gae(rewards, batch.values, mask, o.gamma, o.lam)  # [B, T] each
         batch.advantages = masked_whiten(advantages, mask) * mask
         batch.returns = returns * mask
         mean_kl = masked_mean(kl, mask).item()
         metrics = {"kl_coef": self.kl_coef, "reward_kl": mean_kl,
                    "returns": masked_mean(returns, mask).item(), "values": masked_mean(batch.values, mask).item()}
-        if self.ac.kl_target is not None:
-            self.kl_coef = adaptive_kl_coef(self.kl_coef, mean_kl, self.ac.kl_target, len(batch), self.ac.kl_horizon)
+        if o.kl_target is not None:
+            self.kl_coef = adaptive_kl_coef(self.kl_coef, mean_kl, o.kl_target, len(batch), o.kl_horizon)
         return metrics
 
-    def loss(self, logprobs: torch.Tensor, entropy: torch.Tensor, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        ac, mask = self.ac, batch.response_mask
-        loss, metrics = policy_loss(logprobs, batch.old_logprobs, batch.advantages, mask, clip_low=ac.clip_low,
-                                    clip_high=ac.clip_high, dual_clip=ac.dual_clip, agg=ac.loss_agg)
-        metrics["pg_loss"] = loss.item()
-        if ac.entropy_coef > 0:
-            loss = loss - ac.entropy_coef * aggregate_loss(entropy, mask, ac.loss_agg)
-        if batch.ref_logprobs is not None:
-            metrics["kl"] = masked_mean(kl_penalty(logprobs.detach(), batch.ref_logprobs, ac.kl_kind), mask).item()
-        metrics["entropy"] = masked_mean(entropy.detach(), mask).item()
+    def loss(self, outputs: Outputs, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        return policy_objective(self.options, outputs, batch, kl_in_loss=False)  # the KL is in the rewards
+
+    def critic_loss(self, outputs: Outputs, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        """Clipped value regression onto ``batch.returns`` (``batch.values`` are the old values)."""
+        values, mask = outputs["values"], batch.response_mask  # [B, T]
+        loss, metrics = value_loss(values, batch.values, batch.returns, mask, clip=self.options.value_clip,
+                                   agg=self.options.loss_agg)
+        metrics["value_loss"] = loss.item()
+        metrics["values"] = masked_mean(values.detach(), mask).item()
         return loss, metrics
 
     def state_dict(self) -> dict:

@@ -74,8 +74,8 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         group = RolloutGroup(cfg, model)
-        groups = list(range(len(rows)))
-        worker_s, worker_tokens = timed(lambda: group.generate(rows, groups, args.n).num_response_tokens, args.repeats)
+        # Seeded per prompt, as in training (a resumed run then repeats its samples).
+        worker_s, worker_tokens = timed(lambda: group.generate(rows, args.n, seed=0).num_response_tokens, args.repeats)
     finally:
         ray.shutdown()
 

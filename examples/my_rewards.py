@@ -8,9 +8,19 @@
 working directory, which Ray ships to every worker.)
 """
 
+from dataclasses import dataclass
+
+
+@dataclass
+class CloseEnoughOptions:
+    tolerance: int = 2
+    """Distance from the answer at which the credit reaches 0, minus one."""
+
 
 class CloseEnough:
     """Partial credit for near misses: 1 when exact, falling linearly to 0 at ``tolerance + 1`` away."""
+
+    Options = CloseEnoughOptions  # its args are checked and typed before any worker starts
 
     def __init__(self, tolerance: int = 2):
         self.tolerance = tolerance

@@ -1,41 +1,68 @@
-"""Where a step's batch comes from: the policy's own samples, or a preference data set.
+"""Where a step's batch comes from: source plug-ins. An algorithm names its source (``Algorithm.source``).
 
-The driver asks its source for a scored batch each step, for an evaluation,
-and to take new weights; the algorithm's ``uses_rollout`` picks the source.
+A source is a class with
 
-* ``RolloutSource``: rollout workers generate ``rollout.n`` samples per prompt,
+* ``load(cfg, files) -> rows`` (classmethod), before any actor starts: read and
+  validate its data (errors name the file and row);
+* ``__init__(cfg, algorithm, roles, rows, eval_rows)``: ``roles`` holds the
+  built parts it may use (reward terms, learner groups, the reference);
+* ``collect(step) -> Collected``: the step's batch and the source's own stats;
+* ``evaluate() -> metrics`` and ``sync(actor, version)``: take the policy's new
+  weights.
+
+Built in:
+
+* ``rollout``: rollout workers generate ``rollout.n`` samples per prompt,
   reward workers score them, and the algorithm shapes and filters the groups;
   with a filter (DAPO dynamic sampling, online DPO) it samples more prompts
   until ``data.prompts_per_step`` groups pass.
-* ``PreferenceSource``: chosen/rejected pairs from the data set (offline DPO);
-  no rollout or reward workers run.
+* ``preferences``: chosen/rejected pairs from the data set (offline DPO); no
+  rollout or reward workers run.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from actors.groups import ReferenceGroup, RewardGroup, RolloutGroup, LearnerGroup
 from algorithms.advantages import zero_variance_groups
-from algorithms.base import Algorithm
+from rewards.api import RewardTerm
 from rlcore.batch import RolloutBatch, group_runs, pad_2d
 from rlcore.config import Config
-from rlcore.data import PreferenceRow, PromptRow, PromptSampler
+from rlcore.data import PreferenceRow, PromptRow, PromptSampler, load_preferences, load_prompts
+from rlcore.plugins import Registry
+
+if TYPE_CHECKING:  # the groups import Ray, which the composition root must not import before Ray is set up
+    from actors.groups import LearnerGroup, ReferenceGroup
+
+
+@dataclass
+class Roles:
+    """The built parts a source may use."""
+
+    reward_terms: list[RewardTerm]
+    learners: dict[str, LearnerGroup]
+    reference: ReferenceGroup | None
 
 
 @dataclass
 class Collected:
     batch: RolloutBatch
     """What the learners train on."""
-    scored: RolloutBatch
-    """The first round as sampled and scored, before any filter: what reward and accuracy metrics describe."""
-    prompt_indices: list[int]
-    """Data-set index of each trained group's prompt, in batch order."""
     stats: dict[str, float] = field(default_factory=dict)
+    """The source's metrics for the step: rewards, lengths, sampling, its own timings."""
+
+    def summary(self, shown: int = 4) -> dict[str, Any]:
+        """What the step trained on: every group's prompt index in the data set, and a few samples to read."""
+        b = self.batch
+        return {"prompt_indices": [int(b.prompt_index[a]) for a, _ in group_runs(b.group_ids.tolist())],
+                "samples": [{"prompt": b.prompts[i], "response": b.responses[i], "answer": b.answers[i],
+                             "score": round(b.scores[i].item(), 4)} for i in range(min(shown, len(b)))]}
 
 
 @contextmanager
@@ -46,96 +73,112 @@ def timed(timings: dict[str, float], name: str):
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 
-def accuracy(cfg: Config, batch: RolloutBatch) -> float:
-    return (batch.reward_terms[cfg.reward.accuracy_term] >= 1.0).float().mean().item()
+def reward_stats(batch: RolloutBatch, accuracy_term: str) -> dict[str, float]:
+    """Rewards (total, each term and part), accuracy and response lengths of a scored batch."""
+    lengths = batch.response_mask.sum(-1)
+    stats = {"reward/mean": batch.scores.mean().item(),
+             "reward/std": batch.scores.std().item() if len(batch) > 1 else 0.0,
+             "response_length/mean": lengths.mean().item(), "response_length/max": lengths.max().item(),
+             "response_length/truncated_frac": batch.truncated.float().mean().item(),
+             **{f"reward/{name}": v.mean().item() for name, v in batch.reward_terms.items()}}
+    if accuracy_term in batch.reward_terms:
+        stats["accuracy"] = (batch.reward_terms[accuracy_term] >= 1.0).float().mean().item()
+    return stats
+
+
+def groups_of(batch: RolloutBatch | None) -> list[RolloutBatch]:
+    """A batch split into its groups (runs of equal consecutive group ids)."""
+    return [] if batch is None else [batch.select(range(a, b)) for a, b in group_runs(batch.group_ids.tolist())]
 
 
 class RolloutSource:
-    def __init__(self, cfg: Config, model_path: str, algorithm: Algorithm, rows: list[PromptRow],
-                 eval_rows: list[PromptRow]):
+    """The policy's own samples, scored by the reward workers."""
+
+    def __init__(self, cfg: Config, algorithm, roles: Roles, rows: list[PromptRow], eval_rows: list[PromptRow]):
+        from actors.groups import RewardGroup, RolloutGroup
+
         self.cfg, self.algorithm = cfg, algorithm
         self.sampler = PromptSampler(rows, cfg.data.prompts_per_step, cfg.trainer.seed, cfg.data.shuffle)
         self.eval_rows = eval_rows[: cfg.data.max_eval_prompts]
-        self.rewards = RewardGroup(cfg)
-        self.rollout = RolloutGroup(cfg, model_path)
+        self.rewards = RewardGroup(roles.reward_terms)
+        self.rollout = RolloutGroup(cfg, cfg.model.path)
 
-    def collect(self, step: int, timings: dict[str, float]) -> Collected:
+    @classmethod
+    def load(cls, cfg: Config, files: list[str]) -> list[PromptRow]:
+        return load_prompts(files, cfg.data.prompt_key, cfg.data.answer_key)
+
+    def collect(self, step: int) -> Collected:
         """Generate and score until ``prompts_per_step`` groups pass the algorithm's filter.
 
-        Extra rounds draw extra prompts (``PromptSampler.batch(step, draw)``), so
-        a resumed run repeats them. If ``algorithm.max_sampling_rounds`` run out
-        first, kept groups are repeated to fill the batch (``sampling/filled_groups``).
+        Round ``draw`` of step ``step`` draws its own prompts (``PromptSampler.batch(step, draw)``)
+        and sampling seed, so a resumed run repeats it. If the rounds run out first,
+        kept groups are repeated to fill the batch (``sampling/filled_groups``).
         """
-        per_step, cap = self.cfg.data.prompts_per_step, self.cfg.algorithm.max_sampling_rounds
-        kept, dropped, prompt_of, scored, faults = [], [], {}, None, {}
-        for draw in range(cap):
-            prompts = self.sampler.batch(step, draw)
-            first_group = ((step - 1) * cap + draw) * per_step  # unique across steps and draws
-            prompt_of.update({first_group + i: p.index for i, p in enumerate(prompts)})
-            with timed(timings, "rollout"):
-                batch = self.rollout.generate(prompts, list(range(first_group, first_group + per_step)),
-                                              self.cfg.rollout.n)
-            with timed(timings, "reward"):
+        per_step, stats = self.cfg.data.prompts_per_step, {}
+        kept, dropped, first, generated = [], [], None, 0
+        for draw in range(self.algorithm.max_sampling_rounds()):
+            seed = random.Random(f"{self.cfg.trainer.seed}/{step}/{draw}").getrandbits(31)
+            with timed(stats, "time/rollout"):
+                batch = self.rollout.generate(self.sampler.batch(step, draw), self.cfg.rollout.n, seed)
+            generated += batch.num_response_tokens
+            with timed(stats, "time/reward"):
                 for key, value in self.rewards.score(batch).items():
-                    faults[key] = faults.get(key, 0.0) + value
+                    stats[key] = stats.get(key, 0.0) + value
             self.algorithm.shape_rewards(batch)
-            scored = scored or batch
+            first = first or batch
             keep, drop = self.algorithm.filter_groups(batch)
-            kept += _groups(keep)
-            dropped += _groups(drop) if drop is not None else []
+            kept, dropped = kept + groups_of(keep), dropped + groups_of(drop)
             if len(kept) >= per_step:
                 break
         pool = kept or dropped
         if not pool:
-            raise RuntimeError(f"step {step}: no usable group in {cap} sampling rounds; raise "
-                               "algorithm.max_sampling_rounds or check that the reward can tell samples apart")
+            raise RuntimeError(f"step {step}: no usable group in {draw + 1} sampling rounds; check that the "
+                               "reward can tell samples apart")
         filled = max(0, per_step - len(kept))
-        groups = (kept + [_renumbered(pool[i % len(pool)], i + 1) for i in range(filled)])[:per_step]
-        batch = RolloutBatch.concat(groups)
-        stats = {**faults, "sampling/rounds": draw + 1, "sampling/dropped_groups": len(dropped), "sampling/filled_groups": filled,
-                 "sampling/zero_variance_groups": len(_groups(batch.select(
-                     zero_variance_groups(batch.scores, batch.group_ids).nonzero().flatten())))}
-        indices = [prompt_of[g % 10**12] for g in dict.fromkeys(batch.group_ids.tolist())]
-        return Collected(batch, scored, indices, stats)
+        batch = RolloutBatch.concat((kept + [pool[i % len(pool)] for i in range(filled)])[:per_step])
+        flat = zero_variance_groups(batch.scores, batch.group_ids)  # [B]
+        stats.update(reward_stats(first, self.cfg.reward.accuracy_term))  # the first round, as sampled
+        stats.update({"sampling/rounds": draw + 1, "sampling/dropped_groups": len(dropped),
+                      "sampling/filled_groups": filled,
+                      "sampling/zero_variance_groups": len(groups_of(batch.select(flat.nonzero().flatten()))),
+                      "throughput/rollout_tokens_per_s": generated / max(stats["time/rollout"], 1e-9)})
+        return Collected(batch, stats)
 
     def evaluate(self) -> dict[str, float]:
         """Greedy accuracy and reward on the eval prompts."""
         if not self.eval_rows:
             return {}
-        batch = self.rollout.generate(self.eval_rows, list(range(len(self.eval_rows))), n=1, greedy=True)
+        batch = self.rollout.generate(self.eval_rows, n=1, greedy=True)
         self.rewards.score(batch)
-        return {"eval/accuracy": accuracy(self.cfg, batch), "eval/reward": batch.scores.mean().item(),
-                "eval/response_length": batch.response_mask.sum(-1).mean().item()}
+        stats = reward_stats(batch, self.cfg.reward.accuracy_term)
+        return {"eval/accuracy": stats.get("accuracy", 0.0), "eval/reward": stats["reward/mean"],
+                "eval/response_length": stats["response_length/mean"]}
 
-    def update_weights(self, learners: LearnerGroup, version: int) -> None:
-        self.rollout.update_weights(learners.state_dict_ref(), version)
-
-
-def _groups(batch: RolloutBatch) -> list[RolloutBatch]:
-    """Split a batch into its groups (runs of equal consecutive group ids)."""
-    return [batch.select(range(a, b)) for a, b in group_runs(batch.group_ids.tolist())]
-
-
-def _renumbered(group: RolloutBatch, copy: int) -> RolloutBatch:
-    """A repeated group under a fresh id (``copy × 10**12`` above the original), so group statistics stay per copy."""
-    group = group.select(range(len(group)))
-    group.group_ids = group.group_ids + copy * 10**12
-    return group
+    def sync(self, actor: LearnerGroup, version: int) -> None:
+        self.rollout.update_weights(actor.state_dict_ref(), version)
 
 
 class PreferenceSource:
     """Chosen/rejected pairs from the data set, tokenized here, chosen first in each pair."""
 
-    def __init__(self, cfg: Config, model_path: str, rows: list[PreferenceRow], eval_rows: list[PreferenceRow],
-                 learners: LearnerGroup, reference: ReferenceGroup):
+    def __init__(self, cfg: Config, algorithm, roles: Roles, rows: list[PreferenceRow],
+                 eval_rows: list[PreferenceRow]):
         from transformers import AutoTokenizer
 
-        self.cfg, self.learners, self.reference = cfg, learners, reference
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        from actors.groups import Shipment
+
+        self.cfg, self.algorithm = cfg, algorithm
+        self.actor, self.reference = roles.learners["actor"], roles.reference
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
         self.sampler = PromptSampler(rows, cfg.data.prompts_per_step, cfg.trainer.seed, cfg.data.shuffle)
         # Evaluation runs on the learners' equal slices: keep a multiple of learner.world_size pairs.
         usable = len(eval_rows[: cfg.data.max_eval_prompts]) // cfg.learner.world_size * cfg.learner.world_size
-        self.eval_batch = self.pairs(eval_rows[:usable]) if usable else None
+        self.eval_batch = Shipment(self.pairs(eval_rows[:usable])) if usable else None
+
+    @classmethod
+    def load(cls, cfg: Config, files: list[str]) -> list[PreferenceRow]:
+        dc = cfg.data
+        return load_preferences(files, dc.prompt_key, dc.chosen_key, dc.rejected_key)
 
     def pairs(self, rows: list[PreferenceRow]) -> RolloutBatch:
         tok, eos = self.tokenizer, self.tokenizer.eos_token_id
@@ -147,32 +190,35 @@ class PreferenceSource:
                 responses.append(tok.encode(text) + [eos])
                 texts.append(text)
         size = len(responses)
+        preferred = torch.tensor([1.0, 0.0] * len(rows))
         return RolloutBatch(
-            prompt_ids=prompt_ids, response_ids=responses,
-            group_ids=torch.tensor([r.index for r in rows for _ in (0, 1)]),
-            rollout_logprobs=pad_2d([[0.0] * len(r) for r in responses]),
-            response_mask=pad_2d([[1.0] * len(r) for r in responses]),
-            policy_version=torch.zeros(size, dtype=torch.long),
+            prompt_ids=prompt_ids, response_ids=responses, response_mask=pad_2d([[1.0] * len(r) for r in responses]),
+            group_ids=torch.arange(len(rows)).repeat_interleave(2),
+            prompt_index=torch.tensor([r.index for r in rows]).repeat_interleave(2),
             prompts=[r.prompt for r in rows for _ in (0, 1)], responses=texts,
             answers=[r.chosen for r in rows for _ in (0, 1)], truncated=torch.zeros(size, dtype=torch.bool),
-            metadata=[{} for _ in range(size)],
-            scores=torch.tensor([1.0, 0.0] * len(rows)), reward_terms={"preference": torch.tensor([1.0, 0.0] * len(rows))},
+            metadata=[r.metadata for r in rows for _ in (0, 1)],
+            scores=preferred, reward_terms={"preference": preferred},
         )
 
-    def collect(self, step: int, timings: dict[str, float]) -> Collected:
-        rows = self.sampler.batch(step)
-        batch = self.pairs(rows)
-        return Collected(batch, batch, [r.index for r in rows])
+    def collect(self, step: int) -> Collected:
+        batch = self.pairs(self.sampler.batch(step))
+        return Collected(batch, {"response_length/mean": batch.response_mask.sum(-1).mean().item()})
 
     def evaluate(self) -> dict[str, float]:
-        """Preference accuracy on held-out pairs: does the implicit reward β·(logp − ref) rank chosen first?"""
+        """Preference accuracy on held-out pairs: does the log-ratio to the reference (DPO's implicit reward over β)
+        rank the chosen response first? ``eval/margin``: chosen minus rejected log-ratio."""
         if self.eval_batch is None:
             return {}
-        batch, beta = self.eval_batch, self.cfg.algorithm.dpo_beta
-        implicit = beta * ((self.learners.logprobs(batch) - self.reference.logprobs(batch)) * batch.response_mask).sum(-1)
-        margin = implicit[0::2] - implicit[1::2]  # [pairs]
+        mask = self.eval_batch.batch.response_mask
+        gap = self.actor.forward(self.eval_batch, "logprobs") - self.reference.logprobs(self.eval_batch)
+        log_ratio = (gap * mask).sum(-1)  # [2 × pairs]
+        margin = log_ratio[0::2] - log_ratio[1::2]  # [pairs]
         ranked = (margin > 0).float() + 0.5 * (margin == 0).float()  # a tie is a coin flip
         return {"eval/preference_accuracy": ranked.mean().item(), "eval/margin": margin.mean().item()}
 
-    def update_weights(self, learners: LearnerGroup, version: int) -> None:
+    def sync(self, actor: LearnerGroup, version: int) -> None:
         return None  # no rollout workers to update
+
+
+SOURCES: Registry[type] = Registry("source", {"rollout": RolloutSource, "preferences": PreferenceSource})

@@ -13,9 +13,10 @@ import logging
 import os
 import sys
 
-from rlcore.assets import AssetError, resolve
-from rlcore.config import Config, ConfigError, load_config
-from rlcore.data import DataError, check_prompt_lengths, load_preferences, load_prompts, with_length_targets
+from launch.build import configure, prepare
+from rlcore.assets import AssetError
+from rlcore.config import Config, ConfigError
+from rlcore.data import DataError
 
 DEFAULT_CONFIG = "launch/configs/grpo_arithmetic.yaml"
 # Every actor inherits these: keep the per-step lines readable among the workers' logs.
@@ -33,36 +34,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", default=None, help=f"YAML preset (default: built-in defaults; see {DEFAULT_CONFIG})")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. trainer.total_steps=20 rollout.num_workers=2")
     return parser.parse_args(argv)
-
-
-def prepare(cfg: Config):
-    """Resolve the model and data paths (building ``local://`` assets) and load the rows.
-
-    Prompt rows for algorithms that sample; preference pairs for offline ones.
-    """
-    from transformers import AutoTokenizer
-
-    from algorithms import get_algorithm_class
-
-    cache, dc = cfg.trainer.cache_dir, cfg.data
-    model_path = resolve(cfg.model.path, cache, "model.path")
-    if cfg.model.critic_path:
-        cfg.model.critic_path = resolve(cfg.model.critic_path, cache, "model.critic_path")
-    train_files = [resolve(f, cache, "data.train_files") for f in dc.train_files]
-    eval_files = [resolve(f, cache, "data.eval_files") for f in dc.eval_files]
-    if get_algorithm_class(cfg.algorithm.name).uses_rollout:
-        train = load_prompts(train_files, dc.prompt_key, dc.answer_key)
-        evals = load_prompts(eval_files, dc.prompt_key, dc.answer_key) if eval_files else []
-    else:
-        train = load_preferences(train_files, dc.prompt_key, dc.chosen_key, dc.rejected_key)
-        evals = load_preferences(eval_files, dc.prompt_key, dc.chosen_key, dc.rejected_key) if eval_files else []
-    if dc.length_target_mode != "none":
-        span = (dc.length_target_mode, dc.length_target_min, dc.length_target_max)
-        train = with_length_targets(train, *span, seed=cfg.trainer.seed)
-        evals = with_length_targets(evals, *span, seed=cfg.trainer.seed + 1)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    check_prompt_lengths(train + evals[: dc.max_eval_prompts], tokenizer, dc.max_prompt_tokens)
-    return model_path, train, evals
 
 
 def init_ray(cfg: Config) -> bool:
@@ -87,8 +58,8 @@ def init_ray(cfg: Config) -> bool:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
-        model_path, train_rows, eval_rows = prepare(cfg)
+        plan = configure(args.config, args.overrides)
+        data = prepare(plan)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
@@ -96,13 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"input error: {exc}", file=sys.stderr)
         return 2
 
-    started = init_ray(cfg)
+    started = init_ray(plan.cfg)
     import ray
 
     from launch.trainer import Trainer
 
     try:
-        final = Trainer(cfg, model_path, train_rows, eval_rows).fit()
+        final = Trainer(plan, data).fit()
         if final is not None:
             print(f"final policy exported to {final}", flush=True)
     finally:

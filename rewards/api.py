@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from rewards.registry import resolve_reward
+from rewards.registry import REWARDS
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,22 @@ class RewardSample:
     response_ids: list[int]
     ground_truth: str
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RewardTerm:
+    """One ``reward.terms`` entry, resolved: its settings, the function or class, and its keyword arguments."""
+
+    config: Any
+    """The term's ``RewardTermConfig`` (name, weight, pool size, resources, timeout, failure score)."""
+    target: Any
+    """The reward function or class."""
+    args: dict[str, Any]
+    """Keyword arguments for ``target``: its parsed ``Options`` (all fields), or ``args`` as given."""
+
+    @property
+    def name(self) -> str:
+        return self.config.name
 
 
 class RewardContractError(ValueError):
@@ -50,15 +66,24 @@ class FunctionReward:
         return [self.fn(s.prompt, s.response, s.ground_truth, **self.args) for s in samples]
 
 
-def load_reward(name: str, args: dict[str, Any] | None = None):
-    """An object with ``score(samples)`` for the reward ``name`` (built-in, ``module:function`` or ``module:Class``)."""
-    target = resolve_reward(name)
-    args = dict(args or {})
+def check_reward(name: str, target: Any) -> None:
+    """A one-line ``ValueError`` unless ``target`` is a function or a class with ``score(samples)``."""
     if inspect.isclass(target):
         if not callable(getattr(target, "score", None)):
             raise ValueError(f"reward {name!r}: class {target.__name__} has no score(samples) method")
-        return target(**args)
-    return FunctionReward(target, **args)
+    elif not callable(target):
+        raise ValueError(f"reward {name!r} is not callable")
+
+
+def build_reward(name: str, target: Any, args: dict[str, Any]):
+    """An object with ``score(samples)`` from a resolved reward ``target`` and its keyword ``args``."""
+    check_reward(name, target)
+    return target(**args) if inspect.isclass(target) else FunctionReward(target, **args)
+
+
+def load_reward(name: str, args: dict[str, Any] | None = None):
+    """``build_reward`` for a reward given by name (built-in, ``module:function`` or ``module:Class``)."""
+    return build_reward(name, REWARDS.resolve(name, "reward"), dict(args or {}))
 
 
 def call_score(reward, samples: list[RewardSample]):

@@ -8,6 +8,7 @@ answer extraction is needed here; see ``rewards.r1`` for tagged answers.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 
 def exact_match(prompt: str, response: str, ground_truth: str) -> float:
@@ -41,3 +42,12 @@ def numeric_match(prompt: str, response: str, ground_truth: str, tolerance: floa
     if a is None or b is None:
         return 0.0
     return 1.0 if abs(a - b) <= tolerance * max(1.0, abs(b)) else 0.0
+
+
+@dataclass
+class NumericMatchOptions:
+    tolerance: float = 1e-6
+    """Largest accepted difference: absolute for answers within [-1, 1], relative beyond."""
+
+
+numeric_match.Options = NumericMatchOptions  # its args, typed

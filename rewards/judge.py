@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
+
+from omegaconf import MISSING
 
 DEFAULT_TEMPLATE = (
     "Question: {question}\nReference answer: {reference}\nResponse: {response}\n"
@@ -56,14 +59,45 @@ def parse_judgement(text: str, parse: str = "number", low: float = 0.0, high: fl
     return (value - low) / (high - low)
 
 
+@dataclass
+class JudgeOptions:
+    model: str = MISSING
+    """The judge model: a Hugging Face folder vLLM can load (required)."""
+    template: str = DEFAULT_TEMPLATE
+    """The judge's prompt, with fields {question}, {response}, {reference}, {low}, {high}."""
+    parse: str = "number"
+    """How a judgement becomes a score: number (the last number), score (the number after "Score:") or yes_no."""
+    low: float = 0.0
+    """Lowest score of the judge's scale (maps to 0)."""
+    high: float = 10.0
+    """Highest score of the judge's scale (maps to 1)."""
+    max_tokens: int = 16
+    """Longest judgement, in tokens."""
+    temperature: float = 0.0
+    """The judge's sampling temperature (0: greedy)."""
+    failure_score: float = 0.0
+    """Score of a judgement that does not parse (counted in reward/<term>/unparseable)."""
+    dtype: str = "auto"
+    """The judge engine's weight dtype."""
+    kv_cache_gib: int = 1
+    """KV-cache size of the judge's engine on CPU, in GiB."""
+    show: int = 2
+    """Judgements of each batch printed to the log."""
+
+    def __post_init__(self):
+        if self.parse not in PARSERS:
+            raise ValueError(f"unknown judge parse mode {self.parse!r}: use one of {', '.join(PARSERS)}")
+        if not self.low < self.high:
+            raise ValueError(f"judge scale needs low < high, got low={self.low} high={self.high}")
+
+
 class LLMJudge:
+    Options = JudgeOptions
+
     def __init__(self, model: str, template: str = DEFAULT_TEMPLATE, parse: str = "number", low: float = 0.0,
                  high: float = 10.0, max_tokens: int = 16, temperature: float = 0.0, failure_score: float = 0.0,
                  dtype: str = "auto", kv_cache_gib: int = 1, show: int = 2):
-        if parse not in PARSERS:
-            raise ValueError(f"unknown judge parse mode {parse!r}: use one of {', '.join(PARSERS)}")
-        if not low < high:
-            raise ValueError(f"judge scale needs low < high, got low={low} high={high}")
+        JudgeOptions(model, template, parse, low, high)  # the same checks when built without the config
         # The engine lives in this actor's process (set before vLLM is imported).
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))

@@ -18,10 +18,10 @@ caller's job.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # only for the annotation: the caller owns (and seeds) the rng
-    import random
+import dataclasses
+import random
+from dataclasses import dataclass, field
+from typing import Any
 
 EXACT_SUFFIX = "Think for {n} tokens."
 MAX_SUFFIX = "Think for maximum {n} tokens."
@@ -88,41 +88,71 @@ def add_length_target(
     return (f"{head} {suffix}" if head else suffix), n
 
 
-def length_metrics(targets: list[int], lengths: list[int], mode: str) -> dict[str, float]:
-    """How well a batch kept to its L1 length targets.
+@dataclass
+class LengthTargetOptions:
+    mode: str = "exact"
+    """exact appends "Think for N tokens.", max appends "Think for maximum N tokens."."""
+    low: int = 1
+    """Smallest target N (tokens), drawn uniformly per prompt."""
+    high: int = 8
+    """Largest target N (tokens)."""
 
-    ``l1/abs_deviation``: mean ``|N - n_y|`` in tokens; ``l1/rel_deviation``: mean
-    ``|N - n_y| / N`` as a fraction (0.1 = 10 %), comparable across budgets; for
-    ``mode="max"`` also ``l1/violation_rate``: the share of responses longer than
-    their budget (``n_y > N``; exactly ``N`` is within it).
-    Raises ``ValueError`` for an unknown mode, lists of different or zero length
-    (a mean of nothing is not 0), or a target below 1.
+    def __post_init__(self):
+        _check_mode(self.mode)
+        if not 1 <= self.low <= self.high:
+            raise ValueError(f"need 1 <= low <= high, got low={self.low}, high={self.high}")
+
+
+class LengthTarget:
+    """L1's data transform: append the target-length instruction to every prompt, N in ``metadata["target_tokens"]``.
+
+    The targets are a pure function of the seed (the train and eval splits get different seeds).
     """
-    _check_mode(mode)
-    if len(targets) != len(lengths):
-        raise ValueError(f"length_metrics: {len(targets)} targets but {len(lengths)} lengths")
-    if not targets:
-        raise ValueError("length_metrics: no samples")
-    if min(targets) < 1:
-        raise ValueError(f"length_metrics: targets must be >= 1 token, got {min(targets)}")
-    count = len(targets)
-    deviations = [abs(t - n) for t, n in zip(targets, lengths)]
-    metrics = {
-        "l1/abs_deviation": sum(deviations) / count,
-        "l1/rel_deviation": sum(d / t for d, t in zip(deviations, targets)) / count,
-    }
-    if mode == "max":
-        metrics["l1/violation_rate"] = sum(n > t for t, n in zip(targets, lengths)) / count
-    return metrics
+
+    Options = LengthTargetOptions
+
+    def __init__(self, mode: str = "exact", low: int = 1, high: int = 8):
+        self.options = LengthTargetOptions(mode, low, high)
+
+    def __call__(self, rows: list, seed: int) -> list:
+        o, rng = self.options, random.Random(seed)
+        out = []
+        for row in rows:
+            prompt, target = add_length_target(row.prompt, rng, o.low, o.high, o.mode)
+            out.append(dataclasses.replace(row, prompt=prompt, metadata={**row.metadata, "target_tokens": target}))
+        return out
+
+
+@dataclass
+class L1Options:
+    mode: str = "exact"
+    """LCPO-Exact (exact) or LCPO-Max (max); the prompts must carry the matching target (data transform length_target)."""
+    accuracy: str = "exact_match"
+    """The reward that decides correctness (a built-in name or an import path)."""
+    alpha: float = 0.0003
+    """Reward per token of deviation from the target."""
+    delta: float = 0.5
+    """LCPO-Max: the reward of a correct answer exactly at its budget."""
+    accuracy_args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the accuracy reward."""
+
+    def __post_init__(self):
+        _check_mode(self.mode)
 
 
 class L1Reward:
     """LCPO as a reward term: correctness from another reward, length from the response's tokens.
 
-    Each sample must carry its target in ``metadata["target_tokens"]`` (set by
-    ``data.length_target_mode``); ``n_y`` is the number of generated tokens, the
-    stop token included. Config: ``{name: l1, args: {mode: exact, accuracy: exact_match}}``.
+    Each sample must carry its target in ``metadata["target_tokens"]`` (set by the
+    ``length_target`` data transform); ``n_y`` is the number of generated tokens,
+    the stop token included. Besides the reward (part ``score``), it returns
+    logged-only parts, averaged over the batch into ``reward/l1/<part>``:
+    ``abs_deviation`` (``|N - n_y|`` in tokens), ``rel_deviation``
+    (``|N - n_y| / N``) and, for ``mode=max``, ``violation`` (``n_y > N``: the
+    share of responses over budget).
     """
+
+    Options = L1Options
 
     def __init__(self, mode: str = "exact", accuracy: str = "exact_match", alpha: float = 0.0003,
                  delta: float = 0.5, accuracy_args: dict | None = None):
@@ -132,7 +162,7 @@ class L1Reward:
         self.accuracy_name = accuracy
         self.accuracy = load_reward(accuracy, accuracy_args)
 
-    def score(self, samples: list) -> list[float]:
+    def score(self, samples: list) -> list[dict[str, float]]:
         from rewards.api import call_score, check_scores, term_value
 
         correct = [term_value(row) for row in
@@ -141,8 +171,15 @@ class L1Reward:
         for sample, right in zip(samples, correct):
             target = sample.metadata.get("target_tokens")
             if target is None:
-                raise ValueError("sample has no metadata['target_tokens']: set data.length_target_mode to exact or max")
+                raise ValueError("sample has no metadata['target_tokens']: add the data transform "
+                                 "{name: length_target} to data.transforms")
             n = len(sample.response_ids)
-            out.append(l1_exact(right, target, n, self.alpha) if self.mode == "exact"
-                       else l1_max(right, target, n, self.alpha, self.delta))
+            reward = (l1_exact(right, target, n, self.alpha) if self.mode == "exact"
+                      else l1_max(right, target, n, self.alpha, self.delta))
+            # "_" parts are logged, not added to the term's value (rewards.api).
+            parts = {"score": reward, "_abs_deviation": float(abs(target - n)),
+                     "_rel_deviation": abs(target - n) / target}
+            if self.mode == "max":
+                parts["_violation"] = float(n > target)
+            out.append(parts)
         return out

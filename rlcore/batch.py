@@ -1,15 +1,20 @@
 """The batch that moves between roles.
 
 One ``RolloutBatch`` holds B samples: every prompt of a step times ``n``
-samples each. Rollout workers create it; the reward worker fills ``scores``
-and ``reward_terms``; the reference worker fills ``ref_logprobs``; the
-algorithm fills ``advantages``; the learner fills ``old_logprobs``. Shapes:
+samples each. A source creates it (rollout workers, or a preference data set);
+the reward workers fill ``scores`` and ``reward_terms``; the reference worker
+fills ``ref_logprobs``; learner groups fill what their algorithm asks of them
+before the update (``old_logprobs``, ``values``); the algorithm fills
+``advantages`` (and ``returns``). Shapes:
 
 * ``B``: samples in the batch, ``T``: the longest response in the batch.
 * Per-token tensors are ``[B, T]``, right-padded, with ``response_mask`` 1 on
   real response tokens. Padded positions hold 0.
 * Token ids stay as Python lists (``prompt_ids``, ``response_ids``): prompts
   and responses have different lengths, and the learner packs them itself.
+
+Every field may be None: a role gets only the fields it needs (``only``), and
+the texts never travel to the learners.
 """
 
 from __future__ import annotations
@@ -19,81 +24,84 @@ from dataclasses import dataclass, field
 
 import torch
 
+TOKEN_FIELDS = ("prompt_ids", "response_ids", "response_mask")
+"""What a forward pass over the responses needs: the reference's and every learner group's."""
+TRAIN_FIELDS = TOKEN_FIELDS + ("group_ids", "scores", "rollout_logprobs", "ref_logprobs", "old_logprobs", "values",
+                               "advantages", "returns")
+"""What a learner group's update may read: never the texts, which only the driver and the reward workers use."""
+
 
 @dataclass(kw_only=True)
 class RolloutBatch:
-    prompt_ids: list[list[int]]
+    prompt_ids: list[list[int]] | None = None
     """B lists of prompt token ids."""
-    response_ids: list[list[int]]
+    response_ids: list[list[int]] | None = None
     """B lists of generated token ids (the stop token included when one was generated)."""
-    group_ids: torch.Tensor
-    """[B] int64: index of the prompt (in the data set) the sample answers; samples of one prompt form a group."""
-    rollout_logprobs: torch.Tensor
-    """[B, T] fp32: the sampler's log-probs of the generated tokens."""
-    response_mask: torch.Tensor
+    response_mask: torch.Tensor | None = None
     """[B, T] fp32: 1 on response tokens, 0 on padding."""
-    policy_version: torch.Tensor
+    group_ids: torch.Tensor | None = None
+    """[B] int64: the sample's group in this batch. Samples of one prompt (or one chosen/rejected pair) share
+    an id, ids are unique within the batch, and ``concat`` renumbers them so they stay so."""
+    prompt_index: torch.Tensor | None = None
+    """[B] int64: position of the sample's prompt in the data set."""
+    rollout_logprobs: torch.Tensor | None = None
+    """[B, T] fp32: the sampler's log-probs of the generated tokens."""
+    policy_version: torch.Tensor | None = None
     """[B] int64: weight version of the policy that generated the sample (0 = initial)."""
-    prompts: list[str]
+    prompts: list[str] | None = None
     """B prompt texts."""
-    responses: list[str]
+    responses: list[str] | None = None
     """B response texts."""
-    answers: list[str]
+    answers: list[str] | None = None
     """B ground truths from the data set."""
-    truncated: torch.Tensor
+    truncated: torch.Tensor | None = None
     """[B] bool: generation hit ``rollout.max_new_tokens`` before a stop token."""
-    metadata: list[dict]
+    metadata: list[dict] | None = None
     """B dicts: the data row's extra fields, passed to rewards."""
 
     scores: torch.Tensor | None = None
-    """[B] fp32: total (weighted) reward. Set by the reward worker."""
+    """[B] fp32: total (weighted) reward. Set by the reward workers."""
     reward_terms: dict[str, torch.Tensor] = field(default_factory=dict)
-    """name -> [B] fp32: each reward term, unweighted. Set by the reward worker."""
+    """name -> [B] fp32: each reward term (and named part), unweighted. Set by the reward workers."""
     ref_logprobs: torch.Tensor | None = None
     """[B, T] fp32: reference policy log-probs. Set by the reference worker."""
+    old_logprobs: torch.Tensor | None = None
+    """[B, T] fp32: the policy's log-probs before its update (the PPO ratio's denominator). Set by the actor group."""
+    values: torch.Tensor | None = None
+    """[B, T] fp32: the critic's value estimates before its update (PPO). Set by the critic group."""
     advantages: torch.Tensor | None = None
     """[B] or [B, T] fp32. Set by the algorithm."""
-    old_logprobs: torch.Tensor | None = None
-    """[B, T] fp32: the learner's log-probs before its update (PPO ratio denominator). Set by the learner."""
-    values: torch.Tensor | None = None
-    """[B, T] fp32: the critic's value estimates before its update (PPO). Set by the critic."""
     returns: torch.Tensor | None = None
     """[B, T] fp32: value-function targets (PPO). Set by the algorithm."""
 
     def __len__(self) -> int:
-        return len(self.prompt_ids)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None and not isinstance(value, dict):
+                return len(value)
+        return 0
 
     @property
     def num_response_tokens(self) -> int:
         return int(self.response_mask.sum())
 
-    def select(self, index: list[int] | torch.Tensor) -> RolloutBatch:
+    def only(self, names: tuple[str, ...] | list[str]) -> RolloutBatch:
+        """The same samples with only the fields ``names`` set (the others None or empty)."""
+        return RolloutBatch(**{name: getattr(self, name) for name in names})
+
+    def select(self, index: list[int] | range | torch.Tensor) -> RolloutBatch:
         """A new batch with the samples at ``index`` (per-token tensors keep width T)."""
         idx = torch.as_tensor(index, dtype=torch.long)
         items = idx.tolist()
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if value is None:
-                out[f.name] = None
-            elif isinstance(value, torch.Tensor):
-                out[f.name] = value[idx]
-            elif isinstance(value, dict):
-                out[f.name] = {k: v[idx] for k, v in value.items()}
-            else:
-                out[f.name] = [value[i] for i in items]
-        return RolloutBatch(**out)
+        return RolloutBatch(**{f.name: take(getattr(self, f.name), idx, items) for f in dataclasses.fields(self)})
 
     def chunks(self, count: int) -> list[RolloutBatch]:
         """``count`` contiguous, equal-sized parts (B must divide evenly)."""
-        if len(self) % count:
-            raise ValueError(f"cannot split {len(self)} samples into {count} equal parts")
-        size = len(self) // count
-        return [self.select(range(i * size, (i + 1) * size)) for i in range(count)]
+        return [self.select(part) for part in equal_parts(len(self), count)]
 
     @staticmethod
     def concat(batches: list[RolloutBatch]) -> RolloutBatch:
-        """Join batches, right-padding per-token tensors to the widest T."""
+        """Join batches, right-padding per-token tensors to the widest T and renumbering group ids."""
         if not batches:
             raise ValueError("concat needs at least one batch")
         width = max(b.response_mask.shape[1] for b in batches)
@@ -101,23 +109,56 @@ class RolloutBatch:
         for f in dataclasses.fields(RolloutBatch):
             values = [getattr(b, f.name) for b in batches]
             first = values[0]
-            if first is None:
-                if any(v is not None for v in values):
+            if first is None or (isinstance(first, dict) and not first):
+                if any(v is not None and (not isinstance(v, dict) or v) for v in values):
                     raise ValueError(f"field '{f.name}' is set in some batches and not others")
-                out[f.name] = None
+                out[f.name] = first
             elif isinstance(first, torch.Tensor):
                 out[f.name] = torch.cat([_pad_to(v, width) for v in values])
             elif isinstance(first, dict):
                 out[f.name] = {k: torch.cat([v[k] for v in values]) for k in first}
             else:
                 out[f.name] = [x for v in values for x in v]
+        if out["group_ids"] is not None:  # each part's groups after the previous parts'
+            numbered, offset = [], 0
+            for b in batches:
+                numbered.append(run_ids(b.group_ids) + offset)
+                offset += len(group_runs(b.group_ids.tolist()))
+            out["group_ids"] = torch.cat(numbered)
         return RolloutBatch(**out)
+
+
+def take(value, idx: torch.Tensor, items: list[int]):
+    """The rows ``idx`` of one field's value (a tensor, a dict of tensors, a list, or None)."""
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        return value[idx]
+    if isinstance(value, dict):
+        return {k: v[idx] for k, v in value.items()}
+    return [value[i] for i in items]
+
+
+def equal_parts(size: int, count: int) -> list[range]:
+    """``count`` contiguous, equal ranges covering ``range(size)``; ``size`` must divide evenly."""
+    if size % count:
+        raise ValueError(f"cannot split {size} samples into {count} equal parts")
+    step = size // count
+    return [range(i * step, (i + 1) * step) for i in range(count)]
 
 
 def group_runs(group_ids: list[int]) -> list[tuple[int, int]]:
     """(start, stop) of each run of equal consecutive group ids: the groups of a batch, in order."""
     starts = [i for i in range(len(group_ids)) if i == 0 or group_ids[i] != group_ids[i - 1]]
     return list(zip(starts, starts[1:] + [len(group_ids)]))
+
+
+def run_ids(group_ids: torch.Tensor) -> torch.Tensor:
+    """``[B]``: 0, 1, 2, … numbering the runs of equal consecutive ids (each run one group)."""
+    out = torch.empty_like(group_ids)
+    for number, (a, b) in enumerate(group_runs(group_ids.tolist())):
+        out[a:b] = number
+    return out
 
 
 def _pad_to(t: torch.Tensor, width: int) -> torch.Tensor:

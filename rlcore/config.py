@@ -11,6 +11,10 @@ unknown key or a value of the wrong type is caught before anything starts, and
 ``validate`` then checks the combinations. Both raise ``ConfigError`` with a
 one-line message that names the key; ``launch.train`` turns it into exit
 code 2. ``docs/config.md`` is generated from the docstrings below.
+
+Only the core's sections are typed here. A plug-in's node (``algorithm``,
+``data.transforms[i]``, ``reward.terms[i].args``) is parsed into the plug-in's
+own ``Options`` dataclass by the composition root, ``launch/build.py``.
 """
 
 from __future__ import annotations
@@ -34,15 +38,13 @@ class ModelConfig:
     path: str = "local://tiny-qwen2-arith"
     """Hugging Face model folder (config, weights, tokenizer) of the initial policy. ``local://tiny-qwen2-arith`` is the small model the project builds and caches itself."""
     dtype: str = "float32"
-    """Parameter dtype of the learner and reference: float32, bfloat16 or float16."""
-    critic_path: Optional[str] = None
-    """Initial weights of the PPO critic (a Hugging Face folder of the same architecture). None: the policy's weights, with a new value head."""
+    """Parameter dtype of the learner groups and the reference: float32, bfloat16 or float16."""
 
 
 @dataclass
 class DataConfig:
     train_files: list[str] = field(default_factory=lambda: ["local://arithmetic-train.jsonl"])
-    """JSONL or Parquet files of prompts, read in order. ``local://arithmetic-train.jsonl`` is the built-in task."""
+    """JSONL or Parquet files, read in order: prompt rows, or preference rows for an algorithm that trains on pairs. ``local://arithmetic-train.jsonl`` is the built-in task."""
     eval_files: list[str] = field(default_factory=lambda: ["local://arithmetic-test.jsonl"])
     """Held-out prompts scored with greedy decoding every ``trainer.eval_every`` steps. Empty list: no evaluation."""
     prompt_key: str = "prompt"
@@ -59,14 +61,10 @@ class DataConfig:
     """Shuffle prompts every epoch (the order depends only on ``trainer.seed`` and the epoch, so resumes repeat it)."""
     max_prompt_tokens: int = 256
     """Longer prompts are an error naming the file and row."""
-    length_target_mode: str = "none"
-    """L1 length control: append "Think for N tokens." (exact) or "Think for maximum N tokens." (max) to every prompt, N stored in the row's metadata as target_tokens; none: off."""
-    length_target_min: int = 1
-    """Smallest target N (tokens), drawn uniformly per prompt."""
-    length_target_max: int = 8
-    """Largest target N (tokens)."""
     max_eval_prompts: int = 200
     """Evaluate on at most this many eval prompts (the first ones)."""
+    transforms: list[dict[str, Any]] = field(default_factory=list)
+    """Data transforms applied to every train and eval row, in order: each ``{name: <transform>, <its options>}``, e.g. ``[{name: length_target, mode: exact, low: 2, high: 6}]`` (L1). Options: see "Data transforms" below."""
 
 
 @dataclass
@@ -139,6 +137,8 @@ class RewardConfig:
 
 @dataclass
 class LearnerConfig:
+    """Settings of one FSDP learner group (``learner`` is the policy's; PPO's critic has its own under ``algorithm.critic``)."""
+
     world_size: int = 1
     """FSDP ranks, each its own Ray actor, forming one torch.distributed group."""
     backend: str = "auto"
@@ -151,68 +151,16 @@ class LearnerConfig:
     """Linear learning-rate warm-up, in optimizer steps."""
     max_grad_norm: float = 1.0
     """Gradient clipping threshold (global norm)."""
+    mini_batch_size: int = 128
+    """Samples per optimizer step (all ranks together). Must divide prompts_per_step × samples per group."""
+    epochs: int = 1
+    """Passes over each step's batch (PPO epochs)."""
     micro_batch_size: int = 64
     """Sequences per forward/backward pass on one rank (gradient accumulation inside a mini-batch)."""
     num_cpus: float = 0.25
     """Ray CPUs per learner rank."""
     num_gpus: float = 0.0
     """Ray GPUs per learner rank (1 for a GPU each)."""
-
-
-@dataclass
-class AlgorithmConfig:
-    name: str = "grpo"
-    """Registered algorithm (see ``algorithms.ALGORITHMS``)."""
-    norm_by_std: bool = True
-    """Divide group-centred scores by the group's std (GRPO). False gives Dr.GRPO."""
-    clip_low: float = 0.2
-    """PPO clip epsilon below 1."""
-    clip_high: float = 0.2
-    """PPO clip epsilon above 1 (raise it for DAPO's clip-higher)."""
-    ppo_epochs: int = 1
-    """Passes over each rollout batch."""
-    mini_batch_size: int = 128
-    """Samples per optimizer step (all ranks together). Must divide prompts_per_step × n."""
-    kl_coef: float = 0.001
-    """Weight of the KL-to-reference term in the loss (0 disables the term; the KL is still logged)."""
-    kl_kind: str = "k3"
-    """KL estimator in the loss: k1, k2, k3 or abs."""
-    loss_agg: str = "token-mean"
-    """Loss aggregation: token-mean, seq-mean-token-sum, seq-mean-token-mean or seq-mean-token-sum-norm."""
-    advantage: str = "grpo"
-    """Advantage estimator: grpo (group-normalised), rloo (leave-one-out baseline) or reinforce_pp (REINFORCE++: batch-whitened returns)."""
-    ratio: str = "token"
-    """Importance ratio: token (PPO/GRPO) or sequence (GSPO's length-normalised sequence ratio; use clip_low=3e-4 clip_high=4e-4)."""
-    dual_clip: Optional[float] = None
-    """Dual-clip constant c > 1, bounding the loss of negative-advantage tokens (None: off)."""
-    entropy_coef: float = 0.0
-    """Entropy bonus: subtracts this times the aggregated entropy from the loss."""
-    overlong_buffer: int = 0
-    """DAPO overlong shaping: responses longer than rollout.max_new_tokens minus this many tokens are penalised linearly, up to overlong_penalty at the limit (0: off)."""
-    overlong_penalty: float = 1.0
-    """Largest overlong penalty, reached at rollout.max_new_tokens."""
-    gamma: float = 1.0
-    """PPO: GAE discount."""
-    lam: float = 1.0
-    """PPO: GAE lambda."""
-    value_clip: float = 0.5
-    """PPO: value clipping range around the old values."""
-    critic_warmup_steps: int = 0
-    """PPO: steps in which only the critic trains (the policy and its weights stay fixed)."""
-    kl_target: Optional[float] = None
-    """PPO: target KL per token for the adaptive KL coefficient (Ziegler et al. 2019); None keeps kl_coef fixed."""
-    kl_horizon: int = 10000
-    """PPO: horizon, in samples, of the adaptive KL controller."""
-    dpo_beta: float = 0.1
-    """DPO: beta, the strength of the implicit KL constraint."""
-    dpo_loss: str = "sigmoid"
-    """DPO: loss variant, sigmoid (with label_smoothing: cDPO), robust, hinge or ipo."""
-    label_smoothing: float = 0.0
-    """DPO: assumed share of flipped preference labels (cDPO, robust)."""
-    dynamic_sampling: bool = False
-    """DAPO dynamic sampling: drop groups whose rewards are all equal and sample more prompts until the batch is full."""
-    max_sampling_rounds: int = 4
-    """Most generation rounds per step under dynamic sampling; a batch still short after them is topped up with dropped groups (counted in dynamic_sampling/filled_groups)."""
 
 
 @dataclass
@@ -255,8 +203,8 @@ class Config:
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
-    critic: LearnerConfig = field(default_factory=lambda: LearnerConfig(lr=1e-4))
-    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    algorithm: dict[str, Any] = field(default_factory=lambda: {"name": "grpo"})
+    """The algorithm plug-in: ``name`` (registered, or an import path ``module:Class``) and, beside it, its own options (see "Algorithms" below)."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
@@ -322,95 +270,43 @@ def _positive(cfg: Config, *keys: str) -> None:
 
 
 def validate(cfg: Config) -> None:
-    """Checks that no single field's type can express. Raises ConfigError naming the key."""
-    from rlcore.functional import KL_KINDS, LOSS_AGG_MODES
+    """Core checks that no single field's type can express. Raises ConfigError naming the key.
 
+    Plug-ins check their own options (``launch/build.py`` runs them); nothing here knows one.
+    """
     _positive(cfg, "data.prompts_per_step", "rollout.num_workers", "rollout.n", "rollout.max_new_tokens",
-              "rollout.kv_cache_gib", "learner.world_size", "learner.lr",
-              "learner.micro_batch_size", "critic.world_size", "critic.lr", "critic.micro_batch_size", "algorithm.ppo_epochs", "algorithm.mini_batch_size",
-              "trainer.total_steps", "reference.micro_batch_size")
+              "rollout.kv_cache_gib", "trainer.total_steps", "reference.micro_batch_size")
+    validate_learner(cfg.learner, "learner")
     _check(cfg.rollout.temperature >= 0, f"rollout.temperature={cfg.rollout.temperature} must be >= 0")
     _check(0 < cfg.rollout.top_p <= 1, f"rollout.top_p={cfg.rollout.top_p} must be in (0, 1]")
     for key, value in (("model.dtype", cfg.model.dtype), ("rollout.dtype", cfg.rollout.dtype)):
         _check(value in DTYPES, f"{key}='{value}' is not one of {', '.join(DTYPES)}")
-    _check(cfg.learner.backend in ("auto", "gloo", "nccl"),
-           f"learner.backend='{cfg.learner.backend}' is not one of auto, gloo, nccl")
-    _check(cfg.algorithm.kl_kind in KL_KINDS, f"algorithm.kl_kind='{cfg.algorithm.kl_kind}' is not one of {', '.join(KL_KINDS)}")
-    _check(cfg.algorithm.loss_agg in LOSS_AGG_MODES,
-           f"algorithm.loss_agg='{cfg.algorithm.loss_agg}' is not one of {', '.join(LOSS_AGG_MODES)}")
-    _check(cfg.algorithm.kl_coef >= 0, f"algorithm.kl_coef={cfg.algorithm.kl_coef} must be >= 0")
-    _check(cfg.algorithm.kl_coef == 0 or cfg.reference.enabled,
-           f"algorithm.kl_coef={cfg.algorithm.kl_coef} needs reference.enabled=true (or set algorithm.kl_coef=0)")
     _check(cfg.data.prompts_per_step >= cfg.rollout.num_workers,
            f"data.prompts_per_step={cfg.data.prompts_per_step} leaves some of rollout.num_workers="
            f"{cfg.rollout.num_workers} idle; use at most {cfg.data.prompts_per_step} workers")
-    _check(cfg.data.length_target_mode in ("none", "exact", "max"),
-           f"data.length_target_mode='{cfg.data.length_target_mode}' is not one of none, exact, max")
-    _check(1 <= cfg.data.length_target_min <= cfg.data.length_target_max,
-           f"data.length_target_min={cfg.data.length_target_min} and data.length_target_max="
-           f"{cfg.data.length_target_max} must satisfy 1 <= min <= max")
     _check(len(cfg.data.train_files) > 0, "data.train_files is empty: give at least one JSONL or Parquet file")
-
-    from algorithms import get_algorithm_class  # the algorithm checks its own combinations
-
-    algorithm = get_algorithm_class(cfg.algorithm.name)
-    algorithm.validate(cfg)
-
-    group = algorithm.group_size(cfg)
-    samples = cfg.data.prompts_per_step * group
-    mini = cfg.algorithm.mini_batch_size
-    per_group = "rollout.n" if group == cfg.rollout.n else f"{group} (samples per group of {cfg.algorithm.name})"
-    _check(samples % mini == 0,
-           f"algorithm.mini_batch_size={mini} must divide data.prompts_per_step × {per_group} = {samples}")
-    _check(mini % cfg.learner.world_size == 0,
-           f"algorithm.mini_batch_size={mini} must be divisible by learner.world_size={cfg.learner.world_size}")
-    _check(mini % cfg.critic.world_size == 0,
-           f"algorithm.mini_batch_size={mini} must be divisible by critic.world_size={cfg.critic.world_size}")
-    _check(samples % cfg.learner.world_size == 0,
-           f"data.prompts_per_step × rollout.n = {samples} must be divisible by learner.world_size={cfg.learner.world_size}")
-
-    from rewards import resolve_reward
-
-    for i, term in enumerate(cfg.reward.terms):
-        try:
-            resolve_reward(term.name)
-        except ValueError as exc:
-            raise ConfigError(f"reward.terms[{i}].name: {exc}") from None
-        _check(term.num_workers > 0, f"reward.terms[{i}].num_workers={term.num_workers} must be > 0")
-        _check(term.timeout_s > 0, f"reward.terms[{i}].timeout_s={term.timeout_s} must be > 0")
-
+    _check(isinstance(cfg.algorithm.get("name"), str), "algorithm.name is missing: name a registered algorithm "
+           "or an import path 'module:Class'")
+    for i, node in enumerate(cfg.data.transforms):
+        _check(isinstance(node.get("name"), str), f"data.transforms[{i}].name is missing: name a data transform")
     names = [t.name for t in cfg.reward.terms]
     _check(len(names) > 0, "reward.terms is empty: give at least one reward function")
     _check(len(set(names)) == len(names), f"reward.terms lists a reward twice: {names}")
     _check(cfg.reward.accuracy_term in names,
            f"reward.accuracy_term='{cfg.reward.accuracy_term}' is not among reward.terms: {', '.join(names)}")
+    for i, term in enumerate(cfg.reward.terms):
+        _check(term.num_workers > 0, f"reward.terms[{i}].num_workers={term.num_workers} must be > 0")
+        _check(term.timeout_s > 0, f"reward.terms[{i}].timeout_s={term.timeout_s} must be > 0")
+
+
+def validate_learner(lc: LearnerConfig, key: str) -> None:
+    """Checks of one learner group's settings; ``key`` is where they sit (``learner``, ``algorithm.critic``)."""
+    for name in ("world_size", "lr", "mini_batch_size", "micro_batch_size", "epochs"):
+        _check(getattr(lc, name) > 0, f"{key}.{name}={getattr(lc, name)} must be > 0")
+    _check(lc.backend in ("auto", "gloo", "nccl"), f"{key}.backend='{lc.backend}' is not one of auto, gloo, nccl")
+    _check(lc.mini_batch_size % lc.world_size == 0,
+           f"{key}.mini_batch_size={lc.mini_batch_size} must be divisible by {key}.world_size={lc.world_size}")
 
 
 def to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def field_docs() -> dict[str, list[tuple[str, str, str, str]]]:
-    """{section: [(field, type, default, docstring)]}, read from this module's source.
-
-    Python keeps no attribute docstrings at run time, so they are read with ``ast``;
-    ``docs/config.md`` is generated from this and a test checks every field has one.
-    """
-    import ast
-    import dataclasses
-
-    docs: dict[str, dict[str, str]] = {}
-    for node in ast.parse(Path(__file__).read_text()).body:
-        if isinstance(node, ast.ClassDef):
-            pairs = zip(node.body, node.body[1:])
-            docs[node.name] = {a.target.id: " ".join(str(b.value.value).split()) for a, b in pairs
-                               if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr)
-                               and isinstance(b.value, ast.Constant)}
-    sections = {f.name: type(f.default_factory()) for f in dataclasses.fields(Config)}
-    sections["reward.terms[]"] = RewardTermConfig
-    out = {}
-    for section, cls in sections.items():
-        defaults = OmegaConf.to_container(OmegaConf.structured(cls))
-        out[section] = [(f.name, str(f.type), repr(defaults[f.name]), docs[cls.__name__].get(f.name, ""))
-                        for f in dataclasses.fields(cls)]
-    return out

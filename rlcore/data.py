@@ -4,6 +4,10 @@ Files are JSONL (one object a line) or Parquet. Each row needs a prompt and an
 answer field (names set by ``data.prompt_key`` / ``data.answer_key``); other
 fields are kept as metadata. A bad row fails with the file, row number and what
 was expected, before any worker starts.
+
+A data transform (a plug-in named in ``data.transforms``) is a callable
+``transform(rows, seed) -> rows`` that returns new rows (they are frozen; use
+``dataclasses.replace``), e.g. L1's length target in ``rewards/l1.py``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ class DataError(ValueError):
 @dataclass(frozen=True, slots=True)
 class PromptRow:
     index: int
-    """Position in the concatenated data set; also the group id of its samples."""
+    """Position in the concatenated data set."""
     prompt: str
     answer: str
     source: str = ""
@@ -86,10 +90,13 @@ def load_prompts(files: list[str | Path], prompt_key: str = "prompt", answer_key
 @dataclass(frozen=True, slots=True)
 class PreferenceRow:
     index: int
+    """Position in the concatenated data set."""
     prompt: str
     chosen: str
     rejected: str
     source: str = ""
+    """Where the row came from (``file line N``), for error messages."""
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def load_preferences(files: list[str | Path], prompt_key: str = "prompt", chosen_key: str = "chosen",
@@ -105,18 +112,6 @@ def load_preferences(files: list[str | Path], prompt_key: str = "prompt", chosen
                                 f"'{prompt_key}', '{chosen_key}', '{rejected_key}'), got {value!r}")
             values.append(value)
         out.append(PreferenceRow(len(out), *values, source=source))
-    return out
-
-
-def with_length_targets(rows: list[PromptRow], mode: str, low: int, high: int, seed: int) -> list[PromptRow]:
-    """L1's data transform: append the target-length instruction to every prompt, keep N in the metadata."""
-    from rewards.l1 import add_length_target
-
-    rng = random.Random(seed)
-    out = []
-    for row in rows:
-        prompt, target = add_length_target(row.prompt, rng, low, high, mode)
-        out.append(PromptRow(row.index, prompt, row.answer, row.source, {**row.metadata, "target_tokens": target}))
     return out
 
 

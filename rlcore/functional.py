@@ -46,15 +46,17 @@ def _as_mask(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Sum of ``x`` over entries where ``mask`` is 1 (all entries if ``dim`` is None)."""
-    m = _as_mask(mask, x)
-    if dim is None:
-        return (x * m).sum()
-    return (x * m).sum(dim=dim)
+    """Sum of ``x`` over entries where ``mask`` is 1 (all entries if ``dim`` is None).
+
+    Masked entries are zeroed with ``torch.where`` (as verl does), so a NaN or inf
+    in the padding never reaches the result.
+    """
+    kept = torch.where(mask.bool(), x, torch.zeros_like(x))
+    return kept.sum() if dim is None else kept.sum(dim=dim)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Mean of ``x`` over masked entries.
+    """Mean of ``x`` over masked entries (padding zeroed first, as in ``masked_sum``).
 
     Like verl's ``masked_mean`` but the denominator is clamped to at least one
     token instead of adding 1e-8, so an all-zero mask gives exactly 0 (never NaN),
@@ -62,8 +64,8 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     """
     m = _as_mask(mask, x)
     if dim is None:
-        return (x * m).sum() / m.sum().clamp(min=1)
-    return (x * m).sum(dim=dim) / m.sum(dim=dim).clamp(min=1)
+        return masked_sum(x, m) / m.sum().clamp(min=1)
+    return masked_sum(x, m, dim=dim) / m.sum(dim=dim).clamp(min=1)
 
 
 def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
@@ -128,28 +130,44 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str) ->
 
 
 def aggregate_loss(loss: torch.Tensor, mask: torch.Tensor, mode: str = "token-mean") -> torch.Tensor:
-    """Reduce a per-token loss ``[B, T]`` to a scalar (verl ``core_algos.agg_loss``).
+    """Reduce a per-token loss ``[B, T]`` to a scalar, as verl 0.9.1 ``core_algos.agg_loss`` (one rank).
 
-    * ``token-mean``: sum(loss*mask) / sum(mask) -- every token weighs the same.
-    * ``seq-mean-token-sum``: per-sequence masked sum, then mean over the B sequences.
-    * ``seq-mean-token-mean``: per-sequence masked mean, then mean over *all* B
-      sequences (verl behaviour: the divisor is B even if a row is fully masked;
-      such a row contributes 0 -- its denominator is clamped to 1 -- never NaN).
-    * ``seq-mean-token-sum-norm``: sum(loss*mask) / (B * T) with T = loss.shape[-1]
-      (Dr. GRPO, Liu et al. 2025: a constant normaliser removes the length bias;
-      matches current verl, which divides each sequence sum by T then averages over B).
+    With m = mask, n_i = sum_t m[i, t] (tokens of row i), R = {i : n_i > 0} (rows
+    with at least one token; fully masked rows are left out of every seq-mean)
+    and T = loss.shape[-1] (the padded width of this batch):
+
+    * ``token-mean``: sum_{i,t} loss*m / sum_i n_i -- every token weighs the same.
+    * ``seq-mean-token-sum``: sum_{i in R} (sum_t loss[i]*m[i]) / |R|.
+    * ``seq-mean-token-mean``: sum_{i in R} (sum_t loss[i]*m[i] / n_i) / |R|.
+    * ``seq-mean-token-sum-norm``: sum_{i,t} loss*m / (|R| * T)
+      (Dr. GRPO, Liu et al. 2025: a per-batch constant normaliser instead of the
+      length). verl's default normaliser is also T = the mask's last dimension;
+      its optional ``loss_scale_factor`` (a fixed constant) is not supported here.
+
+    verl divides a row sum by n_i + 1e-8 in ``seq-mean-token-mean``; for n_i >= 1
+    that equals n_i exactly in fp32. Deliberate difference from verl: when the
+    divisor would be 0 (every row fully masked) the result is exactly 0, with zero
+    gradient, instead of verl's 0/0 = NaN. Masked entries are multiplied by 0, so
+    a NaN/inf *at a masked position* still propagates (verl's seq-mean modes do
+    the same; its ``token-mean`` skips such entries). verl's ``dp_size`` /
+    global-batch arguments (multi-rank normalisation) have no counterpart here.
     """
     m = _as_mask(mask, loss)
+    if mode not in LOSS_AGG_MODES:
+        raise ValueError(f"unknown loss aggregation mode {mode!r}; expected one of {LOSS_AGG_MODES}")
     if mode == "token-mean":
-        return masked_mean(loss, m)
+        total = m.sum()
+        return masked_sum(loss, m) / torch.where(total > 0, total, torch.ones_like(total))
+    row_sums = masked_sum(loss, m, dim=-1)  # [B]
+    row_tokens = m.sum(dim=-1)  # [B]
+    has_tokens = row_tokens > 0  # [B]; fully masked rows do not count as sequences
+    num_rows = has_tokens.sum().clamp(min=1).to(loss.dtype)  # 0 rows -> every row sum is 0 -> result 0
     if mode == "seq-mean-token-sum":
-        return masked_sum(loss, m, dim=-1).mean()  # [B] -> scalar
+        return row_sums.sum() / num_rows
     if mode == "seq-mean-token-mean":
-        return masked_mean(loss, m, dim=-1).mean()  # [B] -> scalar
-    if mode == "seq-mean-token-sum-norm":
-        num_seqs, max_len = loss.shape[0], loss.shape[-1]
-        return masked_sum(loss, m) / (num_seqs * max_len)
-    raise ValueError(f"unknown loss aggregation mode {mode!r}; expected one of {LOSS_AGG_MODES}")
+        row_means = row_sums / torch.where(has_tokens, row_tokens, torch.ones_like(row_tokens))  # [B]
+        return row_means.sum() / num_rows
+    return row_sums.sum() / (num_rows * loss.shape[-1])  # seq-mean-token-sum-norm
 
 
 def logprobs_from_logits(

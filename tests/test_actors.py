@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rlcore.config import load_config
+from launch.build import configure
 from rlcore.data import load_prompts
 
 pytestmark = pytest.mark.slow
@@ -14,34 +14,54 @@ def groups(local_ray, local_model, arithmetic_files):
     from actors.groups import LearnerGroup, ReferenceGroup, RewardGroup, RolloutGroup
 
     # world_size 2: a real 2-rank gloo group with FSDP2 sharding.
-    cfg = load_config(None, ["learner.world_size=2", "learner.lr=1e-3", "data.prompts_per_step=8", "rollout.n=4",
-                             "algorithm.mini_batch_size=32", "rollout.max_new_tokens=6"])
-    learners = LearnerGroup(cfg, local_model)
+    plan = configure(None, [f"model.path={local_model}", "learner.world_size=2", "learner.lr=1e-3",
+                            "data.prompts_per_step=8", "rollout.n=4", "learner.mini_batch_size=32",
+                            "rollout.max_new_tokens=6"])
+    cfg, actor = plan.cfg, plan.learners["actor"]
+    learners = LearnerGroup(cfg, plan.algorithm, "actor", actor.spec, actor.model)
     rollout = RolloutGroup(cfg, local_model)
-    rewards = RewardGroup(cfg)
+    rewards = RewardGroup(plan.reward_terms)
     reference = ReferenceGroup(cfg, local_model)
     rows = load_prompts([arithmetic_files[0]])[:8]
-    yield cfg, learners, rollout, rewards, reference, rows
+    yield plan, learners, rollout, rewards, reference, rows
     learners.shutdown()
 
 
 def test_rollout_generates_n_samples_per_prompt(groups):
-    cfg, _, rollout, rewards, _, rows = groups
-    batch = rollout.generate(rows, list(range(100, 108)), n=4)
+    _, _, rollout, rewards, _, rows = groups
+    batch = rollout.generate(rows, n=4, seed=7)
     assert len(batch) == 32
-    assert batch.group_ids.tolist() == [g for g in range(100, 108) for _ in range(4)]
+    assert batch.group_ids.tolist() == [g for g in range(8) for _ in range(4)]
+    assert batch.prompt_index.tolist() == [r.index for r in rows for _ in range(4)]
     assert batch.prompts[:4] == [rows[0].prompt] * 4
     assert (batch.rollout_logprobs <= 0).all() and batch.response_mask.sum(-1).min() >= 1
+    assert rollout.generate(rows, n=4, seed=7).response_ids == batch.response_ids  # seeded: repeatable
     rewards.score(batch)
     assert batch.scores.shape == (32,) and set(batch.reward_terms) == {"exact_match"}
     expected = [float(r.strip() == a) for r, a in zip(batch.responses, batch.answers)]
     assert batch.reward_terms["exact_match"].tolist() == expected
 
 
+def test_shipment_puts_each_field_once(groups):
+    from actors.groups import Shipment
+
+    _, _, rollout, _, _, rows = groups
+    batch = rollout.generate(rows, n=2, seed=1)
+    shipment = Shipment(batch)
+    names, refs = shipment.slices(("prompt_ids", "response_ids", "response_mask", "advantages"), 2)
+    assert names == ["prompt_ids", "response_ids", "response_mask"]  # unset fields do not travel
+    again_names, again = shipment.slices(("response_mask", "prompt_ids"), 2)
+    assert again[0][0] is refs[0][2] and again[1][1] is refs[1][0]  # the same objects, not put again
+    batch.response_mask = batch.response_mask.clone()  # a replaced field is put again on its next use
+    assert shipment.slices(("response_mask",), 2)[1][0][0] is not refs[0][2]
+
+
 def test_reference_matches_vllm_before_training(groups):
+    from actors.groups import Shipment
+
     _, _, rollout, _, reference, rows = groups
-    batch = rollout.generate(rows, list(range(8)), n=2)
-    ref = reference.logprobs(batch)
+    batch = rollout.generate(rows, n=2)
+    ref = reference.logprobs(Shipment(batch))
     mask = batch.response_mask.bool()
     assert (ref[mask] - batch.rollout_logprobs[mask]).abs().max() < 1e-4
 
@@ -49,29 +69,28 @@ def test_reference_matches_vllm_before_training(groups):
 def test_train_sync_then_vllm_logprobs_match_learner(groups):
     """One optimizer step on 2 FSDP ranks, a weight sync, then vLLM samples under the new weights:
     vLLM's sampling log-probs must equal the learner's log-probs of the same tokens (fp32, 1e-4)."""
-    import ray
+    from actors.groups import Shipment
 
-    cfg, learners, rollout, rewards, reference, rows = groups
-    from algorithms.grpo import GRPO
-
-    batch = rollout.generate(rows, list(range(8)), n=4)
+    plan, learners, rollout, rewards, reference, rows = groups
+    batch = rollout.generate(rows, n=4, seed=3)
     assert batch.policy_version.unique().tolist() == [0]
     rewards.score(batch)
-    batch.ref_logprobs = reference.logprobs(batch)
-    GRPO(cfg).compute_advantages(batch)
+    shipment = Shipment(batch)
+    batch.ref_logprobs = reference.logprobs(shipment)
+    batch.old_logprobs = learners.forward(shipment, "logprobs")
+    plan.algorithm.compute_advantages(batch)
     batch.advantages = batch.advantages + torch.linspace(-1, 1, len(batch))  # a non-zero update for sure
-    metrics = learners.train_step(batch)
-    assert metrics["grad_norm"] > 0 and metrics["learner_tokens"] == batch.num_response_tokens
+    metrics = learners.train_step(shipment, step=1, state={})
+    assert metrics["actor/grad_norm"] > 0 and metrics["throughput/actor_tokens_per_s"] > 0
 
     rollout.update_weights(learners.state_dict_ref(), version=1)
-    fresh = rollout.generate(rows, list(range(8)), n=4)
+    fresh = rollout.generate(rows, n=4, seed=4)
     assert fresh.policy_version.unique().tolist() == [1]
     # The learner's own log-probs of vLLM's tokens, computed on both ranks (each takes a half).
-    parts = ray.get([r.logprobs.remote(p) for r, p in zip(learners.ranks, fresh.chunks(2))])
-    learner_lp = torch.cat(parts)
+    learner_lp = learners.forward(Shipment(fresh), "logprobs")
     mask = fresh.response_mask.bool()
     diff = (learner_lp[mask] - fresh.rollout_logprobs[mask]).abs().max().item()
     assert diff < 1e-4, f"vLLM and learner log-probs differ by {diff}"
     # And the weights really changed: the reference (initial policy) now disagrees.
-    ref = reference.logprobs(fresh)
+    ref = reference.logprobs(Shipment(fresh))
     assert (ref[mask] - fresh.rollout_logprobs[mask]).abs().max().item() > 1e-3

@@ -42,3 +42,59 @@ def test_select_and_chunks():
     halves = batch.chunks(2)
     assert [h.group_ids.tolist() for h in halves] == [[0, 1], [2, 3]]
     assert halves[0].response_mask.shape == (2, 2)  # width is kept
+
+
+def test_concat_renumbers_groups_that_start_at_zero_in_every_part():
+    # Each part numbers its own groups from 0: plain concatenation would merge group 0 of a with group 0 of b.
+    a, b = make([[1]] * 4), make([[2]] * 4)
+    a.group_ids = torch.tensor([0, 0, 1, 1])
+    b.group_ids = torch.tensor([0, 0, 1, 1])
+    assert torch.cat([a.group_ids, b.group_ids]).tolist() == [0, 0, 1, 1, 0, 0, 1, 1]  # what must not happen
+    c = RolloutBatch.concat([a, b])
+    assert c.group_ids.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert len(set(c.group_ids.tolist())) == 4
+    # Ids need not be 0-based or consecutive in a part: runs are renumbered in order.
+    a.group_ids, b.group_ids = torch.tensor([7, 7, 3, 3]), torch.tensor([7, 7, 7, 9])
+    assert RolloutBatch.concat([a, b]).group_ids.tolist() == [0, 0, 1, 1, 2, 2, 2, 3]
+    assert RolloutBatch.concat([a]).group_ids.tolist() == [0, 0, 1, 1]
+
+
+def test_concat_rejects_a_field_set_in_only_some_parts():
+    import pytest
+
+    a, b = make([[1]]), make([[2]])
+    b.scores = torch.tensor([1.0])
+    with pytest.raises(ValueError, match="field 'scores' is set in some batches and not others"):
+        RolloutBatch.concat([a, b])
+    with pytest.raises(ValueError, match="at least one batch"):
+        RolloutBatch.concat([])
+
+
+def test_fields_default_to_none_and_only_keeps_the_named_ones():
+    from rlcore.batch import TOKEN_FIELDS, TRAIN_FIELDS
+
+    empty = RolloutBatch()
+    assert len(empty) == 0 and empty.prompt_ids is None and empty.prompt_index is None and empty.reward_terms == {}
+    batch = make([[1], [2, 3]])
+    batch.prompt_index = torch.tensor([5, 9])
+    batch.scores = torch.tensor([0.0, 1.0])
+    tokens = batch.only(TOKEN_FIELDS)
+    assert tokens.response_ids == [[1], [2, 3]] and tokens.response_mask.shape == (2, 2) and len(tokens) == 2
+    assert tokens.prompts is None and tokens.scores is None and tokens.group_ids is None
+    train = batch.only([f for f in TRAIN_FIELDS if getattr(batch, f) is not None])
+    assert train.scores.tolist() == [0.0, 1.0] and train.prompts is None and train.responses is None
+    assert set(TOKEN_FIELDS) <= set(TRAIN_FIELDS)
+    assert not {"prompts", "responses", "answers", "metadata"} & set(TRAIN_FIELDS)  # the texts stay on the driver
+    picked = batch.select([1])
+    assert picked.prompt_index.tolist() == [9] and picked.metadata == [{}]
+
+
+def test_equal_parts_and_run_ids():
+    import pytest
+
+    from rlcore.batch import equal_parts, run_ids
+
+    assert equal_parts(6, 3) == [range(0, 2), range(2, 4), range(4, 6)]
+    with pytest.raises(ValueError, match="cannot split 5 samples into 2 equal parts"):
+        equal_parts(5, 2)
+    assert run_ids(torch.tensor([4, 4, 2, 2, 2, 4])).tolist() == [0, 0, 1, 1, 1, 2]

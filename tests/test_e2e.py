@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 PRESET = "launch/configs/grpo_arithmetic.yaml"
-SMALL = ["data.prompts_per_step=16", "rollout.n=4", "algorithm.mini_batch_size=32", "trainer.eval_every=0"]
+SMALL = ["data.prompts_per_step=16", "rollout.n=4", "learner.mini_batch_size=32", "trainer.eval_every=0"]
 
 
 def venv_env() -> dict[str, str]:
@@ -39,17 +39,25 @@ def train(out: Path, *overrides: str, preset: str = PRESET) -> subprocess.Comple
     return proc
 
 
-def test_resume_continues_with_same_step_and_data_order(tmp_path):
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     full, split = tmp_path / "full", tmp_path / "split"
     train(full, "trainer.total_steps=4", "trainer.save_every=2", "trainer.export=false")
     train(split, "trainer.total_steps=2", "trainer.save_every=2", "trainer.export=false")
     resumed = train(split, "trainer.total_steps=4", "trainer.save_every=2", "trainer.export=false", "trainer.resume=true")
     assert f"resumed from {split / 'checkpoints' / 'step_000002'} at step 2" in resumed.stdout
 
-    steps = [r["step"] for r in read_jsonl(split / "metrics.jsonl")]
-    assert steps == [1, 2, 3, 4]  # no step repeated or skipped
-    versions = [r["policy_version"] for r in read_jsonl(split / "metrics.jsonl")]
-    assert versions == [1, 2, 3, 4]
+    full_metrics = {r["step"]: r for r in read_jsonl(full / "metrics.jsonl")}
+    split_metrics = read_jsonl(split / "metrics.jsonl")
+    assert [r["step"] for r in split_metrics] == [1, 2, 3, 4]  # no step repeated or skipped
+    assert [r["policy_version"] for r in split_metrics] == [1, 2, 3, 4]
+    # The steps after the resume sample, score and update exactly as the uninterrupted run did: same weights and
+    # optimizer state, same prompts, same sampling seeds, same mini-batch shuffle.
+    for record in split_metrics[2:]:
+        expected = full_metrics[record["step"]]
+        for key in ("reward/mean", "response_length/mean", "actor/pg_loss", "actor/grad_norm", "actor/kl",
+                    "actor/entropy"):
+            assert record[key] == pytest.approx(expected[key], rel=1e-3, abs=1e-5), (record["step"], key)
+    assert full_metrics[3]["actor/grad_norm"] != full_metrics[1]["actor/grad_norm"]  # the steps really differ
     full_order = [r["prompt_indices"] for r in read_jsonl(full / "rollouts.jsonl")]
     split_order = [r["prompt_indices"] for r in read_jsonl(split / "rollouts.jsonl")]
     assert split_order == full_order
@@ -103,7 +111,7 @@ def test_ray_job_submit_trains_and_exports(ray_cluster, tmp_path):
     assert [r["step"] for r in records] == [1, 2, 3]
     for key in ("reward/mean", "reward/exact_match", "accuracy", "response_length/mean", "actor/kl", "actor/entropy",
                 "actor/clip_frac", "actor/grad_norm", "time/rollout", "time/reward", "time/reference",
-                "time/learner", "time/weight_sync", "throughput/rollout_tokens_per_s"):
+                "time/actor", "time/weight_sync", "throughput/rollout_tokens_per_s", "throughput/actor_tokens_per_s"):
         assert key in records[-1], key
 
     # The exported policy loads in transformers and in vLLM.

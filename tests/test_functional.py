@@ -136,10 +136,11 @@ def test_aggregate_loss_modes(mode, expected):
 @pytest.mark.parametrize(
     "mode, expected",
     [
-        ("token-mean", 1.5),  # (1 + 2) / 2
-        ("seq-mean-token-sum", 1.5),  # (3 + 0) / 2
-        ("seq-mean-token-mean", 0.75),  # (1.5 + 0) / 2 -- verl divides by all B sequences
-        ("seq-mean-token-sum-norm", 0.5),  # 3 / (2 * 3)
+        ("token-mean", 1.5),  # (1 + 2) / 2 tokens
+        # verl 0.9.1 agg_loss: seq-means divide by the rows with >= 1 token (here 1, not B = 2)
+        ("seq-mean-token-sum", 3.0),  # (1+2) / 1 row
+        ("seq-mean-token-mean", 1.5),  # ((1+2)/2) / 1 row
+        ("seq-mean-token-sum-norm", 1.0),  # 3 / (1 row * T=3)
     ],
 )
 def test_aggregate_loss_fully_masked_row(mode, expected):
@@ -147,6 +148,42 @@ def test_aggregate_loss_fully_masked_row(mode, expected):
     out = aggregate_loss(X, m, mode)
     assert not torch.isnan(out)
     assert close(out, expected)
+
+
+# Three rows of lengths 3, 0, 1 (the empty row in the middle); padding holds large values that must not count.
+X3 = torch.tensor([[1.0, 2.0, 6.0, 50.0], [7.0, 8.0, 9.0, 10.0], [4.0, 60.0, 70.0, 80.0]])  # [3, 4]
+M3 = torch.tensor([[1.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])  # [3, 4]
+
+
+@pytest.mark.parametrize(
+    "mode, expected",
+    [
+        ("token-mean", 13.0 / 4),  # (1+2+6 + 4) / 4 tokens = 3.25
+        ("seq-mean-token-sum", 6.5),  # (9 + 4) / 2 non-empty rows (all-B would give 13/3)
+        ("seq-mean-token-mean", 3.5),  # (9/3 + 4/1) / 2 = (3 + 4) / 2 (all-B would give 7/3)
+        ("seq-mean-token-sum-norm", 13.0 / 8),  # 13 / (2 rows * T=4) = 1.625 (all-B: 13/12)
+    ],
+)
+def test_aggregate_loss_ragged_with_empty_row(mode, expected):
+    assert close(aggregate_loss(X3, M3, mode), expected)
+    assert close(aggregate_loss(X3, M3.bool(), mode), expected)
+
+
+@pytest.mark.parametrize("mode", LOSS_AGG_MODES)
+def test_aggregate_loss_all_rows_masked_is_zero(mode):
+    x = X3.clone().requires_grad_(True)
+    out = aggregate_loss(x, torch.zeros_like(M3), mode)
+    assert out.item() == 0.0  # verl gives 0/0 = NaN here; we give exactly 0
+    out.backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))  # finite, and nothing flows into padding
+
+
+def test_aggregate_loss_seq_mean_grad_ignores_empty_row():
+    x = X3.clone().requires_grad_(True)
+    aggregate_loss(x, M3, "seq-mean-token-mean").backward()
+    # d/dx of (row0_sum/3 + row2_sum/1) / 2: 1/6 on row 0's tokens, 1/2 on row 2's token, 0 elsewhere
+    expected = torch.tensor([[1 / 6, 1 / 6, 1 / 6, 0.0], [0.0, 0.0, 0.0, 0.0], [0.5, 0.0, 0.0, 0.0]])
+    assert close(x.grad, expected)
 
 
 def test_aggregate_loss_modes_tuple_and_error():

@@ -2,11 +2,12 @@
 
 import torch
 
-from actors.learner import Learner, free_address
+from actors.learner import LearnerRank, free_address
+from actors.models import CausalLM
 from actors.reference import ReferenceWorker
 from algorithms.grpo import GRPO
+from launch.build import configure
 from rlcore.batch import RolloutBatch, pad_2d
-from rlcore.config import load_config
 
 
 def sampled_batch(model_path: str) -> RolloutBatch:
@@ -28,28 +29,32 @@ def sampled_batch(model_path: str) -> RolloutBatch:
 
 
 def test_learner_and_reference_run_without_ray(local_model, tmp_path):
-    cfg = load_config(None, ["learner.lr=1e-3", "algorithm.mini_batch_size=8", "data.prompts_per_step=1",
-                             "learner.micro_batch_size=4"])
+    plan = configure(None, [f"model.path={local_model}", "learner.lr=1e-3", "learner.mini_batch_size=8",
+                            "data.prompts_per_step=1", "learner.micro_batch_size=4"])
+    cfg, group = plan.cfg, plan.learners["actor"]
+    assert type(plan.algorithm) is GRPO and group.model is CausalLM
     batch = sampled_batch(local_model)
-    reference = ReferenceWorker(local_model)
+    reference = ReferenceWorker(cfg, local_model)
     batch.ref_logprobs = reference.logprobs(batch)
-    GRPO(cfg).compute_advantages(batch)
+    plan.algorithm.compute_advantages(batch)
 
-    learner = Learner(cfg, local_model, rank=0, world_size=1)
+    learner = LearnerRank(cfg, plan.algorithm, "actor", group.spec, group.model, 0, 1)
     learner.setup(*free_address())
     try:
-        before = learner.logprobs(batch)
+        before = learner.forward(batch, "logprobs")
+        assert before.shape == batch.response_mask.shape
         assert torch.allclose(before, batch.ref_logprobs, atol=1e-5)  # same initial weights
-        metrics = learner.train_step(batch)
+        batch.old_logprobs = learner.forward(batch, "logprobs")  # the driver fills what the group provides
+        metrics = learner.train_step(batch, 1, plan.algorithm.state_dict())
         assert {"pg_loss", "kl", "entropy", "clip_frac", "grad_norm", "lr"} <= set(metrics)
-        after = learner.logprobs(batch)
+        after = learner.forward(batch, "logprobs")
         # The update raised the log-prob of the best-scored sample relative to the worst.
         gain = ((after - before) * batch.response_mask).sum(-1)
         assert gain[-1] > gain[0]
         sd = learner.full_state_dict()
         assert "model.layers.0.self_attn.q_proj.weight" in sd and not any("_fsdp" in k for k in sd)
         learner.export(str(tmp_path / "final"))
-        exported = ReferenceWorker(str(tmp_path / "final"))
+        exported = ReferenceWorker(cfg, str(tmp_path / "final"))
         assert torch.allclose(exported.logprobs(batch), after, atol=1e-5)
     finally:
         learner.shutdown()

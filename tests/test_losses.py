@@ -98,10 +98,11 @@ def test_policy_loss_fully_masked_row_and_log_ratio_clamp():
     mask = torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
     adv = torch.tensor([1.0, 1.0])
     for agg, expected in [
+        # verl 0.9.1 agg_loss: the fully masked row is not a sequence; the seq-means divide by 1 row, not B = 2
         ("token-mean", -1.0),  # -1 * ratio 1 on 3 tokens
-        ("seq-mean-token-mean", -0.5),  # (-1 + 0) / 2 sequences
-        ("seq-mean-token-sum", -1.5),  # (-3 + 0) / 2
-        ("seq-mean-token-sum-norm", -0.5),  # -3 / (2 * 3)
+        ("seq-mean-token-mean", -1.0),  # (-3 / 3) / 1 row
+        ("seq-mean-token-sum", -3.0),  # -3 / 1 row
+        ("seq-mean-token-sum-norm", -1.0),  # -3 / (1 row * T=3)
     ]:
         loss, m = policy_loss(lp, old, adv, mask, agg=agg)
         assert torch.isfinite(loss) and close(loss, expected), agg

@@ -1,0 +1,94 @@
+"""Model kinds: what a learner group (or the reference) builds and what its forward pass returns.
+
+An algorithm names a kind per learner group (``LearnerSpec.model``); a new kind
+is a new class registered here, or named by import path. A kind is built with
+the run's config and has
+
+* ``build(path, dtype, device) -> torch.nn.Module`` (a Hugging Face model with
+  ``.model.layers``, which FSDP shards one by one),
+* ``forward(model, batch, wanted) -> {name: [B, T] tensor}`` for the response
+  tokens of ``batch`` (its ``prompt_ids``, ``response_ids``, ``response_mask``),
+  computing only the outputs in ``wanted``,
+* ``save(state_dict, source_path, out_dir)``: write the weights as a folder that
+  ``build`` (and, for the policy, vLLM) loads.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from rlcore.plugins import Registry
+from rlcore.sequences import response_logprobs, response_values
+
+if TYPE_CHECKING:
+    from rlcore.batch import RolloutBatch
+    from rlcore.config import Config
+
+
+class CausalLM:
+    """The policy: log-probs (``logprobs``) and entropy (``entropy``) of the response tokens at ``rollout.temperature``."""
+
+    outputs = ("logprobs", "entropy")
+
+    def __init__(self, cfg: Config):
+        self.temperature, self.dtype = cfg.rollout.temperature, cfg.model.dtype
+
+    def build(self, path: str, device: torch.device | str = "cpu") -> torch.nn.Module:
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype)).to(device)
+
+    def forward(self, model, batch: RolloutBatch, wanted: tuple[str, ...] = outputs) -> dict[str, torch.Tensor]:
+        logprobs, entropy = response_logprobs(model, batch.prompt_ids, batch.response_ids, pad_id=_pad_id(model),
+                                              width=batch.response_mask.shape[1], temperature=self.temperature,
+                                              with_entropy="entropy" in wanted)
+        return {"logprobs": logprobs.float(), "entropy": entropy}
+
+    def save(self, state_dict: dict[str, torch.Tensor], source_path: str, out_dir: str) -> None:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source_path),
+                                                 dtype=getattr(torch, self.dtype))
+        model.load_state_dict(state_dict)
+        model.save_pretrained(out_dir)
+        AutoTokenizer.from_pretrained(source_path).save_pretrained(out_dir)
+
+
+class ValueModel:
+    """A critic: the causal LM's architecture with a one-output head per token (``values``), the head new.
+
+    The value of response token ``j`` is read where its log-prob is: at the
+    position just before it (the state in which it is chosen), as in verl.
+    """
+
+    outputs = ("values",)
+
+    def __init__(self, cfg: Config):
+        self.dtype = cfg.model.dtype
+
+    def build(self, path: str, device: torch.device | str = "cpu") -> torch.nn.Module:
+        from transformers import AutoModelForTokenClassification
+
+        return AutoModelForTokenClassification.from_pretrained(path, num_labels=1,
+                                                               dtype=getattr(torch, self.dtype)).to(device)
+
+    def forward(self, model, batch: RolloutBatch, wanted: tuple[str, ...] = outputs) -> dict[str, torch.Tensor]:
+        return {"values": response_values(model, batch.prompt_ids, batch.response_ids, pad_id=_pad_id(model),
+                                          width=batch.response_mask.shape[1])}
+
+    def save(self, state_dict: dict[str, torch.Tensor], source_path: str, out_dir: str) -> None:
+        from transformers import AutoConfig, AutoModelForTokenClassification
+
+        config = AutoConfig.from_pretrained(source_path, num_labels=1)
+        model = AutoModelForTokenClassification.from_config(config, dtype=getattr(torch, self.dtype))
+        model.load_state_dict(state_dict)
+        model.save_pretrained(out_dir)
+
+
+def _pad_id(model) -> int:
+    return model.config.pad_token_id or 0
+
+
+MODELS: Registry[type] = Registry("model kind", {"causal_lm": CausalLM, "value": ValueModel})

@@ -1,0 +1,145 @@
+"""The composition root: the one place that resolves plug-ins, validates the config and builds the parts.
+
+``configure`` turns a preset and overrides into a ``Plan``: the core config,
+checked, and every plug-in resolved by name (or import path) with its options
+parsed into its own dataclass. ``prepare`` then resolves model and data paths
+(building ``local://`` assets) and loads the rows through the source and the
+data transforms. Both run before any actor starts and raise one-line errors
+(``ConfigError``, ``AssetError``, ``DataError``) naming the key, file or row.
+Everything after receives built objects: the driver, the sources and the roles
+never look a plug-in up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from actors.models import MODELS
+from algorithms.base import Algorithm, LearnerSpec
+from algorithms.registry import ALGORITHMS
+from launch.sources import SOURCES
+from rewards.api import RewardTerm, check_reward
+from rewards.registry import REWARDS, TRANSFORMS
+from rlcore.assets import resolve
+from rlcore.config import Config, ConfigError, load_config, validate_learner
+from rlcore.data import check_prompt_lengths
+from rlcore.plugins import options_class, parse_options
+
+
+@dataclass
+class Group:
+    """One learner group, resolved: the algorithm's spec and its model kind's class."""
+
+    spec: LearnerSpec
+    model: type
+
+
+@dataclass
+class Plan:
+    """Everything a run is made of, resolved and checked before any actor starts."""
+
+    cfg: Config
+    algorithm: Algorithm
+    source: type
+    learners: dict[str, Group]
+    reward_terms: list[RewardTerm]
+    transforms: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class Data:
+    train: list
+    eval: list
+
+
+def configure(path: str | Path | None = None, overrides: list[str] | None = None) -> Plan:
+    """The core config (defaults, preset, overrides) and every plug-in named in it. Raises ``ConfigError``."""
+    cfg = load_config(path, overrides)
+    algorithm = build_algorithm(cfg)
+    learners = {name: Group(spec, MODELS.resolve(spec.model, f"{type(algorithm).__name__}.learners()['{name}'].model"))
+                for name, spec in algorithm.learners().items()}
+    check_batch_shapes(cfg, algorithm, learners)
+    source = SOURCES.resolve(algorithm.source, f"{type(algorithm).__name__}.source")
+    return Plan(cfg, algorithm, source, learners, reward_terms(cfg), data_transforms(cfg))
+
+
+def build_algorithm(cfg: Config) -> Algorithm:
+    node = dict(cfg.algorithm)
+    name = node.pop("name")
+    cls = ALGORITHMS.resolve(name, "algorithm.name")
+    options = parse_options(options_class(cls), node, "algorithm")
+    cls.validate(cfg, options)
+    cfg.algorithm = {"name": name, **dataclasses.asdict(options)}  # config.yaml shows every option in force
+    return cls(cfg, options)
+
+
+def check_batch_shapes(cfg: Config, algorithm: Algorithm, learners: dict[str, Group]) -> None:
+    """Every learner group's mini-batches and ranks must divide the step's batch evenly."""
+    group = algorithm.group_size()
+    samples = cfg.data.prompts_per_step * group
+    per_group = "rollout.n" if group == cfg.rollout.n else f"{group} (samples per group of {cfg.algorithm['name']})"
+    for g in learners.values():
+        key, s = g.spec.settings_key, g.spec.settings
+        validate_learner(s, key)
+        if samples % s.mini_batch_size:
+            raise ConfigError(f"{key}.mini_batch_size={s.mini_batch_size} must divide data.prompts_per_step × "
+                              f"{per_group} = {samples}")
+
+
+def reward_terms(cfg: Config) -> list[RewardTerm]:
+    terms = []
+    for i, term in enumerate(cfg.reward.terms):
+        target = REWARDS.resolve(term.name, f"reward.terms[{i}].name")
+        try:
+            check_reward(term.name, target)
+        except ValueError as exc:
+            raise ConfigError(f"reward.terms[{i}].name: {exc}") from None
+        term.args = as_kwargs(parse_options(options_class(target), term.args, f"reward.terms[{i}].args"))
+        terms.append(RewardTerm(term, target, term.args))
+    return terms
+
+
+def data_transforms(cfg: Config) -> list[Any]:
+    transforms = []
+    for i, node in enumerate(cfg.data.transforms):
+        node = dict(node)
+        cls = TRANSFORMS.resolve(node.pop("name"), f"data.transforms[{i}].name")
+        kwargs = as_kwargs(parse_options(options_class(cls), node, f"data.transforms[{i}]"))
+        try:
+            transforms.append(cls(**kwargs))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"data.transforms[{i}]: {' '.join(str(exc).split())}") from None
+    return transforms
+
+
+def as_kwargs(options: Any) -> dict[str, Any]:
+    """A parsed options dataclass (or a plain dict of args) as keyword arguments."""
+    if dataclasses.is_dataclass(options):
+        return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    return dict(options)
+
+
+def prepare(plan: Plan) -> Data:
+    """Resolve model and data paths (building ``local://`` assets), load the rows and apply the transforms.
+
+    Resolved paths are written back into the plan, so every part receives a real path.
+    """
+    from transformers import AutoTokenizer
+
+    cfg, cache = plan.cfg, plan.cfg.trainer.cache_dir
+    cfg.model.path = resolve(cfg.model.path, cache, "model.path")
+    for name, group in plan.learners.items():
+        if group.spec.model_path:
+            path = resolve(group.spec.model_path, cache, f"the model path of learner group '{name}'")
+            group.spec = dataclasses.replace(group.spec, model_path=path)
+    dc = cfg.data
+    train = plan.source.load(cfg, [resolve(f, cache, "data.train_files") for f in dc.train_files])
+    evals = plan.source.load(cfg, [resolve(f, cache, "data.eval_files") for f in dc.eval_files]) if dc.eval_files else []
+    for transform in plan.transforms:
+        train, evals = transform(train, cfg.trainer.seed), transform(evals, cfg.trainer.seed + 1)
+    check_prompt_lengths(train + evals[: dc.max_eval_prompts], AutoTokenizer.from_pretrained(cfg.model.path),
+                         dc.max_prompt_tokens)
+    return Data(train, evals)
