@@ -99,6 +99,10 @@ def reward_terms(cfg: Config) -> list[RewardTerm]:
             raise ConfigError(f"reward.terms[{i}].name: {exc}") from None
         term.args = as_kwargs(parse_options(options_class(target), term.args, f"reward.terms[{i}].args"))
         terms.append(RewardTerm(term, target, term.args))
+    names = [t.name for t in terms]
+    if cfg.reward.accuracy_term not in names:
+        raise ConfigError(f"reward.accuracy_term='{cfg.reward.accuracy_term}' is not among reward.terms: "
+                          f"{', '.join(names)}")
     return terms
 
 

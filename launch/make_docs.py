@@ -54,7 +54,9 @@ def render_config_reference() -> str:
     for section, cls in sections.items():
         if section == "algorithm":
             lines += ["", "## `algorithm`", "", "`name`: a registered algorithm (below) or an import path "
-                      "`module:Class`; its own options sit beside `name` (see Algorithms)."]
+                      "`module:Class`; its own options sit beside `name` (see Algorithms). An override that names "
+                      "another algorithm than the preset's starts its options from their defaults: the preset's "
+                      "options belonged to the other one."]
             continue
         lines += ["", f"## `{section}`", "", *table(cls)]
         if section == "reward":

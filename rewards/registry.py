@@ -27,6 +27,6 @@ REWARDS: Registry[Callable] = Registry("reward", {
     "language_consistency": language_consistency,
     "l1": L1Reward,
     "judge": LLMJudge,
-})
+}, path_hint="module:function")
 
 TRANSFORMS: Registry[type] = Registry("data transform", {"length_target": LengthTarget})

@@ -109,13 +109,16 @@ class RolloutBatch:
         for f in dataclasses.fields(RolloutBatch):
             values = [getattr(b, f.name) for b in batches]
             first = values[0]
-            if first is None or (isinstance(first, dict) and not first):
-                if any(v is not None and (not isinstance(v, dict) or v) for v in values):
-                    raise ValueError(f"field '{f.name}' is set in some batches and not others")
+            present = [v is not None and (not isinstance(v, dict) or bool(v)) for v in values]
+            if any(present) and not all(present):
+                raise ValueError(f"field '{f.name}' is set in some batches and not others")
+            if not present[0]:
                 out[f.name] = first
             elif isinstance(first, torch.Tensor):
                 out[f.name] = torch.cat([_pad_to(v, width) for v in values])
             elif isinstance(first, dict):
+                if any(set(v) != set(first) for v in values):
+                    raise ValueError(f"field '{f.name}' has different keys in different batches")
                 out[f.name] = {k: torch.cat([v[k] for v in values]) for k in first}
             else:
                 out[f.name] = [x for v in values for x in v]

@@ -111,7 +111,8 @@ def load_preferences(files: list[str | Path], prompt_key: str = "prompt", chosen
                 raise DataError(f"{source}: expected a non-empty string in '{key}' (preference rows need "
                                 f"'{prompt_key}', '{chosen_key}', '{rejected_key}'), got {value!r}")
             values.append(value)
-        out.append(PreferenceRow(len(out), *values, source=source))
+        meta = {k: v for k, v in row.items() if k not in (prompt_key, chosen_key, rejected_key)}
+        out.append(PreferenceRow(len(out), *values, source=source, metadata=meta))
     return out
 
 

@@ -30,10 +30,12 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Built-in plug-ins of one kind by name; any other by import path ``module:attr``."""
 
-    def __init__(self, kind: str, entries: dict[str, T] | None = None):
+    def __init__(self, kind: str, entries: dict[str, T] | None = None, path_hint: str = "module:Class"):
         self.kind = kind
         """What the plug-ins are, for messages: ``algorithm``, ``reward``, ``data transform``…"""
         self.entries: dict[str, T] = dict(entries or {})
+        self.path_hint = path_hint
+        """How an import path of this kind looks, for messages."""
 
     def register(self, name: str, entry: T) -> T:
         if name in self.entries and self.entries[name] is not entry:
@@ -50,7 +52,7 @@ class Registry(Generic[T]):
             return self.entries[name]
         if ":" not in name:
             raise ConfigError(f"{key}='{name}' is not a registered {self.kind}; registered: "
-                              f"{', '.join(self.names())} (or give an import path 'module:Class')")
+                              f"{', '.join(self.names())} (or give an import path '{self.path_hint}')")
         return import_path(name, key)
 
 

@@ -95,3 +95,26 @@ def test_extra_draws_differ_and_repeat():
     a, b = PromptSampler(rows(50), 5, seed=1), PromptSampler(rows(50), 5, seed=1)
     assert a.batch(3, draw=1) == b.batch(3, draw=1)
     assert a.batch(3, draw=1) != a.batch(3) and a.batch(3, draw=2) != a.batch(3, draw=1)
+
+
+def test_prepare_loads_through_the_source_and_applies_the_transforms(local_model, tmp_path):
+    """The composition root reads the rows with the algorithm's source, then runs each data transform on them."""
+    from launch.build import configure, prepare
+    from rewards.l1 import LengthTarget
+    from rlcore.data import PreferenceRow
+
+    train = write(tmp_path / "train.jsonl", [json.dumps({"prompt": f"{i}+1=", "answer": str(i + 1)}) for i in range(6)])
+    evals = write(tmp_path / "eval.jsonl", [json.dumps({"prompt": f"{i}+2=", "answer": str(i + 2)}) for i in range(3)])
+    plan = configure(None, [f"model.path={local_model}", f"data.train_files=[{train}]", f"data.eval_files=[{evals}]",
+                            "data.transforms=[{name: length_target, mode: max, low: 2, high: 6}]", "trainer.seed=4"])
+    data = prepare(plan)
+    transform = LengthTarget(mode="max", low=2, high=6)
+    assert data.train == transform(load_prompts([train]), 4)  # the train rows with trainer.seed
+    assert data.eval == transform(load_prompts([evals]), 5)  # the eval rows with seed + 1
+    assert all(r.prompt.endswith(f"Think for maximum {r.metadata['target_tokens']} tokens.") for r in data.train)
+
+    pairs = write(tmp_path / "pairs.jsonl", [json.dumps({"prompt": "1+1=", "chosen": "2", "rejected": "3"})])
+    plan = configure(None, [f"model.path={local_model}", "algorithm.name=dpo", f"data.train_files=[{pairs}]",
+                            "data.eval_files=[]", "learner.mini_batch_size=64"])
+    data = prepare(plan)
+    assert data.train == [PreferenceRow(0, "1+1=", "2", "3", f"{pairs} line 1")] and data.eval == []

@@ -58,3 +58,30 @@ def test_learner_and_reference_run_without_ray(local_model, tmp_path):
         assert torch.allclose(exported.logprobs(batch), after, atol=1e-5)
     finally:
         learner.shutdown()
+
+
+def test_critic_group_trains_values_towards_returns(local_model):
+    """PPO's critic is a learner group like the policy: a value model trained with the algorithm's critic_loss."""
+    from actors.models import ValueModel
+
+    plan = configure(None, [f"model.path={local_model}", "algorithm.name=ppo", "data.prompts_per_step=1",
+                            "learner.mini_batch_size=8", "algorithm.critic.mini_batch_size=8",
+                            "algorithm.critic.micro_batch_size=4", "algorithm.critic.lr=1e-3"])
+    group = plan.learners["critic"]
+    assert group.model is ValueModel and group.spec.loss == "critic_loss"
+    batch = sampled_batch(local_model)
+    critic = LearnerRank(plan.cfg, plan.algorithm, "critic", group.spec, group.model, 0, 1)
+    critic.setup(*free_address())
+    try:
+        before = critic.forward(batch, "values")
+        assert before.shape == batch.response_mask.shape
+        assert torch.equal(before * (1 - batch.response_mask), torch.zeros_like(before))  # 0 on padding
+        batch.values = before
+        batch.returns = (before.mean() + 1.0) * batch.response_mask  # a target 1 above the current values
+        metrics = critic.train_step(batch, 1, plan.algorithm.state_dict())
+        assert {"value_loss", "values", "vf_clip_frac", "grad_norm", "lr"} <= set(metrics)
+        after = critic.forward(batch, "values")
+        error = lambda v: (((v - batch.returns) * batch.response_mask) ** 2).sum()  # noqa: E731
+        assert error(after) < error(before)
+    finally:
+        critic.shutdown()

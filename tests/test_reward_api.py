@@ -4,6 +4,12 @@ import pytest
 
 from actors.reward import RewardWorker
 from rewards.api import RewardContractError, RewardSample, call_score, check_scores, load_reward
+from rewards.registry import REWARDS
+from rlcore.config import ConfigError
+
+
+def worker(name: str, args: dict | None = None) -> RewardWorker:
+    return RewardWorker(name, REWARDS.resolve(name, "reward.terms[0].name"), args or {})
 
 SAMPLES = [RewardSample("1+1=", "2", [5, 1], "2"), RewardSample("1+2=", "4", [6, 1], "3")]
 
@@ -35,14 +41,13 @@ def test_contract_names_the_reward_and_the_problem(result, message):
 
 
 def test_worker_isolates_failing_samples():
-    worker = RewardWorker("tests.plugins.user_rewards:fragile", {})
     samples = [RewardSample("p", "ok", [1], "x"), RewardSample("p", "boom", [1], "x")]
-    rows, errors, trace = worker.score(samples)
+    rows, errors, trace = worker("tests.plugins.user_rewards:fragile").score(samples)
     assert rows == [{"": 1.0}, None] and errors == 1 and "cannot score 'boom'" in trace
 
 
 def test_worker_reports_contract_breaks():
-    rows, errors, trace = RewardWorker("tests.plugins.user_rewards:WrongShape", {}).score(SAMPLES)
+    rows, errors, trace = worker("tests.plugins.user_rewards:WrongShape").score(SAMPLES)
     assert rows == [None, None] and errors == 2 and "returned 3 scores for 2 samples" in trace
 
 
@@ -51,29 +56,47 @@ def test_class_without_score_is_a_clear_error():
         load_reward("tests.test_reward_api:RewardSample")
 
 
+def test_unknown_reward_name_is_a_config_error():
+    with pytest.raises(ConfigError) as info:
+        load_reward("nope")
+    assert isinstance(info.value, ValueError)
+    assert str(info.value).startswith("reward='nope' is not a registered reward; registered: exact_match, judge, l1")
+
+
 def test_l1_reward_uses_token_counts_and_the_accuracy_reward():
+    from rewards.api import term_value
+
     exact = load_reward("l1", {"mode": "exact", "alpha": 0.1})
     samples = [RewardSample("1+1= Think for 3 tokens.", "2", [5, 1], "2", {"target_tokens": 3}),
                RewardSample("1+2= Think for 2 tokens.", "4", [6, 1], "3", {"target_tokens": 2})]
-    assert call_score(exact, samples) == pytest.approx([1.0 - 0.1, 0.0])
+    rows = check_scores("l1", call_score(exact, samples), 2)
+    # n_y = 2 tokens each; targets 3 and 2: |N - n_y| = 1 and 0
+    assert [term_value(r) for r in rows] == pytest.approx([1.0 - 0.1, 0.0])
+    assert rows[0]["_abs_deviation"] == 1.0 and rows[1]["_abs_deviation"] == 0.0
     capped = load_reward("l1", {"mode": "max", "alpha": 0.1, "delta": 0.5})
-    assert call_score(capped, samples) == pytest.approx([0.6, 0.0])  # 1 × clip(0.1 × (3 − 2) + 0.5)
+    rows = check_scores("l1", call_score(capped, samples), 2)
+    assert [term_value(r) for r in rows] == pytest.approx([0.6, 0.0])  # 1 × clip(0.1 × (3 − 2) + 0.5)
     with pytest.raises(ValueError, match="no metadata\\['target_tokens'\\]"):
         call_score(exact, [RewardSample("p", "2", [1], "2")])
 
 
-def test_length_target_transform_and_config():
-    from rlcore.config import ConfigError, load_config
-    from rlcore.data import PromptRow, with_length_targets
+def test_l1_and_length_target_through_the_config():
+    from launch.build import configure
+    from rewards.l1 import LengthTarget
 
-    rows = with_length_targets([PromptRow(0, "1+1=", "2"), PromptRow(1, "2+2=", "4")], "max", 2, 4, seed=0)
-    assert all(r.prompt.startswith(("1+1= Think for maximum ", "2+2= Think for maximum ")) for r in rows)
-    assert all(2 <= r.metadata["target_tokens"] <= 4 and r.prompt.endswith(f"{r.metadata['target_tokens']} tokens.")
-               for r in rows)
-    assert with_length_targets(rows[:1], "max", 2, 4, seed=0)[0].metadata == \
-        with_length_targets(rows[:1], "max", 2, 4, seed=0)[0].metadata
-    with pytest.raises(ConfigError, match="data.length_target_mode='short' is not one of none, exact, max"):
-        load_config(None, ["data.length_target_mode=short"])
+    plan = configure(None, ["data.transforms=[{name: length_target, mode: max, low: 2, high: 4}]",
+                            "reward.terms=[{name: l1, args: {mode: max, alpha: 0.1}}]", "reward.accuracy_term=l1"])
+    [transform] = plan.transforms
+    assert isinstance(transform, LengthTarget)
+    assert (transform.options.mode, transform.options.low, transform.options.high) == ("max", 2, 4)
+    [term] = plan.reward_terms
+    # every option in force is passed, the defaults included
+    assert term.args == {"mode": "max", "accuracy": "exact_match", "alpha": 0.1, "delta": 0.5, "accuracy_args": {}}
+    assert plan.cfg.reward.terms[0].args == term.args
+    reward = RewardWorker(term.name, term.target, term.args)
+    rows, errors, _ = reward.score([RewardSample("1+1= Think for maximum 3 tokens.", "2", [5, 1], "2",
+                                                 {"target_tokens": 3})])
+    assert errors == 0 and rows[0]["score"] == pytest.approx(0.6)
 
 
 def test_underscore_parts_are_logged_not_summed():

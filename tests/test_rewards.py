@@ -9,12 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rewards.judge import LLMJudge
-from rewards.l1 import L1Reward
 from rewards import (
-    BUILTIN_REWARDS,
-    CompositeReward,
-    RewardTerm,
+    REWARDS,
     exact_match,
     extract_answer,
     language_consistency,
@@ -22,8 +18,11 @@ from rewards import (
     numeric_match,
     r1_format,
     r1_tag_count,
-    resolve_reward,
 )
+from rewards.api import load_reward
+from rewards.judge import LLMJudge
+from rewards.l1 import L1Reward
+from rlcore.config import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,12 +30,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # A reward defined here so the registry can resolve it by import path.
 def length_reward(prompt: str, response: str, ground_truth: str, scale: float = 1.0) -> float:
     return scale * len(response)
-
-
-def failing_reward(prompt: str, response: str, ground_truth: str) -> float:
-    if response == "boom":
-        raise ZeroDivisionError("kaboom")
-    return 1.0
 
 
 NOT_CALLABLE = 42
@@ -229,9 +222,15 @@ def _capture(errors: list[BaseException], fn) -> None:
 
 # --- registry ------------------------------------------------------------------------
 
+BUILTIN_NAMES = "exact_match, judge, l1, language_consistency, math_accuracy, numeric_match, r1_format, r1_tag_count"
+
+
+def resolve_reward(name: str):
+    return REWARDS.resolve(name, "reward.terms[0].name")
+
 
 def test_builtin_rewards():
-    assert BUILTIN_REWARDS == {
+    assert REWARDS.entries == {
         "exact_match": exact_match,
         "numeric_match": numeric_match,
         "math_accuracy": math_accuracy,
@@ -241,29 +240,38 @@ def test_builtin_rewards():
         "l1": L1Reward,
         "judge": LLMJudge,
     }
-    for name, fn in BUILTIN_REWARDS.items():
+    for name, fn in REWARDS.entries.items():
         assert resolve_reward(name) is fn
+    assert ", ".join(REWARDS.names()) == BUILTIN_NAMES
 
 
 def test_resolve_import_path():
     fn = resolve_reward(f"{__name__}:length_reward")
     assert fn is length_reward
     assert resolve_reward("rewards.arithmetic:exact_match") is exact_match
+    assert load_reward(f"{__name__}:length_reward", {"scale": 2.0}).score([_sample("abc")]) == [6.0]
+
+
+def _sample(response: str):
+    from rewards.api import RewardSample
+
+    return RewardSample("p", response, [1], "")
 
 
 def _error(name: str) -> str:
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ConfigError) as info:
         resolve_reward(name)
     message = str(info.value)
     assert "\n" not in message
-    # Every error lists the built-in names.
-    assert "exact_match, judge, l1, language_consistency, math_accuracy, numeric_match, r1_format, r1_tag_count" in message
-    assert "'module:function'" in message
+    assert message.startswith(f"reward.terms[0].name='{name}'")  # names the key and the value
     return message
 
 
 def test_resolve_unknown_name():
-    assert _error("foo").startswith("unknown reward 'foo': use one of exact_match, judge, l1, language_consistency")
+    message = _error("foo")
+    # The error lists the built-in names, and says how to name anything else.
+    assert message == (f"reward.terms[0].name='foo' is not a registered reward; registered: {BUILTIN_NAMES} "
+                       "(or give an import path 'module:function')")
 
 
 def test_resolve_missing_module():
@@ -277,77 +285,20 @@ def test_resolve_missing_attribute():
 
 
 def test_resolve_not_callable():
-    assert "is not callable" in _error(f"{__name__}:NOT_CALLABLE")
+    assert resolve_reward(f"{__name__}:NOT_CALLABLE") == 42  # resolving finds it; building it refuses
+    with pytest.raises(ValueError, match=f"reward '{__name__}:NOT_CALLABLE' is not callable"):
+        load_reward(f"{__name__}:NOT_CALLABLE")
 
 
-@pytest.mark.parametrize("name", [":fn", "rewards.arithmetic:", ""])
-def test_resolve_malformed(name):
-    _error(name)
+@pytest.mark.parametrize("name, problem", [(":fn", "expected an import path 'module:attr'"),
+                                           ("rewards.arithmetic:", "expected an import path 'module:attr'"),
+                                           ("", "is not a registered reward")])
+def test_resolve_malformed(name, problem):
+    assert problem in _error(name)
 
 
-# --- composite -----------------------------------------------------------------------
-
-
-def test_composite_weighting_and_breakdown():
-    reward = CompositeReward(
-        [
-            RewardTerm("exact_match", exact_match, 1.0, {}),
-            RewardTerm("r1_format", r1_format, 0.5, {}),
-            RewardTerm("length", length_reward, -0.1, {"scale": 2.0}),
-        ]
-    )
-    responses = ["4", "<think>t</think><answer>4</answer>", "5"]
-    totals, breakdown = reward.score(["2+2="] * 3, responses, ["4"] * 3)
-    # Unweighted per term: exact [1, 0, 0]; format [0, 1, 0]; length 2*len -> [2, 68, 2].
-    assert breakdown == {
-        "exact_match": [1.0, 0.0, 0.0],
-        "r1_format": [0.0, 1.0, 0.0],
-        "length": [2.0, 68.0, 2.0],
-    }
-    # Totals: 1 - 0.2 = 0.8; 0.5 - 6.8 = -6.3; -0.2.
-    assert totals == pytest.approx([0.8, -6.3, -0.2])
-    assert reward.names == ["exact_match", "r1_format", "length"]
-
-
-def test_composite_from_specs():
-    reward = CompositeReward.from_specs(
-        [("math_accuracy", 1.0, {}), ("r1_format", 0.5, {}), (f"{__name__}:length_reward", 0.0, {"scale": 3.0})]
-    )
-    totals, breakdown = reward.score(
-        ["", ""], ["<think>t</think><answer>3</answer>", "\\boxed{4}"], ["3", "3"]
-    )
-    assert breakdown["math_accuracy"] == [1.0, 0.0]
-    assert breakdown["r1_format"] == [1.0, 0.0]
-    assert breakdown[f"{__name__}:length_reward"] == [3.0 * 34, 3.0 * 9]
-    assert totals == pytest.approx([1.5, 0.0])
-
-
-def test_composite_duplicate_names():
-    with pytest.raises(ValueError, match="duplicate reward term name 'a'"):
-        CompositeReward([RewardTerm("a", exact_match, 1.0, {}), RewardTerm("a", r1_format, 1.0, {})])
-    with pytest.raises(ValueError, match="'exact_match' is listed more than once"):
-        CompositeReward.from_specs([("exact_match", 1.0, {}), ("exact_match", 2.0, {})])
-
-
-def test_composite_bad_spec_name():
-    with pytest.raises(ValueError, match="unknown reward 'nope'"):
-        CompositeReward.from_specs([("nope", 1.0, {})])
-
-
-def test_composite_empty_and_length_mismatch():
-    with pytest.raises(ValueError, match="at least one term"):
-        CompositeReward([])
-    reward = CompositeReward([RewardTerm("exact_match", exact_match, 1.0, {})])
-    with pytest.raises(ValueError, match="differ in length"):
-        reward.score(["a", "b"], ["1"], ["1", "2"])
-
-
-def test_composite_failure_names_term_and_sample():
-    reward = CompositeReward([RewardTerm("fragile", failing_reward, 1.0, {})])
-    with pytest.raises(RuntimeError, match="reward 'fragile' failed on sample 1: kaboom") as info:
-        reward.score(["", ""], ["ok", "boom"], ["", ""])
-    assert isinstance(info.value.__cause__, ZeroDivisionError)
-    # Unknown config args surface the same way, naming the term.
-    reward = CompositeReward([RewardTerm("exact_match", exact_match, 1.0, {"bogus": 1})])
-    with pytest.raises(RuntimeError, match="reward 'exact_match' failed on sample 0: .*bogus"):
-        reward.score([""], ["1"], ["1"])
+def test_importing_a_broken_module_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "broken_reward_mod.py").write_text("raise RuntimeError('line one\\nline two')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    message = _error("broken_reward_mod:fn")
+    assert "importing 'broken_reward_mod' failed: line one line two" in message

@@ -11,19 +11,27 @@ import random
 import pytest
 
 from rewards import (
-    BUILTIN_REWARDS,
     EXACT_SUFFIX,
     MAX_SUFFIX,
+    REWARDS,
+    TRANSFORMS,
+    L1Reward,
+    LengthTarget,
     add_length_target,
     l1_exact,
     l1_max,
     language_consistency,
-    length_metrics,
     r1_format,
     r1_tag_count,
-    resolve_reward,
 )
+from rewards.api import RewardSample, check_scores, load_reward, term_value
 from rewards.language import letter_scripts, target_scripts
+from rlcore.config import ConfigError
+from rlcore.data import PreferenceRow, PromptRow
+
+
+def resolve_reward(name: str):
+    return REWARDS.resolve(name, "reward.terms[0].name")
 
 # --- r1_tag_count ----------------------------------------------------------------------
 
@@ -312,45 +320,122 @@ def test_add_length_target_bad_range(low, high):
         add_length_target("q", random.Random(0), low, high, "exact")
 
 
-# --- length_metrics --------------------------------------------------------------------
+# --- L1Reward: the reward term and its logged-only parts ----------------------------------
 
 
-def test_length_metrics_max():
-    # Deviations 50, 0, 100 -> mean 50; relative 0.5, 0, 0.25 -> mean 0.25.
-    # Over budget: 150 > 100 only (200 == 200 is within it) -> 1/3.
-    metrics = length_metrics([100, 200, 400], [150, 200, 300], "max")
-    assert metrics == pytest.approx(
-        {"l1/abs_deviation": 50.0, "l1/rel_deviation": 0.25, "l1/violation_rate": 1 / 3}
-    )
+def l1_sample(response: str, answer: str, n_tokens: int, target: int) -> RewardSample:
+    return RewardSample(f"q Think for {target} tokens.", response, list(range(n_tokens)), answer,
+                        {"target_tokens": target})
 
 
-def test_length_metrics_exact():
-    metrics = length_metrics([100, 200, 400], [150, 200, 300], "exact")
-    assert metrics == pytest.approx({"l1/abs_deviation": 50.0, "l1/rel_deviation": 0.25})
-    assert "l1/violation_rate" not in metrics
-    assert length_metrics([1000], [1000], "exact") == {"l1/abs_deviation": 0.0, "l1/rel_deviation": 0.0}
+def assert_rows(rows: list[dict], expected: list[dict]) -> None:
+    assert [sorted(r) for r in rows] == [sorted(e) for e in expected]  # exactly these parts
+    for row, want in zip(rows, expected):
+        assert row == pytest.approx(want)
 
 
-def test_length_metrics_all_over_budget():
-    metrics = length_metrics([10, 10], [30, 11], "max")
-    # Deviations 20 and 1: mean 10.5; relative 2.0 and 0.1: mean 1.05.
-    assert metrics == pytest.approx(
-        {"l1/abs_deviation": 10.5, "l1/rel_deviation": 1.05, "l1/violation_rate": 1.0}
-    )
+# (response, answer, n_y, N): right 4 of 10, wrong 10 of 4, right 5 of 5, wrong 6 of 5
+L1_SAMPLES = [l1_sample("2", "2", 4, 10), l1_sample("3", "2", 10, 4), l1_sample("7", "7", 5, 5),
+              l1_sample("8", "9", 6, 5)]
 
 
-@pytest.mark.parametrize(
-    "targets, lengths, mode, match",
-    [
-        ([100], [100], "both", "mode"),
-        ([100, 200], [100], "max", "2 targets but 1 lengths"),
-        ([], [], "exact", "no samples"),
-        ([0, 100], [5, 5], "exact", ">= 1"),
-    ],
-)
-def test_length_metrics_errors(targets, lengths, mode, match):
+def test_l1_reward_exact_parts():
+    rows = check_scores("l1", L1Reward(mode="exact", alpha=0.01).score(L1_SAMPLES), 4)
+    assert_rows(rows, [
+        {"score": 1 - 0.01 * 6, "_abs_deviation": 6.0, "_rel_deviation": 6 / 10},  # 0.94
+        {"score": 0 - 0.01 * 6, "_abs_deviation": 6.0, "_rel_deviation": 6 / 4},  # -0.06: wrong, off target
+        {"score": 1.0, "_abs_deviation": 0.0, "_rel_deviation": 0.0},  # right, on target
+        {"score": 0 - 0.01 * 1, "_abs_deviation": 1.0, "_rel_deviation": 1 / 5},
+    ])
+    assert all("_violation" not in row for row in rows)  # exact mode has no budget to violate
+    # the term's value is the score alone: the "_" parts are only logged
+    assert [term_value(r) for r in rows] == pytest.approx([0.94, -0.06, 1.0, -0.01])
+
+
+def test_l1_reward_max_parts():
+    rows = check_scores("l1", L1Reward(mode="max", alpha=0.1, delta=0.5).score(L1_SAMPLES), 4)
+    assert_rows(rows, [
+        {"score": 1.0, "_abs_deviation": 6.0, "_rel_deviation": 0.6, "_violation": 0.0},  # clip(0.6 + 0.5) = 1
+        {"score": 0.0, "_abs_deviation": 6.0, "_rel_deviation": 1.5, "_violation": 1.0},  # wrong (and over)
+        {"score": 0.5, "_abs_deviation": 0.0, "_rel_deviation": 0.0, "_violation": 0.0},  # at the budget: delta
+        {"score": 0.0, "_abs_deviation": 1.0, "_rel_deviation": 0.2, "_violation": 1.0},  # wrong, 1 over
+    ])
+    # averaged over the batch, as logged under reward/l1/<part>
+    means = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+    assert means == pytest.approx({"score": 0.375, "_abs_deviation": 3.25, "_rel_deviation": 0.575,
+                                   "_violation": 0.5})
+    right_over = check_scores("l1", L1Reward(mode="max", alpha=0.1).score([l1_sample("1", "1", 7, 5)]), 1)
+    assert_rows(right_over, [{"score": 0.3, "_abs_deviation": 2.0, "_rel_deviation": 0.4,
+                                         "_violation": 1.0}])  # right, 2 over: 0.5 - 0.2
+
+
+def test_l1_reward_accuracy_reward_and_its_args():
+    samples = [l1_sample("2.05", "2", 3, 3), l1_sample("2.5", "2", 3, 3)]
+    strict = L1Reward(mode="exact", accuracy="numeric_match")
+    loose = L1Reward(mode="exact", accuracy="numeric_match", accuracy_args={"tolerance": 0.1})
+    assert [r["score"] for r in strict.score(samples)] == [0.0, 0.0]
+    assert [r["score"] for r in loose.score(samples)] == [1.0, 0.0]  # |0.05| <= 0.1 * 2; |0.5| is not
+    # by name, with the config's args, as a reward term is built
+    assert [r["score"] for r in load_reward("l1", {"accuracy": "numeric_match",
+                                                   "accuracy_args": {"tolerance": 0.1}}).score(samples)] == [1.0, 0.0]
+
+
+def test_l1_reward_bad_options():
+    with pytest.raises(ValueError, match="unknown L1 mode 'both'"):
+        L1Reward(mode="both")
+    with pytest.raises(ConfigError, match="reward='nope' is not a registered reward"):
+        L1Reward(accuracy="nope")
+
+
+# --- LengthTarget: L1's data transform ------------------------------------------------------
+
+
+ROWS = [PromptRow(i, f"{i}+1=", str(i + 1), f"f.jsonl line {i + 1}", {"level": "easy"}) for i in range(30)]
+
+
+def test_length_target_is_registered():
+    assert TRANSFORMS.resolve("length_target", "data.transforms[0].name") is LengthTarget
+    assert TRANSFORMS.names() == ["length_target"]
+
+
+def test_length_target_is_deterministic_per_seed():
+    t = LengthTarget(mode="exact", low=2, high=6)
+    first, again, other = t(ROWS, 0), t(ROWS, 0), t(ROWS, 1)
+    assert first == again
+    assert [r.metadata["target_tokens"] for r in first] != [r.metadata["target_tokens"] for r in other]
+    rng = random.Random(0)  # one draw per row, from random.Random(seed)
+    assert [r.metadata["target_tokens"] for r in first] == [rng.randint(2, 6) for _ in ROWS]
+
+
+def test_length_target_suffix_metadata_and_the_rest_of_the_row():
+    for mode, template in (("exact", "{p} Think for {n} tokens."), ("max", "{p} Think for maximum {n} tokens.")):
+        out = LengthTarget(mode=mode, low=2, high=6)(ROWS, 3)
+        for before, after in zip(ROWS, out):
+            n = after.metadata["target_tokens"]
+            assert after.prompt == template.format(p=before.prompt, n=n)
+            assert after.metadata == {"level": "easy", "target_tokens": n}  # the row's own metadata is kept
+            assert (after.index, after.answer, after.source) == (before.index, before.answer, before.source)
+    assert ROWS[0].prompt == "0+1=" and ROWS[0].metadata == {"level": "easy"}  # the input rows are untouched
+    [pair] = LengthTarget(mode="max", low=4, high=4)([PreferenceRow(0, "1+1=", "2", "3")], 0)  # pairs too
+    assert (pair.prompt, pair.metadata, pair.chosen) == ("1+1= Think for maximum 4 tokens.", {"target_tokens": 4}, "2")
+
+
+def test_length_target_range_is_respected():
+    out = LengthTarget(mode="exact", low=2, high=4)(ROWS * 10, 5)
+    assert {r.metadata["target_tokens"] for r in out} == {2, 3, 4}
+    assert {r.metadata["target_tokens"] for r in LengthTarget(low=7, high=7)(ROWS, 0)} == {7}
+    assert LengthTarget()(ROWS, 0)[0].prompt.endswith(" tokens.")  # defaults: exact, 1..8
+    assert {r.metadata["target_tokens"] for r in LengthTarget()(ROWS * 10, 0)} <= set(range(1, 9))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"mode": "short"}, "unknown L1 mode 'short'"),
+    ({"low": 0, "high": 3}, "need 1 <= low <= high, got low=0, high=3"),
+    ({"low": 5, "high": 2}, "need 1 <= low <= high, got low=5, high=2"),
+])
+def test_length_target_bad_options(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        length_metrics(targets, lengths, mode)
+        LengthTarget(**kwargs)
 
 
 # --- registry --------------------------------------------------------------------------
@@ -359,13 +444,13 @@ def test_length_metrics_errors(targets, lengths, mode, match):
 def test_registry_resolves_new_rewards():
     assert resolve_reward("r1_tag_count") is r1_tag_count
     assert resolve_reward("language_consistency") is language_consistency
-    assert BUILTIN_REWARDS["r1_tag_count"] is r1_tag_count
-    assert BUILTIN_REWARDS["language_consistency"] is language_consistency
+    assert REWARDS.entries["r1_tag_count"] is r1_tag_count
+    assert REWARDS.entries["language_consistency"] is language_consistency
     assert resolve_reward("rewards.l1:l1_max") is l1_max
 
 
 def test_unknown_name_error_lists_new_rewards():
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ConfigError) as info:
         resolve_reward("tag_count")
     assert "language_consistency" in str(info.value)
     assert "r1_tag_count" in str(info.value)
