@@ -125,7 +125,7 @@ class RolloutSource:
                 for key, value in self.rewards.score(batch).items():
                     stats[key] = stats.get(key, 0.0) + value
             self.algorithm.shape_rewards(batch)
-            first = first or batch
+            first = batch if first is None else first
             keep, drop = self.algorithm.filter_groups(batch)
             kept, dropped = kept + groups_of(keep), dropped + groups_of(drop)
             if len(kept) >= per_step:
