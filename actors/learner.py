@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from actors.models import set_threads
 from algorithms.base import LearnerSpec
 from rlcore.batch import RolloutBatch, group_runs
 from rlcore.config import Config
@@ -56,6 +57,7 @@ class LearnerRank:
                  world_size: int):
         self.cfg, self.algorithm, self.name, self.spec = cfg, algorithm, name, spec
         self.settings = spec.settings
+        set_threads(self.settings.num_threads, sharers=world_size)
         self.kind = model_cls(cfg)
         self.model_path = spec.model_path or cfg.model.path
         self.rank, self.world_size = rank, world_size

@@ -15,6 +15,7 @@ the run's config and has
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import torch
@@ -85,6 +86,18 @@ class ValueModel:
         model = AutoModelForTokenClassification.from_config(config, dtype=getattr(torch, self.dtype))
         model.load_state_dict(state_dict)
         model.save_pretrained(out_dir)
+
+
+def set_threads(requested: int, sharers: int = 1) -> int:
+    """Give torch ``requested`` intra-op threads (0: this machine's cores over ``sharers``, at least 1).
+
+    Ray sets ``OMP_NUM_THREADS`` to an actor's ``num_cpus`` rounded to at least
+    1, so a role with ``num_cpus=0.25`` would run torch on one thread while the
+    other cores idle. Returns the count set.
+    """
+    count = requested or max(1, (os.cpu_count() or 1) // sharers)
+    torch.set_num_threads(count)
+    return count
 
 
 def _pad_id(model) -> int:

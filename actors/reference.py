@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from actors.models import CausalLM
+from actors.models import CausalLM, set_threads
 from rlcore.batch import RolloutBatch
 from rlcore.config import Config
 
 
 class ReferenceWorker:
     def __init__(self, cfg: Config, model_path: str):
+        set_threads(cfg.reference.num_threads)
         self.kind = CausalLM(cfg)
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = self.kind.build(model_path, device).eval().requires_grad_(False)

@@ -101,6 +101,8 @@ class ReferenceConfig:
     """Run a reference worker (frozen initial policy) for the KL term and the KL metric."""
     micro_batch_size: int = 64
     """Sequences per forward pass."""
+    num_threads: int = 0
+    """torch threads of the reference (0: every core of its machine). Ray would give an actor with fractional num_cpus one thread; the roles take turns within a step, so each may use all cores."""
     num_cpus: float = 0.25
     """Ray CPUs for the reference actor."""
     num_gpus: float = 0.0
@@ -157,6 +159,8 @@ class LearnerConfig:
     """Passes over each step's batch (PPO epochs)."""
     micro_batch_size: int = 64
     """Sequences per forward/backward pass on one rank (gradient accumulation inside a mini-batch)."""
+    num_threads: int = 0
+    """torch threads per rank (0: the machine's cores divided by world_size, at least 1). Ray would give an actor with fractional num_cpus one thread."""
     num_cpus: float = 0.25
     """Ray CPUs per learner rank."""
     num_gpus: float = 0.0
@@ -286,6 +290,7 @@ def validate(cfg: Config) -> None:
     """
     _positive(cfg, "data.prompts_per_step", "rollout.num_workers", "rollout.n", "rollout.max_new_tokens",
               "rollout.kv_cache_gib", "trainer.total_steps", "reference.micro_batch_size")
+    _check(cfg.reference.num_threads >= 0, f"reference.num_threads={cfg.reference.num_threads} must be >= 0 (0: all cores)")
     validate_learner(cfg.learner, "learner")
     _check(cfg.rollout.temperature >= 0, f"rollout.temperature={cfg.rollout.temperature} must be >= 0")
     _check(0 < cfg.rollout.top_p <= 1, f"rollout.top_p={cfg.rollout.top_p} must be in (0, 1]")
@@ -311,6 +316,7 @@ def validate_learner(lc: LearnerConfig, key: str) -> None:
     """Checks of one learner group's settings; ``key`` is where they sit (``learner``, ``algorithm.critic``)."""
     for name in ("world_size", "lr", "mini_batch_size", "micro_batch_size", "epochs"):
         _check(getattr(lc, name) > 0, f"{key}.{name}={getattr(lc, name)} must be > 0")
+    _check(lc.num_threads >= 0, f"{key}.num_threads={lc.num_threads} must be >= 0 (0: all cores)")
     _check(lc.backend in ("auto", "gloo", "nccl"), f"{key}.backend='{lc.backend}' is not one of auto, gloo, nccl")
     _check(lc.mini_batch_size % lc.world_size == 0,
            f"{key}.mini_batch_size={lc.mini_batch_size} must be divisible by {key}.world_size={lc.world_size}")

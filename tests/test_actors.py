@@ -94,3 +94,16 @@ def test_train_sync_then_vllm_logprobs_match_learner(groups):
     # And the weights really changed: the reference (initial policy) now disagrees.
     ref = reference.logprobs(Shipment(fresh))
     assert (ref[mask] - fresh.rollout_logprobs[mask]).abs().max().item() > 1e-3
+
+
+def test_roles_use_the_cores_ray_would_not_give_them(groups):
+    """Ray gives an actor with num_cpus=0.25 one torch thread; the reference and learner ranks set their own."""
+    import os
+
+    import ray
+
+    _, learners, _, _, reference, _ = groups
+    cores = os.cpu_count()
+    assert ray.get(reference.worker.__ray_call__.remote(lambda self: torch.get_num_threads())) == cores
+    ranks = ray.get([r.__ray_call__.remote(lambda self: torch.get_num_threads()) for r in learners.ranks])
+    assert ranks == [max(1, cores // 2)] * 2  # world_size 2 on this machine share its cores

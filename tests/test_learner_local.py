@@ -85,3 +85,16 @@ def test_critic_group_trains_values_towards_returns(local_model):
         assert error(after) < error(before)
     finally:
         critic.shutdown()
+
+
+def test_set_threads_defaults_to_the_cores_over_the_sharers():
+    import os
+
+    from actors.models import set_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(3) == 3 and torch.get_num_threads() == 3
+        assert set_threads(0, sharers=2) == max(1, os.cpu_count() // 2) == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
