@@ -27,7 +27,7 @@ import torch.distributed as dist
 
 from actors.models import set_threads
 from algorithms.base import LearnerSpec
-from rlcore.batch import RolloutBatch, group_runs
+from rlcore.batch import RolloutBatch, group_runs, micro_batches
 from rlcore.config import Config
 
 
@@ -99,8 +99,7 @@ class LearnerRank:
 
     # ---- forward and update ---------------------------------------------------------------
     def micro_batches(self, batch: RolloutBatch):
-        mb = self.settings.micro_batch_size
-        return (batch.select(range(s, min(s + mb, len(batch)))) for s in range(0, len(batch), mb))
+        return micro_batches(batch, self.settings.micro_batch_size)
 
     @torch.no_grad()
     def forward(self, batch: RolloutBatch, output: str) -> torch.Tensor:

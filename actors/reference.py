@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from actors.models import CausalLM, set_threads
-from rlcore.batch import RolloutBatch
+from rlcore.batch import RolloutBatch, micro_batches
 from rlcore.config import Config
 
 
@@ -20,7 +20,6 @@ class ReferenceWorker:
     @torch.no_grad()
     def logprobs(self, batch: RolloutBatch) -> torch.Tensor:
         """[B, T] reference log-probs of the response tokens, 0 on padding."""
-        parts = [self.kind.forward(self.model, batch.select(range(start, min(start + self.micro_batch_size, len(batch)))),
-                                   ("logprobs",))["logprobs"].cpu()
-                 for start in range(0, len(batch), self.micro_batch_size)]
+        parts = [self.kind.forward(self.model, micro, ("logprobs",))["logprobs"].cpu()
+                 for micro in micro_batches(batch, self.micro_batch_size)]
         return torch.cat(parts) * batch.response_mask

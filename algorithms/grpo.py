@@ -61,7 +61,7 @@ class GRPO(AlgorithmBase):
 
     @classmethod
     def validate(cls, cfg: Config, o: GRPOOptions) -> None:
-        o.check(kl_needs_reference=True, reference_enabled=cfg.reference.enabled)
+        o.check(reference_enabled=cfg.reference.enabled)
         if o.advantage not in ADVANTAGES:
             raise ConfigError(f"algorithm.advantage='{o.advantage}' is not one of {', '.join(ADVANTAGES)}")
         if o.ratio not in RATIOS:

@@ -33,7 +33,7 @@ class PolicyOptions:
     entropy_coef: float = 0.0
     """Entropy bonus: subtracts this times the aggregated entropy from the loss."""
 
-    def check(self, kl_needs_reference: bool, reference_enabled: bool) -> None:
+    def check(self, reference_enabled: bool) -> None:
         """One-line ``ConfigError`` for an option out of range (keys under ``algorithm``)."""
         if self.kl_kind not in KL_KINDS:
             raise ConfigError(f"algorithm.kl_kind='{self.kl_kind}' is not one of {', '.join(KL_KINDS)}")
@@ -41,7 +41,7 @@ class PolicyOptions:
             raise ConfigError(f"algorithm.loss_agg='{self.loss_agg}' is not one of {', '.join(LOSS_AGG_MODES)}")
         if self.kl_coef < 0:
             raise ConfigError(f"algorithm.kl_coef={self.kl_coef} must be >= 0")
-        if kl_needs_reference and self.kl_coef > 0 and not reference_enabled:
+        if self.kl_coef > 0 and not reference_enabled:
             raise ConfigError(f"algorithm.kl_coef={self.kl_coef} needs reference.enabled=true "
                               "(or set algorithm.kl_coef=0)")
         if self.dual_clip is not None and self.dual_clip <= 1:

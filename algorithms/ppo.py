@@ -79,7 +79,7 @@ class PPO(AlgorithmBase):
 
     @classmethod
     def validate(cls, cfg: Config, o: PPOOptions) -> None:
-        o.check(kl_needs_reference=True, reference_enabled=cfg.reference.enabled)
+        o.check(reference_enabled=cfg.reference.enabled)
         validate_learner(o.critic, "algorithm.critic")
         if cfg.rollout.temperature <= 0:
             raise ConfigError(f"rollout.temperature={cfg.rollout.temperature}: PPO needs sampling, use a value > 0")

@@ -24,7 +24,7 @@ from launch.sources import SOURCES
 from rewards.api import RewardTerm, check_reward
 from rewards.registry import REWARDS, TRANSFORMS
 from rlcore.assets import resolve
-from rlcore.config import Config, ConfigError, load_config, validate_learner
+from rlcore.config import Config, ConfigError, load_config, single_line, validate_learner
 from rlcore.data import check_prompt_lengths
 from rlcore.plugins import options_class, parse_options
 
@@ -115,7 +115,7 @@ def data_transforms(cfg: Config) -> list[Any]:
         try:
             transforms.append(cls(**kwargs))
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"data.transforms[{i}]: {' '.join(str(exc).split())}") from None
+            raise ConfigError(f"data.transforms[{i}]: {single_line(str(exc))}") from None
     return transforms
 
 

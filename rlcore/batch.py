@@ -131,6 +131,11 @@ class RolloutBatch:
         return RolloutBatch(**out)
 
 
+def micro_batches(batch: RolloutBatch, size: int):
+    """Consecutive parts of at most ``size`` samples, in order (the last may be smaller)."""
+    return (batch.select(range(start, min(start + size, len(batch)))) for start in range(0, len(batch), size))
+
+
 def take(value, idx: torch.Tensor, items: list[int]):
     """The rows ``idx`` of one field's value (a tensor, a dict of tensors, a list, or None)."""
     if value is None:

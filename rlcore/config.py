@@ -219,16 +219,22 @@ def _one_line(exc: OmegaConfBaseException) -> str:
     key = getattr(exc, "full_key", None)
     if isinstance(exc, ConfigKeyError) and key:
         parent = key.rsplit(".", 1)[0] if "." in key else ""
-        return f"unknown key '{key}'" + (f"; allowed under '{parent}': {_allowed_keys(parent)}" if parent else
-                                         f"; allowed sections: {_allowed_keys('')}")
+        return f"unknown key '{key}'" + (f"; allowed under '{parent}': {allowed_keys(Config, parent)}" if parent else
+                                         f"; allowed sections: {allowed_keys(Config, '')}")
     return f"{key}: {first}" if key else first
 
 
-def _allowed_keys(section: str) -> str:
-    node = OmegaConf.structured(Config)
+def allowed_keys(cls: type, section: str) -> str:
+    """The keys of the dataclass ``cls`` under the dotted ``section`` ('' for the top), comma-separated."""
+    node = OmegaConf.structured(cls)
     for part in filter(None, section.split(".")):
         node = node[int(part)] if isinstance(node, list) or part.isdigit() else node[part]
     return ", ".join(node.keys()) if hasattr(node, "keys") else "?"
+
+
+def single_line(text: str) -> str:
+    """``text`` with every run of whitespace, newlines included, as one space: config errors are one line."""
+    return " ".join(text.split())
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -242,7 +248,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             try:
                 loaded = OmegaConf.load(path)
             except Exception as exc:  # yaml's errors share no base class worth naming
-                problem = " ".join(str(exc).split())
+                problem = single_line(str(exc))
                 raise ConfigError(f"{path}: not a valid YAML config ({problem})") from None
             merged = OmegaConf.merge(merged, loaded)
         for item in overrides or []:

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from rlcore.config import ConfigError
+from rlcore.config import ConfigError, allowed_keys, single_line
 
 T = TypeVar("T")
 
@@ -78,7 +78,7 @@ def import_path(name: str, key: str) -> Any:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return single_line(str(exc)) or type(exc).__name__
 
 
 def options_class(plugin: Any) -> type | None:
@@ -102,7 +102,7 @@ def parse_options(cls: type[T] | None, values: dict[str, Any], where: str) -> T 
     except ConfigKeyError as exc:
         key = getattr(exc, "full_key", "") or str(exc).splitlines()[0]
         parent = key.rsplit(".", 1)[0] if "." in key else ""
-        allowed = _keys(cls, parent)
+        allowed = allowed_keys(cls, parent)
         inside = f"{where}.{parent}" if parent else where
         raise ConfigError(f"unknown key '{where}.{key}'; allowed under '{inside}': {allowed}") from None
     except OmegaConfBaseException as exc:
@@ -111,13 +111,6 @@ def parse_options(cls: type[T] | None, values: dict[str, Any], where: str) -> T 
         raise ConfigError(f"{where}.{key}: {first}" if key else f"{where}: {first}") from None
     except ValueError as exc:  # the options' own checks (``__post_init__``)
         raise ConfigError(f"{where}: {_one_line(exc)}") from None
-
-
-def _keys(cls: type, section: str) -> str:
-    node = OmegaConf.structured(cls)
-    for part in filter(None, section.split(".")):
-        node = node[part]
-    return ", ".join(node.keys()) if hasattr(node, "keys") else "?"
 
 
 def field_docs(cls: type) -> list[tuple[str, str, str, str]]:
