@@ -10,7 +10,7 @@ and PPO's critic are both such groups. The same class runs under Ray
 Each rank gets an equal, contiguous slice of the batch; FSDP averages the
 gradients. Mini-batches are made of whole groups (all samples of one prompt, or
 one chosen/rejected pair), shuffled at the group level with a seed of (run
-seed, rank, step), so a resumed run shuffles as the uninterrupted one did.
+seed, group name, rank, step), so a resumed run shuffles as the uninterrupted one did.
 Loss aggregation is per rank and per micro-batch (verl does the same).
 """
 

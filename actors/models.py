@@ -4,7 +4,7 @@ An algorithm names a kind per learner group (``LearnerSpec.model``); a new kind
 is a new class registered here, or named by import path. A kind is built with
 the run's config and has
 
-* ``build(path, dtype, device) -> torch.nn.Module`` (a Hugging Face model with
+* ``build(path, device) -> torch.nn.Module``, in ``model.dtype`` (a Hugging Face model with
   ``.model.layers``, which FSDP shards one by one),
 * ``forward(model, batch, wanted) -> {name: [B, T] tensor}`` for the response
   tokens of ``batch`` (its ``prompt_ids``, ``response_ids``, ``response_mask``),
