@@ -1,7 +1,9 @@
 """Ray actor groups: each wraps one role class and spreads work over its actors.
 
 The driver talks to these groups only; each method sends work to every actor
-of the group at once and waits for all of them. Roles that read a step's batch
+of the group at once and waits for all of them. Constructing a group starts
+its actors without waiting: ``ready`` holds what to wait on, so that every
+role of a run starts at the same time (``wait_ready``). Roles that read a step's batch
 (the reference, the learner groups) get it through a ``Shipment``: each field
 they need is put in Ray's object store once per step and slice, and never the
 texts, which only the reward workers read.
@@ -9,6 +11,7 @@ texts, which only the reward workers read.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import ray
@@ -78,6 +81,11 @@ def remote(cls: type, **resources):
     return ray.remote(**resources)(Role)
 
 
+def wait_ready(groups: list) -> None:
+    """Wait until every actor of ``groups`` has started (and, for a learner group, formed its process group)."""
+    ray.get([ref for group in groups for ref in group.ready])
+
+
 def _run_sliced(actors: list, shipment: Shipment, fields: tuple[str, ...], method: str, **kwargs) -> list:
     names, refs = shipment.slices(fields, len(actors))
     return ray.get([actor.run.remote(method, names, *part, **kwargs) for actor, part in zip(actors, refs)])
@@ -90,7 +98,7 @@ class RolloutGroup:
         rc = cfg.rollout
         actor = ray.remote(num_cpus=rc.num_cpus, num_gpus=rc.num_gpus)(RolloutWorker)
         self.workers = [actor.remote(model_path, rc, seed=cfg.trainer.seed + i) for i in range(rc.num_workers)]
-        ray.get([w.get_version.remote() for w in self.workers])  # wait until every engine is up
+        self.ready = [w.get_version.remote() for w in self.workers]  # every engine up
 
     def generate(self, prompts: list[PromptRow], n: int, seed: int | None = None, greedy: bool = False) -> RolloutBatch:
         """``n`` samples per prompt, in prompt order; the worker taking prompts ``a:b`` samples with seed ``seed + a``."""
@@ -165,7 +173,8 @@ class RewardGroup:
 
     def __init__(self, terms: list[RewardTerm]):
         self.pools = [RewardPool(term) for term in terms]
-        ray.get([w.ready.remote() for pool in self.pools for w in pool.workers])  # fail early on a bad reward
+        self.lock = threading.Lock()  # a pipelined run scores from the collect thread and evaluates from the main one
+        self.ready = [w.ready.remote() for pool in self.pools for w in pool.workers]  # fails early on a bad reward
 
     def score(self, batch: RolloutBatch) -> dict[str, float]:
         """Fill ``batch.scores`` (weighted sum) and ``batch.reward_terms``; returns fault metrics.
@@ -173,6 +182,10 @@ class RewardGroup:
         A failed sample gets its term's ``failure_score``. The first traceback of
         each failing term is printed once per call.
         """
+        with self.lock:
+            return self._score(batch)
+
+    def _score(self, batch: RolloutBatch) -> dict[str, float]:
         samples = [RewardSample(p, r, ids, a, m) for p, r, ids, a, m in
                    zip(batch.prompts, batch.responses, batch.response_ids, batch.answers, batch.metadata)]
         pending = [pool.submit(samples) for pool in self.pools]  # every term at once
@@ -201,6 +214,7 @@ class ReferenceGroup:
     def __init__(self, cfg: Config, model_path: str):
         rc = cfg.reference
         self.worker = remote(ReferenceWorker, num_cpus=rc.num_cpus, num_gpus=rc.num_gpus).remote(cfg, model_path)
+        self.ready = [self.worker.__ray_ready__.remote()]
 
     def logprobs(self, shipment: Shipment) -> torch.Tensor:
         return _run_sliced([self.worker], shipment, TOKEN_FIELDS, "logprobs")[0]
@@ -215,19 +229,21 @@ class LearnerGroup:
         actor = remote(LearnerRank, num_cpus=s.num_cpus, num_gpus=s.num_gpus)
         self.ranks = [actor.remote(cfg, algorithm, name, spec, model_cls, rank, s.world_size)
                       for rank in range(s.world_size)]
-        addr, port = ray.get(self.ranks[0].address.remote())
-        ray.get([r.setup.remote(addr, port) for r in self.ranks])
+        address = self.ranks[0].address.remote()  # rank 0 hosts the group; Ray passes the result on
+        self.ready = [r.setup.remote(address) for r in self.ranks]
 
     def forward(self, shipment: Shipment, output: str) -> torch.Tensor:
         """[B, T] model output ``output`` under the current weights, each rank on an equal slice."""
         return torch.cat(_run_sliced(self.ranks, shipment, TOKEN_FIELDS, "forward", output=output))
 
     def train_step(self, shipment: Shipment, step: int, state: dict) -> dict[str, float]:
-        """One update on the batch; the ranks' metrics averaged, as ``<group>/<metric>``, with the group's throughput."""
+        """One update on the batch; the ranks' metrics (averaged, ``*_max`` the largest) as ``<group>/<metric>``,
+        with the group's throughput."""
         start = time.perf_counter()
         results = _run_sliced(self.ranks, shipment, TRAIN_FIELDS, "train_step", step=step, state=state)
         tokens = shipment.batch.num_response_tokens * self.spec.settings.epochs
-        metrics = {f"{self.name}/{k}": sum(m[k] for m in results) / len(results) for k in results[0]}
+        metrics = {f"{self.name}/{k}": max(m[k] for m in results) if k.endswith("_max") else
+                   sum(m[k] for m in results) / len(results) for k in results[0]}
         metrics[f"throughput/{self.name}_tokens_per_s"] = tokens / max(time.perf_counter() - start, 1e-9)
         return metrics
 

@@ -29,6 +29,7 @@ from actors.models import set_threads
 from algorithms.base import LearnerSpec
 from rlcore.batch import RolloutBatch, group_runs, micro_batches
 from rlcore.config import Config
+from rlcore.functional import logprob_gap
 
 
 def free_address() -> tuple[str, int]:
@@ -68,9 +69,11 @@ class LearnerRank:
     def address(self) -> tuple[str, int]:
         return free_address()
 
-    def setup(self, master_addr: str, master_port: int) -> None:
-        """Join the process group, then build the sharded model and optimizer."""
+    def setup(self, address: tuple[str, int]) -> None:
+        """Join the process group hosted at ``address`` (rank 0's), then build the sharded model and optimizer."""
         from torch.distributed.fsdp import fully_shard
+
+        master_addr, master_port = address
 
         backend = self.settings.backend
         if backend == "auto":
@@ -94,7 +97,7 @@ class LearnerRank:
     def from_env(cls, cfg: Config, algorithm: Any, name: str, spec: LearnerSpec, model_cls: type) -> LearnerRank:
         """Under torchrun: rank, world size and the master address come from the environment."""
         worker = cls(cfg, algorithm, name, spec, model_cls, int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
-        worker.setup(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]))
+        worker.setup((os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])))
         return worker
 
     # ---- forward and update ---------------------------------------------------------------
@@ -112,6 +115,8 @@ class LearnerRank:
         """``epochs`` passes over shuffled mini-batches of whole groups with the algorithm's loss; metrics averaged.
 
         ``state`` is the driver-side algorithm's ``state_dict()``: the loss sees what the driver sees.
+        When the batch carries the sampler's log-probs, ``rollout_gap/…`` compares them with this
+        rank's log-probs before its first optimizer step (``rlcore.functional.logprob_gap``).
         """
         self.algorithm.load_state_dict(state)
         loss_fn = getattr(self.algorithm, self.spec.loss)
@@ -121,13 +126,18 @@ class LearnerRank:
         rng = random.Random(f"{self.cfg.trainer.seed}/{self.name}/{self.rank}/{step}")
         sums: dict[str, float] = {}
         count, grad_norms = 0, []
+        before_update = []  # (log-probs, the sampler's, mask) of the micro-batches before the first optimizer step
         for _ in range(s.epochs):
             order = shuffled_groups(batch.group_ids, rng)
             for m0 in range(0, len(batch), mini):
                 minibatch = batch.select(order[m0:m0 + mini])
                 for micro in self.micro_batches(minibatch):
                     micro = _to_device(micro, self.device)
-                    loss, metrics = loss_fn(self.kind.forward(self.model, micro), micro)
+                    outputs = self.kind.forward(self.model, micro)
+                    loss, metrics = loss_fn(outputs, micro)
+                    if not grad_norms and "logprobs" in outputs and micro.rollout_logprobs is not None:
+                        before_update.append((outputs["logprobs"].detach(), micro.rollout_logprobs,
+                                              micro.response_mask))
                     (loss * len(micro) / len(minibatch)).backward()
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
@@ -142,6 +152,9 @@ class LearnerRank:
         out = {k: v / count for k, v in sums.items()}
         out["grad_norm"] = sum(grad_norms) / len(grad_norms)
         out["lr"] = self.scheduler.get_last_lr()[0]
+        if before_update:  # the same weights the samples should have come from: any gap is the sampler's
+            gap = logprob_gap(*(torch.cat(parts) for parts in zip(*before_update)))
+            out.update({f"rollout_gap/{k}": v for k, v in gap.items()})
         return out
 
     # ---- weights out ----------------------------------------------------------------------

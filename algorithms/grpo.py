@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from algorithms.advantages import group_advantages, reinforce_pp_returns, rloo_advantages, zero_variance_groups
-from algorithms.base import AlgorithmBase, Outputs
-from algorithms.policy import PolicyOptions, policy_objective
+from algorithms.base import Outputs
+from algorithms.policy import PolicyAlgorithm, PolicyOptions
 from algorithms.shaping import overlong_penalty
 from rlcore.config import ConfigError
 
@@ -52,7 +52,7 @@ class GRPOOptions(PolicyOptions):
     """Most generation rounds per step under dynamic sampling; a batch still short after them is topped up with dropped groups (counted in sampling/filled_groups)."""
 
 
-class GRPO(AlgorithmBase):
+class GRPO(PolicyAlgorithm):
     """GRPO and its family (Dr.GRPO, DAPO, GSPO, RLOO, REINFORCE++): group-relative advantages on the policy's own samples, a clipped policy loss, KL to the reference in the loss."""
 
     name: ClassVar[str] = "grpo"
@@ -61,7 +61,7 @@ class GRPO(AlgorithmBase):
 
     @classmethod
     def validate(cls, cfg: Config, o: GRPOOptions) -> None:
-        o.check(reference_enabled=cfg.reference.enabled)
+        super().validate(cfg, o)
         if o.advantage not in ADVANTAGES:
             raise ConfigError(f"algorithm.advantage='{o.advantage}' is not one of {', '.join(ADVANTAGES)}")
         if o.ratio not in RATIOS:
@@ -113,4 +113,4 @@ class GRPO(AlgorithmBase):
 
     # ---- learner side ----------------------------------------------------------------------
     def loss(self, outputs: Outputs, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        return policy_objective(self.options, outputs, batch, sequence_ratio=self.options.ratio == "sequence")
+        return self.policy_objective(outputs, batch, sequence_ratio=self.options.ratio == "sequence")

@@ -38,6 +38,7 @@ def policy_loss(
     clip_high: float = 0.2,
     dual_clip: float | None = None,
     agg: str = "token-mean",
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO clipped surrogate with clip-higher and optional dual clip.
 
@@ -49,6 +50,9 @@ def policy_loss(
     The dual clip bounds the loss when A < 0 and r is huge (stale off-policy
     tokens), which the plain PPO max() leaves unbounded. verl always applies it
     (c=3); here it is opt-in.
+
+    ``weights`` (``[B, T]``, no gradient), when given, multiply each token's
+    loss after the clipping: the off-policy correction (``truncated_is_weights``).
 
     Shapes: ``logprobs``/``old_logprobs``/``mask`` ``[B, T]``; ``advantages`` ``[B]`` or ``[B, T]``.
     Metrics: ``clip_frac`` (share of masked tokens where the clipped branch is
@@ -78,6 +82,8 @@ def policy_loss(
                 (torch.gt(losses, lower_bound) & negative).float(), mask
             ).item()
         losses = torch.where(negative, torch.minimum(losses, lower_bound), losses)
+    if weights is not None:
+        losses = losses * weights
 
     return aggregate_loss(losses, mask, agg), metrics
 
@@ -170,6 +176,7 @@ def gspo_policy_loss(
     clip_low: float = 3e-4,
     clip_high: float = 4e-4,
     agg: str = "seq-mean-token-mean",
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """GSPO clipped surrogate on the sequence-level ratio (Zheng et al. 2025, arXiv:2507.18071).
 
@@ -180,7 +187,7 @@ def gspo_policy_loss(
     A_i * grad s_i. The log ratio is clamped at 10 as verl does.
 
     Defaults ``clip_low=3e-4, clip_high=4e-4`` are the paper's; sequence ratios
-    sit much closer to 1 than token ratios, hence the tiny range.
+    sit much closer to 1 than token ratios, hence the tiny range. ``weights`` as in ``policy_loss``.
     Metrics: ``clip_frac`` and ``approx_kl`` (token-level, as in verl).
     """
     adv = _token_advantages(advantages, logprobs)  # [B, T] or [B, 1]
@@ -191,6 +198,8 @@ def gspo_policy_loss(
     unclipped = -adv * ratio  # [B, T]
     clipped = -adv * torch.clamp(ratio, 1 - clip_low, 1 + clip_high)  # [B, T]
     losses = torch.maximum(unclipped, clipped)  # [B, T]
+    if weights is not None:
+        losses = losses * weights
     with torch.no_grad():
         metrics = {
             "clip_frac": masked_mean(torch.gt(clipped, unclipped).float(), mask).item(),

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, ClassVar, Optional
 import torch
 
 from algorithms.advantages import gae
-from algorithms.base import AlgorithmBase, LearnerSpec, Outputs
+from algorithms.base import LearnerSpec, Outputs
 from algorithms.losses import value_loss
-from algorithms.policy import PolicyOptions, policy_objective
+from algorithms.policy import PolicyAlgorithm, PolicyOptions
 from rlcore.config import ConfigError, LearnerConfig, validate_learner
 from rlcore.functional import kl_penalty, masked_mean, masked_whiten
 
@@ -66,7 +66,7 @@ class PPOOptions(PolicyOptions):
     """Initial weights of the critic (a Hugging Face folder of the same architecture). None: the policy's weights, with a new value head."""
 
 
-class PPO(AlgorithmBase):
+class PPO(PolicyAlgorithm):
     """PPO with a critic: GAE over a value model (its own learner group, ``critic``), KL-penalised token rewards, clipped policy and value losses."""
 
     name: ClassVar[str] = "ppo"
@@ -79,7 +79,7 @@ class PPO(AlgorithmBase):
 
     @classmethod
     def validate(cls, cfg: Config, o: PPOOptions) -> None:
-        o.check(reference_enabled=cfg.reference.enabled)
+        super().validate(cfg, o)
         validate_learner(o.critic, "algorithm.critic")
         if cfg.rollout.temperature <= 0:
             raise ConfigError(f"rollout.temperature={cfg.rollout.temperature}: PPO needs sampling, use a value > 0")
@@ -110,7 +110,7 @@ class PPO(AlgorithmBase):
         return metrics
 
     def loss(self, outputs: Outputs, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
-        return policy_objective(self.options, outputs, batch, kl_in_loss=False)  # the KL is in the rewards
+        return self.policy_objective(outputs, batch, kl_in_loss=False)  # the KL is in the rewards
 
     def critic_loss(self, outputs: Outputs, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
         """Clipped value regression onto ``batch.returns`` (``batch.values`` are the old values)."""

@@ -5,8 +5,12 @@ A source is a class with
 * ``load(cfg, files) -> rows`` (classmethod), before any actor starts: read and
   validate its data (errors name the file and row);
 * ``__init__(cfg, algorithm, roles, rows, eval_rows)``: ``roles`` holds the
-  built parts it may use (reward terms, learner groups, the reference);
-* ``collect(step) -> Collected``: the step's batch and the source's own stats;
+  built parts it may use (reward terms, learner groups, the reference); it
+  starts its own actors without waiting and lists in ``ready`` what to wait
+  on (``actors.groups.wait_ready``), so they start alongside the other roles;
+* ``collect(step) -> Collected``: the step's batch and the source's own stats.
+  With ``rollout.max_staleness > 0`` it runs in a thread of its own, for steps
+  ahead of the learners, while the main thread calls ``sync`` and ``evaluate``;
 * ``evaluate() -> metrics`` and ``sync(actor, version)``: take the policy's new
   weights.
 
@@ -102,6 +106,7 @@ class RolloutSource:
         self.eval_rows = eval_rows[: cfg.data.max_eval_prompts]
         self.rewards = RewardGroup(roles.reward_terms)
         self.rollout = RolloutGroup(cfg, cfg.model.path)
+        self.ready = self.rollout.ready + self.rewards.ready
 
     @classmethod
     def load(cls, cfg: Config, files: list[str]) -> list[PromptRow]:
@@ -174,6 +179,7 @@ class PreferenceSource:
         # Evaluation runs on the learners' equal slices: keep a multiple of learner.world_size pairs.
         usable = len(eval_rows[: cfg.data.max_eval_prompts]) // cfg.learner.world_size * cfg.learner.world_size
         self.eval_batch = Shipment(self.pairs(eval_rows[:usable])) if usable else None
+        self.ready = []  # no actors of its own
 
     @classmethod
     def load(cls, cfg: Config, files: list[str]) -> list[PreferenceRow]:

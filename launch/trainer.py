@@ -1,12 +1,15 @@
 """The driver: moves batches between the roles, step after step.
 
     for each step:
-        batch    <- the source (the policy's scored samples, or preference pairs)
-        ref lp   <- the reference worker
+        batch    <- the source (the policy's scored samples, or preference pairs)       collect
+        ref lp   <- the reference worker                                                  learn
         provides <- each learner group, under the weights before the update (old log-probs, values)
         adv      <- the algorithm
         update   <- each learner group the algorithm trains this step, in order
         weights  -> the source's rollout workers, tagged with the new version
+
+With ``rollout.max_staleness = k > 0`` the collect half of the next k steps
+runs while the learn half of this one does (``launch.collector``).
 
 It receives built parts (``launch/build.py``), knows no algorithm, source or
 reward by name, and merges the metric dictionaries the parts return.
@@ -14,11 +17,13 @@ reward by name, and merges the metric dictionaries the parts return.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from actors.groups import LearnerGroup, ReferenceGroup, Shipment
+from actors.groups import LearnerGroup, ReferenceGroup, Shipment, wait_ready
 from launch.build import Data, Plan
 from launch.checkpoints import Checkpoints
+from launch.collector import Collector, staleness
 from launch.sources import Collected, Roles, timed
 from rlcore.config import to_yaml
 from rlcore.metrics import MetricsLogger
@@ -33,64 +38,78 @@ class Trainer:
         self.out = Path(self.cfg.trainer.output_dir).expanduser().resolve()
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(to_yaml(self.cfg))
-        # Learners first: their process groups must form while the CPUs are still quiet.
+        # Every role starts at once (vLLM engines, learner groups, reference, reward workers), then we wait for all.
+        start = time.perf_counter()
         self.learners = {name: LearnerGroup(self.cfg, plan.algorithm, name, g.spec, g.model)
                          for name, g in plan.learners.items()}
         self.reference = ReferenceGroup(self.cfg, self.cfg.model.path) if self.cfg.reference.enabled else None
         roles = Roles(plan.reward_terms, self.learners, self.reference)
         self.source = plan.source(self.cfg, plan.algorithm, roles, data.train, data.eval)
+        wait_ready([*self.learners.values(), *([self.reference] if self.reference else []), self.source])
+        self.startup_s = time.perf_counter() - start
+        print(f"roles ready in {self.startup_s:.1f}s", flush=True)
         self.checkpoints = Checkpoints(self.out / "checkpoints", self.learners, self.cfg.trainer.keep_checkpoints)
         self.version = 0
         self.logger = MetricsLogger(self.out, self.cfg.trainer.total_steps, self.cfg.trainer.tensorboard)
 
     def fit(self) -> Path | None:
         tc = self.cfg.trainer
-        step = self.resume() if tc.resume else 0
-        if step == 0 and _due(0, tc.eval_every):
+        first = self.resume() + 1 if tc.resume else 1
+        if first == 1 and _due(0, tc.eval_every):
             self.logger.log(0, self.evaluate())
-        for step in range(step + 1, tc.total_steps + 1):
-            metrics, collected = self.train_step(step)
-            last = step == tc.total_steps
-            if _due(step, tc.eval_every) or (last and tc.eval_every):
-                metrics.update(self.evaluate())
-            self.logger.log(step, metrics)
-            self.logger.log_samples(step, collected.summary())
-            if _due(step, tc.save_every) or last:
-                self.checkpoints.save(step, {"policy_version": self.version, "algorithm": self.algorithm.state_dict()})
+        collector = Collector(self.source, self.cfg.rollout.max_staleness, tc.total_steps)
+        collector.start(first)
+        try:
+            for step in range(first, tc.total_steps + 1):
+                start = time.perf_counter()
+                collected = collector.take(step)
+                metrics = {"time/collect_wait": time.perf_counter() - start, **self.learn(step, collected)}
+                collector.synced(step)
+                metrics["time/step"] = time.perf_counter() - start
+                metrics["throughput/tokens_per_s"] = collected.batch.num_response_tokens / metrics["time/step"]
+                if step == first:
+                    metrics["time/startup"] = self.startup_s
+                last = step == tc.total_steps
+                if _due(step, tc.eval_every) or (last and tc.eval_every):
+                    metrics.update(self.evaluate())
+                self.logger.log(step, metrics)
+                self.logger.log_samples(step, collected.summary())
+                if _due(step, tc.save_every) or last:
+                    self.checkpoints.save(step, {"policy_version": self.version,
+                                                 "algorithm": self.algorithm.state_dict()})
+        finally:
+            collector.close()
         self.logger.close()
         if not tc.export:
             return None
         self.learners[POLICY].export(str(self.out / "final"))
         return self.out / "final"
 
-    def train_step(self, step: int) -> tuple[dict[str, float], Collected]:
+    def learn(self, step: int, collected: Collected) -> dict[str, float]:
+        """The learn half of a step: reference and pre-update passes, advantages, updates, weights to the rollout."""
         timings: dict[str, float] = {}
-        metrics: dict[str, float] = {}
-        with timed(timings, "time/step"):
-            collected = self.source.collect(step)
-            batch = collected.batch
-            shipment = Shipment(batch)  # each field goes to the object store once, read by every role
-            if self.reference is not None:
-                with timed(timings, "time/reference"):
-                    batch.ref_logprobs = self.reference.logprobs(shipment)
-            for name, group in self.learners.items():
+        batch = collected.batch
+        metrics = staleness(batch.policy_version, self.version, self.cfg.rollout.max_staleness, step)
+        shipment = Shipment(batch)  # each field goes to the object store once, read by every role
+        if self.reference is not None:
+            with timed(timings, "time/reference"):
+                batch.ref_logprobs = self.reference.logprobs(shipment)
+        for name, group in self.learners.items():
+            with timed(timings, f"time/{name}"):
+                for key, output in group.spec.provides.items():
+                    setattr(batch, key, group.forward(shipment, output))
+        advantage_metrics = self.algorithm.compute_advantages(batch) or {}
+        metrics.update({f"algorithm/{k}": v for k, v in advantage_metrics.items()})
+        state = self.algorithm.state_dict()  # the driver-side state the losses see
+        for name, group in self.learners.items():
+            if self.algorithm.trains(name, step):
                 with timed(timings, f"time/{name}"):
-                    for key, output in group.spec.provides.items():
-                        setattr(batch, key, group.forward(shipment, output))
-            advantage_metrics = self.algorithm.compute_advantages(batch) or {}
-            metrics.update({f"algorithm/{k}": v for k, v in advantage_metrics.items()})
-            state = self.algorithm.state_dict()  # the driver-side state the losses see
-            for name, group in self.learners.items():
-                if self.algorithm.trains(name, step):
-                    with timed(timings, f"time/{name}"):
-                        metrics.update(group.train_step(shipment, step, state))
-            if self.algorithm.trains(POLICY, step):
-                with timed(timings, "time/weight_sync"):
-                    self.version += 1
-                    self.source.sync(self.learners[POLICY], self.version)
-        throughput = batch.num_response_tokens / timings["time/step"]
-        return {**collected.stats, **metrics, **timings, "throughput/tokens_per_s": throughput,
-                "policy_version": self.version}, collected
+                    metrics.update(group.train_step(shipment, step, state))
+        if self.algorithm.trains(POLICY, step):
+            with timed(timings, "time/weight_sync"):
+                self.version += 1
+                self.source.sync(self.learners[POLICY], self.version)
+        return {**collected.stats, **metrics, **timings, "policy_version": self.version}
 
     def evaluate(self) -> dict[str, float]:
         timings: dict[str, float] = {}

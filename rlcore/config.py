@@ -89,6 +89,8 @@ class RolloutConfig:
     """Longest prompt + response vLLM accepts (None: the model's own limit)."""
     enforce_eager: bool = True
     """Skip CUDA-graph capture / compilation: faster start, slower steady state."""
+    max_staleness: int = 0
+    """Pipelining: rollout for the next k steps runs while the learners update, with the newest weights the rollout workers have; a sample more than k policy versions behind the policy it trains is never trained on. 0: strictly on-policy, rollout and update take turns."""
     num_cpus: float = 0.25
     """Ray CPUs per rollout actor (fractional: several roles share few cores)."""
     num_gpus: float = 0.0
@@ -300,6 +302,7 @@ def validate(cfg: Config) -> None:
     validate_learner(cfg.learner, "learner")
     _check(cfg.rollout.temperature >= 0, f"rollout.temperature={cfg.rollout.temperature} must be >= 0")
     _check(0 < cfg.rollout.top_p <= 1, f"rollout.top_p={cfg.rollout.top_p} must be in (0, 1]")
+    _check(cfg.rollout.max_staleness >= 0, f"rollout.max_staleness={cfg.rollout.max_staleness} must be >= 0")
     for key, value in (("model.dtype", cfg.model.dtype), ("rollout.dtype", cfg.rollout.dtype)):
         _check(value in DTYPES, f"{key}='{value}' is not one of {', '.join(DTYPES)}")
     _check(cfg.data.prompts_per_step >= cfg.rollout.num_workers,

@@ -19,13 +19,16 @@ __all__ = [
     "KL_KINDS",
     "LOSS_AGG_MODES",
     "aggregate_loss",
+    "IS_LEVELS",
     "entropy_from_logits",
     "kl_penalty",
+    "logprob_gap",
     "logprobs_from_logits",
     "masked_mean",
     "masked_sum",
     "masked_var",
     "masked_whiten",
+    "truncated_is_weights",
 ]
 
 LOSS_AGG_MODES: tuple[str, ...] = (
@@ -36,6 +39,7 @@ LOSS_AGG_MODES: tuple[str, ...] = (
 )
 
 KL_KINDS: tuple[str, ...] = ("k1", "k2", "k3", "abs")
+IS_LEVELS: tuple[str, ...] = ("token", "sequence")
 # verl's config names for the same estimators, accepted so verl configs port as-is.
 _KL_ALIASES = {"kl": "k1", "mse": "k2", "low_var_kl": "k3"}
 
@@ -197,3 +201,52 @@ def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch
         logits = logits / temperature
     probs = torch.softmax(logits, dim=-1)  # [B, T, V]
     return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(dim=-1)  # [B, T]
+
+
+def truncated_is_weights(
+    logprobs: torch.Tensor, rollout_logprobs: torch.Tensor, mask: torch.Tensor, level: str, cap: float
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Truncated importance-sampling weights of the learner's policy against the sampler's, ``[B, T]``, no gradient.
+
+    With d = lp - lp_rollout (the log ratio of the policy the loss corrects
+    towards over the one that generated the tokens):
+
+    * ``token``: w[i, t] = min(exp(d[i, t]), cap)            (verl's token TIS)
+    * ``sequence``: w[i, :] = min(exp(sum_t d[i, t]), cap)   (one weight per sample)
+
+    The log ratio is clamped to [-20, 20] before ``exp``; padding gets weight 0.
+    Metrics: ``mean_weight`` (over response tokens, after the cap) and
+    ``clipped_frac`` (share of response tokens whose weight the cap lowered).
+    """
+    if level not in IS_LEVELS:
+        raise ValueError(f"unknown importance-sampling level {level!r}; expected one of {IS_LEVELS}")
+    m = _as_mask(mask, logprobs)
+    with torch.no_grad():
+        d = torch.where(m.bool(), logprobs - rollout_logprobs, torch.zeros_like(m))  # [B, T]
+        if level == "sequence":
+            d = d.sum(-1, keepdim=True).expand_as(m)  # [B, T]: the sequence's log ratio on each of its tokens
+        raw = torch.exp(torch.clamp(d, min=-20.0, max=20.0))  # [B, T]
+        weights = torch.clamp(raw, max=cap) * m  # [B, T]
+        metrics = {"mean_weight": masked_mean(weights, m).item(),
+                   "clipped_frac": masked_mean((raw > cap).to(m.dtype), m).item()}
+    return weights, metrics
+
+
+def logprob_gap(logprobs: torch.Tensor, rollout_logprobs: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """How far the learner's log-probs of the sampled tokens are from the sampler's, over response tokens.
+
+    A gap that grows step after step is the sign of a broken weight sync.
+
+    * ``abs_diff_mean`` / ``abs_diff_max``: |lp - lp_rollout|.
+    * ``prob_diff_mean``: |p - p_rollout| (verl's ``rollout_probs_diff_mean``).
+    * ``prob_ratio_mean``: the token probability ratio p / p_rollout.
+    * ``token_mult_prob_error``: exp(|lp - lp_rollout|), whose mean is 1 for a perfect match (NeMo-RL's metric).
+    """
+    m = _as_mask(mask, logprobs)
+    with torch.no_grad():
+        d = torch.where(m.bool(), logprobs - rollout_logprobs, torch.zeros_like(logprobs))  # [B, T]
+        return {"abs_diff_mean": masked_mean(d.abs(), m).item(),
+                "abs_diff_max": d.abs().max().item() if d.numel() else 0.0,
+                "prob_diff_mean": masked_mean((logprobs.exp() - rollout_logprobs.exp()).abs(), m).item(),
+                "prob_ratio_mean": masked_mean(torch.exp(torch.clamp(d, -20.0, 20.0)), m).item(),
+                "token_mult_prob_error": masked_mean(torch.exp(torch.clamp(d.abs(), max=20.0)), m).item()}

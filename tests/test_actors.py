@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def groups(local_ray, local_model, arithmetic_files):
-    from actors.groups import LearnerGroup, ReferenceGroup, RewardGroup, RolloutGroup
+    from actors.groups import LearnerGroup, ReferenceGroup, RewardGroup, RolloutGroup, wait_ready
 
     # world_size 2: a real 2-rank gloo group with FSDP2 sharding.
     plan = configure(None, [f"model.path={local_model}", "learner.world_size=2", "learner.lr=1e-3",
@@ -22,6 +22,7 @@ def groups(local_ray, local_model, arithmetic_files):
     rollout = RolloutGroup(cfg, local_model)
     rewards = RewardGroup(plan.reward_terms)
     reference = ReferenceGroup(cfg, local_model)
+    wait_ready([learners, rollout, rewards, reference])  # all four start at once
     rows = load_prompts([arithmetic_files[0]])[:8]
     yield plan, learners, rollout, rewards, reference, rows
     learners.shutdown()

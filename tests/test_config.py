@@ -20,7 +20,8 @@ from rlcore.plugins import field_docs, options_class
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = sorted((REPO / "launch" / "configs").glob("*.yaml"))
-GRPO_KEYS = ("clip_low, clip_high, dual_clip, kl_coef, kl_kind, loss_agg, entropy_coef, norm_by_std, advantage, "
+GRPO_KEYS = ("clip_low, clip_high, dual_clip, kl_coef, kl_kind, loss_agg, entropy_coef, old_logprobs, "
+             "off_policy_correction, is_cap, norm_by_std, advantage, "
              "ratio, overlong_buffer, overlong_penalty, dynamic_sampling, max_sampling_rounds")
 
 

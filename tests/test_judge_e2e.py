@@ -26,13 +26,14 @@ def judged_by_transformers(model_path: str, prompts: list[str], max_new_tokens: 
 
 
 def test_judge_scores_a_batch_through_vllm(local_ray, local_model):
-    from actors.groups import RewardGroup
+    from actors.groups import RewardGroup, wait_ready
 
     # The tiny arithmetic model as a judge: asked "<response>+0=", it answers a number, read on [0, 60].
     terms = (f"[{{name: exact_match}}, {{name: judge, num_workers: 1, timeout_s: 300, args: {{model: '{local_model}', "
              "template: '{response}+0=', parse: number, low: 0, high: 60, max_tokens: 4, dtype: float32, "
              "failure_score: -1.0}}]")
     group = RewardGroup(configure(None, [f"reward.terms={terms}"]).reward_terms)
+    wait_ready([group])
     batch = make([[1]] * 4)
     batch.responses, batch.answers = ["12", "30", "7", "banana"], ["12", "30", "7", "1"]
     metrics = group.score(batch)

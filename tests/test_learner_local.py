@@ -30,16 +30,17 @@ def sampled_batch(model_path: str) -> RolloutBatch:
 
 def test_learner_and_reference_run_without_ray(local_model, tmp_path):
     plan = configure(None, [f"model.path={local_model}", "learner.lr=1e-3", "learner.mini_batch_size=8",
-                            "data.prompts_per_step=1", "learner.micro_batch_size=4"])
+                            "data.prompts_per_step=1", "learner.micro_batch_size=4", "algorithm.old_logprobs=recompute"])
     cfg, group = plan.cfg, plan.learners["actor"]
     assert type(plan.algorithm) is GRPO and group.model is CausalLM
+    assert group.spec.provides == {"old_logprobs": "logprobs"}
     batch = sampled_batch(local_model)
     reference = ReferenceWorker(cfg, local_model)
     batch.ref_logprobs = reference.logprobs(batch)
     plan.algorithm.compute_advantages(batch)
 
     learner = LearnerRank(cfg, plan.algorithm, "actor", group.spec, group.model, 0, 1)
-    learner.setup(*free_address())
+    learner.setup(free_address())
     try:
         before = learner.forward(batch, "logprobs")
         assert before.shape == batch.response_mask.shape
@@ -71,7 +72,7 @@ def test_critic_group_trains_values_towards_returns(local_model):
     assert group.model is ValueModel and group.spec.loss == "critic_loss"
     batch = sampled_batch(local_model)
     critic = LearnerRank(plan.cfg, plan.algorithm, "critic", group.spec, group.model, 0, 1)
-    critic.setup(*free_address())
+    critic.setup(free_address())
     try:
         before = critic.forward(batch, "values")
         assert before.shape == batch.response_mask.shape

@@ -17,9 +17,11 @@ def batch_of(responses, answers):
 
 
 def reward_group(terms: str):
-    from actors.groups import RewardGroup
+    from actors.groups import RewardGroup, wait_ready
 
-    return RewardGroup(configure(None, [f"reward.terms={terms}", "reward.accuracy_term=exact_match"]).reward_terms)
+    group = RewardGroup(configure(None, [f"reward.terms={terms}", "reward.accuracy_term=exact_match"]).reward_terms)
+    wait_ready([group])
+    return group
 
 
 def test_weighted_terms_named_parts_and_worker_pools(local_ray):
