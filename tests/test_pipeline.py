@@ -1,0 +1,176 @@
+"""The driver's collect/learn split (rollout.max_staleness), with in-process fakes for the roles.
+
+The fakes keep the timing real (threads, sleeps) and record what happened when:
+which policy version generated each batch, when each weight sync landed.
+The real roles run in tests/test_e2e.py.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+import torch
+
+import launch.trainer as trainer_module
+from launch.build import configure
+from launch.collector import staleness
+from launch.sources import Collected
+from launch.trainer import Trainer
+from rlcore.batch import RolloutBatch
+
+PROMPTS, N, WIDTH = 4, 2, 3
+
+
+class Events:
+    """What the fakes saw, in order, across threads."""
+
+    def __init__(self):
+        self.lock, self.log = threading.Lock(), []
+
+    def add(self, *event):
+        with self.lock:
+            self.log.append(event)
+
+
+class FakeSource:
+    """Stands in for the rollout source: batches tagged with the version the (fake) rollout workers hold."""
+
+    events: Events | None = None
+    delays: tuple[float, float] = (0.0, 0.0)
+
+    def __init__(self, cfg, algorithm, roles, rows, eval_rows):
+        self.version, self.ready = 0, []
+        self.rng = random.Random(0)
+
+    def collect(self, step):
+        self.events.add("collect_start", step, self.version, threading.current_thread() is threading.main_thread())
+        time.sleep(self.rng.uniform(*self.delays))
+        size = PROMPTS * N
+        batch = RolloutBatch(
+            prompt_ids=[[1, 2]] * size, response_ids=[[3] * WIDTH] * size, response_mask=torch.ones(size, WIDTH),
+            group_ids=torch.arange(PROMPTS).repeat_interleave(N), prompt_index=torch.arange(size),
+            rollout_logprobs=torch.full((size, WIDTH), -1.0), policy_version=torch.full((size,), self.version),
+            prompts=["p"] * size, responses=["r"] * size, answers=["a"] * size,
+            scores=torch.arange(size, dtype=torch.float32) % N)
+        self.events.add("collect_end", step, self.version)
+        return Collected(batch, {"time/rollout": 0.0})
+
+    def sync(self, actor, version):
+        time.sleep(0.002)
+        self.version = version
+        self.events.add("sync", version)
+
+    def evaluate(self):
+        return {}
+
+
+class FakeLearnerGroup:
+    delays: tuple[float, float] = (0.0, 0.0)
+
+    def __init__(self, cfg, algorithm, name, spec, model_cls):
+        self.name, self.spec, self.ready = name, spec, []
+        self.rng = random.Random(1)
+
+    def forward(self, shipment, output):
+        return torch.full_like(shipment.batch.response_mask, -1.0)
+
+    def train_step(self, shipment, step, state):
+        time.sleep(self.rng.uniform(*self.delays))
+        return {f"{self.name}/loss": float(step)}
+
+    def state_dict_ref(self):
+        return None
+
+    def save_checkpoint(self, path):
+        from pathlib import Path
+
+        Path(path).mkdir(parents=True, exist_ok=True)
+
+    def load_checkpoint(self, path):
+        return None
+
+
+class FakeReference:
+    def __init__(self, cfg, path):
+        self.ready = []
+
+    def logprobs(self, shipment):
+        return torch.full_like(shipment.batch.response_mask, -1.0)
+
+
+class FakeShipment:
+    def __init__(self, batch):
+        self.batch = batch
+
+
+@pytest.fixture
+def fakes(monkeypatch):
+    for name, fake in (("LearnerGroup", FakeLearnerGroup), ("ReferenceGroup", FakeReference),
+                       ("Shipment", FakeShipment)):
+        monkeypatch.setattr(trainer_module, name, fake)
+    monkeypatch.setattr(trainer_module, "wait_ready", lambda groups: None)
+    events = Events()
+    monkeypatch.setattr(FakeSource, "events", events)
+    return events
+
+
+def run(tmp_path, *overrides, resume=False):
+    plan = configure(None, [f"trainer.output_dir={tmp_path}", f"data.prompts_per_step={PROMPTS}", f"rollout.n={N}",
+                            f"learner.mini_batch_size={PROMPTS * N}", "trainer.eval_every=0", "trainer.export=false",
+                            "trainer.tensorboard=false", f"trainer.resume={str(resume).lower()}", *overrides])
+    plan.source = FakeSource
+    trainer = Trainer(plan, data=type("Data", (), {"train": [], "eval": []})())
+    trainer.fit()
+    import json
+
+    return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_no_staleness_takes_turns_in_the_callers_thread(fakes, tmp_path):
+    metrics = run(tmp_path, "trainer.total_steps=4", "rollout.max_staleness=0")
+    # collect 1, update, sync 1, collect 2, ...: every batch from the weights of the step before, in the main thread.
+    expected = []
+    for step in range(1, 5):
+        expected += [("collect_start", step, step - 1, True), ("collect_end", step, step - 1), ("sync", step)]
+    assert fakes.log == expected
+    assert [m["staleness/max"] for m in metrics] == [0.0] * 4
+    assert [m["policy_version"] for m in metrics] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("bound", [1, 2])
+def test_pipelined_samples_are_never_more_than_max_staleness_behind(fakes, tmp_path, monkeypatch, bound):
+    monkeypatch.setattr(FakeSource, "delays", (0.0, 0.03))
+    monkeypatch.setattr(FakeLearnerGroup, "delays", (0.0, 0.03))
+    metrics = run(tmp_path, "trainer.total_steps=10", f"rollout.max_staleness={bound}")
+    assert [m["step"] for m in metrics] == list(range(1, 11))
+    assert max(m["staleness/max"] for m in metrics) <= bound
+    starts = {e[1]: e for e in fakes.log if e[0] == "collect_start"}
+    synced = [e[1] for e in fakes.log if e[0] == "sync"]
+    for step, (_, _, version, in_main) in starts.items():
+        assert not in_main  # collected in the collect thread
+        assert version >= step - 1 - bound  # the bound, from the generating side
+    # The pipeline really overlaps: the batch of step s + 1 started before the weights of update s were synced.
+    order = [(e[0], e[1]) for e in fakes.log]
+    assert any(order.index(("collect_start", s + 1)) < order.index(("sync", s)) for s in synced[:-1])
+
+
+def test_resume_with_a_pipeline_continues_the_step_counter_and_the_bound(fakes, tmp_path):
+    run(tmp_path, "trainer.total_steps=4", "trainer.save_every=2", "rollout.max_staleness=1")
+    fakes.log.clear()
+    metrics = run(tmp_path, "trainer.total_steps=6", "trainer.save_every=2", "rollout.max_staleness=1", resume=True)
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 6]  # appended: 5 and 6 after the first run's 1-4
+    assert [m["policy_version"] for m in metrics[4:]] == [5, 6]
+    assert fakes.log[0] == ("sync", 4)  # the restored weights reach the rollout workers before any collection
+    assert all(m["staleness/max"] <= 1 for m in metrics[4:])
+
+
+def test_a_sample_over_the_bound_is_never_trained_on():
+    versions = torch.tensor([3, 3, 1, 3])
+    assert staleness(versions, policy_version=3, bound=2, step=4) == {
+        "staleness/mean": 0.5, "staleness/max": 2.0, "staleness/min": 0.0}
+    with pytest.raises(RuntimeError, match="step 4: a sample is 2 policy versions old, over rollout.max_staleness=1"):
+        staleness(versions, policy_version=3, bound=1, step=4)
+    assert staleness(None, policy_version=3, bound=0, step=4) == {}  # preference pairs carry no version
