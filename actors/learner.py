@@ -58,7 +58,6 @@ class LearnerRank:
                  world_size: int):
         self.cfg, self.algorithm, self.name, self.spec = cfg, algorithm, name, spec
         self.settings = spec.settings
-        set_threads(self.settings.num_threads, sharers=world_size)
         self.kind = model_cls(cfg)
         self.model_path = spec.model_path or cfg.model.path
         self.rank, self.world_size = rank, world_size
@@ -81,6 +80,9 @@ class LearnerRank:
         if not dist.is_initialized():
             dist.init_process_group(backend, init_method=f"tcp://{master_addr}:{master_port}",
                                     rank=self.rank, world_size=self.world_size)
+        hosts = [None] * self.world_size
+        dist.all_gather_object(hosts, socket.gethostname())
+        set_threads(self.settings.num_threads, self.device, sharers=hosts.count(socket.gethostname()))
         torch.manual_seed(self.cfg.trainer.seed)
         model = self.kind.build(self.model_path, self.device)
         # Shard each decoder layer, then the root (embeddings, norm, head): the FSDP2 recipe.

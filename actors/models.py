@@ -88,14 +88,23 @@ class ValueModel:
         model.save_pretrained(out_dir)
 
 
-def set_threads(requested: int, sharers: int = 1) -> int:
-    """Give torch ``requested`` intra-op threads (0: this machine's cores over ``sharers``, at least 1).
+def set_threads(requested: int, device: torch.device | str = "cpu", sharers: int = 1) -> int:
+    """Give torch ``requested`` intra-op threads; returns the count set.
 
-    Ray sets ``OMP_NUM_THREADS`` to an actor's ``num_cpus`` rounded to at least
-    1, so a role with ``num_cpus=0.25`` would run torch on one thread while the
-    other cores idle. Returns the count set.
+    ``0`` derives it from the machine and the placement. On CPU: the cores this
+    process may run on (its CPU affinity) over ``sharers``, the ranks of its group
+    on the same machine, at least 1. Ray sets ``OMP_NUM_THREADS`` to an actor's
+    ``num_cpus`` rounded to at least 1, so a role with ``num_cpus=0.25`` would
+    otherwise run torch on one thread while the other cores idle. On a GPU the
+    work waits on the device, not on CPU threads, and several GPU ranks share a
+    node's cores: the count Ray set (the actor's ``num_cpus``) is kept.
     """
-    count = requested or max(1, (os.cpu_count() or 1) // sharers)
+    if requested:
+        count = requested
+    elif torch.device(device).type != "cpu":
+        return torch.get_num_threads()
+    else:
+        count = max(1, len(os.sched_getaffinity(0)) // sharers)
     torch.set_num_threads(count)
     return count
 

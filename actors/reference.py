@@ -11,9 +11,9 @@ from rlcore.config import Config
 
 class ReferenceWorker:
     def __init__(self, cfg: Config, model_path: str):
-        set_threads(cfg.reference.num_threads)
-        self.kind = CausalLM(cfg)
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        set_threads(cfg.reference.num_threads, device)
+        self.kind = CausalLM(cfg)
         self.model = self.kind.build(model_path, device).eval().requires_grad_(False)
         self.micro_batch_size = cfg.reference.micro_batch_size
 

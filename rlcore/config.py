@@ -104,7 +104,7 @@ class ReferenceConfig:
     micro_batch_size: int = 64
     """Sequences per forward pass."""
     num_threads: int = 0
-    """torch threads of the reference (0: every core of its machine). Ray would give an actor with fractional num_cpus one thread; the roles take turns within a step, so each may use all cores."""
+    """torch threads of the reference. 0: on CPU every core the process may use (the roles take turns within a step, so each may use all of them; Ray alone would give an actor with fractional num_cpus one thread); on a GPU, what Ray gives the actor (its num_cpus)."""
     num_cpus: float = 0.25
     """Ray CPUs for the reference actor."""
     num_gpus: float = 0.0
@@ -162,7 +162,7 @@ class LearnerConfig:
     micro_batch_size: int = 64
     """Sequences per forward/backward pass on one rank (gradient accumulation inside a mini-batch)."""
     num_threads: int = 0
-    """torch threads per rank (0: the machine's cores divided by world_size, at least 1). Ray would give an actor with fractional num_cpus one thread."""
+    """torch threads per rank. 0: on CPU the cores the process may use divided by the group's ranks on the same machine, at least 1 (Ray alone would give an actor with fractional num_cpus one thread); on a GPU, what Ray gives the actor (its num_cpus)."""
     num_cpus: float = 0.25
     """Ray CPUs per learner rank."""
     num_gpus: float = 0.0

@@ -94,8 +94,13 @@ def test_set_threads_defaults_to_the_cores_over_the_sharers():
     from actors.models import set_threads
 
     before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0))
     try:
         assert set_threads(3) == 3 and torch.get_num_threads() == 3
-        assert set_threads(0, sharers=2) == max(1, os.cpu_count() // 2) == torch.get_num_threads()
+        assert set_threads(0, sharers=2) == max(1, cores // 2) == torch.get_num_threads()
+        assert set_threads(0) == cores == torch.get_num_threads()
+        torch.set_num_threads(1)
+        assert set_threads(0, "cuda") == 1 == torch.get_num_threads()  # on a GPU, Ray's count (num_cpus) stays
+        assert set_threads(2, "cuda") == 2  # an explicit count holds everywhere
     finally:
         torch.set_num_threads(before)
