@@ -31,6 +31,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=8, help="samples per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=6)
     parser.add_argument("--mini-batch", type=int, default=256, help="samples per optimizer step")
+    parser.add_argument("--micro-batch", type=int, default=64, help="samples per forward/backward pass")
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--beta", type=float, default=0.001, help="KL coefficient")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
@@ -128,8 +129,10 @@ def grpo_config(args: argparse.Namespace, output_dir: str):
         seed=args.seed,
         num_generations=args.n,
         generation_batch_size=generation_batch,
-        per_device_train_batch_size=args.mini_batch,  # one optimizer step per mini-batch, no accumulation
-        gradient_accumulation_steps=1,
+        # A mini-batch is accumulated over micro-batches, as in our learner; TRL also runs its reference and
+        # old log-prob passes in batches of per_device_train_batch_size, like our reference's micro-batches.
+        per_device_train_batch_size=args.micro_batch,
+        gradient_accumulation_steps=args.mini_batch // args.micro_batch,
         num_iterations=1,
         max_steps=args.steps * generation_batch // args.mini_batch,  # optimizer steps: the same samples as ours
         max_completion_length=args.max_new_tokens,
@@ -139,9 +142,10 @@ def grpo_config(args: argparse.Namespace, output_dir: str):
         use_vllm=False,
         beta=args.beta,
         epsilon=0.2,
-        # Ours aggregates token-mean (every token of a mini-batch weighs the same). "bnpo" divides by the
-        # loss tokens of the local batch, here the whole mini-batch; "dapo" (the default) divides by the
-        # generation batch's tokens / steps_per_generation, an average that differs per mini-batch.
+        # Ours is token-mean per micro-batch, weighted by the micro-batch's share of the mini-batch
+        # (actors/learner.py). "bnpo" is the same: each micro-batch's token sum over its own loss tokens,
+        # divided by the accumulation steps. "dapo" (TRL's default) divides every micro-batch by the
+        # generation batch's tokens / steps_per_generation instead, and "grpo" averages per sequence.
         loss_type="bnpo",
         scale_rewards="group",
         learning_rate=args.lr,
@@ -175,7 +179,7 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(args.model)  # has <pad> and <eos>; TRL stops at every eos id
     reward = AccuracyReward()
-    clock = make_step_clock(args.prompts_per_step * args.n // args.mini_batch)
+    clock = make_step_clock(args.prompts_per_step * args.n // args.mini_batch)  # optimizer steps per batch
     with tempfile.TemporaryDirectory(prefix="trl-grpo-") as output_dir:
         trainer = make_trainer_class()(
             model=model, reward_funcs=reward, args=grpo_config(args, output_dir), train_dataset=dataset,

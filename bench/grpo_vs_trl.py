@@ -5,21 +5,25 @@ machine: ours is ``python -m launch.train`` (Ray, a vLLM rollout worker, the
 learner and reference actors), TRL's is ``bench/_trl_run.py`` (one process,
 transformers ``generate``). Both train on the built-in arithmetic prompts, 8
 samples per prompt, temperature 1, lr 1e-4 constant, KL coefficient 0.001,
-one pass over each step's samples, token-mean loss. Workloads:
+one pass over each step's samples, micro-batches of 64 and a token-mean loss
+per micro-batch (TRL's ``loss_type="bnpo"``). Workloads:
 
 * ``main``: the README's main job: the tiny local Qwen2 (2.4M parameters),
-  64 prompts x 8 samples per step, up to 6 new tokens, mini-batch 256.
+  64 prompts x 8 samples per step, up to 6 new tokens, mini-batch 256 (two
+  optimizer steps per step).
 * ``mid``: a 63M-parameter Qwen2 shape with random weights (built once under
   ``~/.cache/rlcore/bench-qwen2-63m``), 8 prompts x 8 samples, up to 64 new
   tokens, mini-batch 64.
 
 A step is one batch of samples and its training (for TRL: one generation
 batch and its optimizer steps). For each system and workload it prints the
-seconds per step (median, leaving out the first 2 steps of runs longer than that), samples per second,
-the time to the first step (from launching the process to the end of step
-1), the sampled accuracy of the first and last 10 steps (thirds under 30
-steps) and TRL's s/step over ours; then a markdown table. Every number, per
-step, goes to ``--out``.
+seconds per step (median, leaving out the first 2 steps of longer runs),
+samples per second, the time to the first step (from launching the process
+to the end of step 1), the sampled accuracy of the first and last 10 steps
+(thirds under 30 steps), TRL's s/step over ours and the median phase times
+(ours: rollout, reference, actor, weight sync; TRL: generate, score = rewards
++ reference and old log-probs, train); then a markdown table. Every number,
+per step, goes to ``--out``; each run's log goes beside it.
 
     .venv/bin/python bench/grpo_vs_trl.py [--workloads main,mid --steps-main 100 --steps-mid 6]
         [--ours default= --ours pipelined=rollout.max_staleness=1,algorithm.old_logprobs=auto]
@@ -63,6 +67,8 @@ class Workload:
     mini_batch: int
     steps: int
     """Default step count."""
+    micro_batch: int = 64
+    """Samples per forward/backward pass (ours: learner and reference micro-batches; TRL: per-device batch)."""
     n: int = 8
     lr: float = 1e-4
     beta: float = 0.001
@@ -100,6 +106,7 @@ class Run:
     """What the system logged: our metrics.jsonl records, or TRL's logs."""
 
     def steady(self) -> list[float]:
+        """Step times after the first ``WARMUP_STEPS`` (all of them in a run no longer than that)."""
         return self.step_s[WARMUP_STEPS:] or self.step_s
 
     def s_per_step(self) -> float | None:
@@ -154,7 +161,8 @@ def our_overrides(workload: Workload, model: str, steps: int, output_dir: str) -
     return [
         f"model.path={model}", f"data.prompts_per_step={workload.prompts_per_step}", f"rollout.n={workload.n}",
         f"rollout.max_new_tokens={workload.max_new_tokens}", "rollout.temperature=1.0", "rollout.top_p=1.0",
-        f"learner.mini_batch_size={workload.mini_batch}", f"learner.lr={workload.lr}", "learner.epochs=1",
+        f"learner.mini_batch_size={workload.mini_batch}", f"learner.micro_batch_size={workload.micro_batch}",
+        f"reference.micro_batch_size={workload.micro_batch}", f"learner.lr={workload.lr}", "learner.epochs=1",
         f"algorithm.kl_coef={workload.beta}", f"trainer.output_dir={output_dir}", f"trainer.total_steps={steps}",
         "trainer.eval_every=0", "trainer.save_every=0", "trainer.export=false", "trainer.tensorboard=false",
     ]
@@ -208,6 +216,7 @@ def run_trl(workload: Workload, steps: int, model: str, threads: int, bf16: bool
         cmd = [sys.executable, str(REPO / "bench" / "_trl_run.py"), "--model", model, "--data", data_path(),
                "--steps", str(steps), "--prompts-per-step", str(workload.prompts_per_step), "--n", str(workload.n),
                "--max-new-tokens", str(workload.max_new_tokens), "--mini-batch", str(workload.mini_batch),
+               "--micro-batch", str(workload.micro_batch),
                "--lr", str(workload.lr), "--beta", str(workload.beta), "--threads", str(threads),
                "--result", str(result_path), *(["--bf16"] if bf16 else [])]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
@@ -286,7 +295,7 @@ def parse_args() -> argparse.Namespace:
                         help="one of our variants (repeatable); default: default= (no overrides)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="TRL's torch threads")
     parser.add_argument("--trl-bf16", action="store_true", help="TRL with bf16=True")
-    parser.add_argument("--quick", action="store_true", help=f"smoke test: {QUICK_STEPS} steps")
+    parser.add_argument("--quick", action="store_true", help="smoke test: " + ", ".join(f"{w} {n} steps" for w, n in QUICK_STEPS.items()))
     parser.add_argument("--out", default="outputs/bench/grpo_vs_trl.json")
     args = parser.parse_args()
     args.workloads = [w for w in args.workloads.split(",") if w]
