@@ -66,6 +66,24 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     assert sorted(p.name for p in (split / "checkpoints").iterdir()) == ["step_000002", "step_000004"]
 
 
+def test_pipelined_run_keeps_the_staleness_bound_and_resumes(tmp_path):
+    out = tmp_path / "k1"
+    common = ("rollout.max_staleness=1", "trainer.save_every=2", "trainer.export=false")
+    train(out, "trainer.total_steps=2", *common)
+    resumed = train(out, "trainer.total_steps=4", "trainer.resume=true", *common)
+    assert f"resumed from {out / 'checkpoints' / 'step_000002'} at step 2" in resumed.stdout
+    metrics = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in metrics] == [1, 2, 3, 4] and [r["policy_version"] for r in metrics] == [1, 2, 3, 4]
+    # Steps 1 and 3 train on samples of the weights they start from; 2 and 4 on samples one update old,
+    # generated while the learners updated (a resume restarts the pipeline from the checkpoint's weights).
+    assert [r["staleness/max"] for r in metrics] == [0.0, 1.0, 0.0, 1.0]
+    for r in metrics:  # old log-probs recomputed, token-level truncated IS against the sampler's
+        assert 0 < r["actor/is/mean_weight"] <= 2.0 and 0 <= r["actor/is/clipped_frac"] <= 1
+    # The learner's log-probs before its update match vLLM's on fresh samples, and drift on stale ones.
+    assert metrics[0]["actor/rollout_gap/abs_diff_mean"] < 1e-3
+    assert metrics[1]["actor/rollout_gap/abs_diff_mean"] > 10 * metrics[0]["actor/rollout_gap/abs_diff_mean"]
+
+
 def _wait_for_dashboard(url: str, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
