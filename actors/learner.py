@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from actors.models import set_threads
+from actors.models import autocast, set_threads
 from algorithms.base import LearnerSpec
 from rlcore.batch import RolloutBatch, group_runs, micro_batches
 from rlcore.config import Config
@@ -109,8 +109,9 @@ class LearnerRank:
     @torch.no_grad()
     def forward(self, batch: RolloutBatch, output: str) -> torch.Tensor:
         """[B, T] model output ``output`` for this rank's slice under the current weights, 0 on padding. Collective."""
-        parts = [self.kind.forward(self.model, _to_device(micro, self.device), (output,))[output].float().cpu()
-                 for micro in self.micro_batches(batch)]
+        with autocast(self.device, self.settings.mixed_precision):
+            parts = [self.kind.forward(self.model, _to_device(micro, self.device), (output,))[output].float().cpu()
+                     for micro in self.micro_batches(batch)]
         return torch.cat(parts) * batch.response_mask
 
     def train_step(self, batch: RolloutBatch, step: int, state: dict) -> dict[str, float]:
@@ -135,7 +136,8 @@ class LearnerRank:
                 minibatch = batch.select(order[m0:m0 + mini])
                 for micro in self.micro_batches(minibatch):
                     micro = _to_device(micro, self.device)
-                    outputs = self.kind.forward(self.model, micro)
+                    with autocast(self.device, s.mixed_precision):
+                        outputs = self.kind.forward(self.model, micro)
                     loss, metrics = loss_fn(outputs, micro)
                     if not grad_norms and "logprobs" in outputs and micro.rollout_logprobs is not None:
                         before_update.append((outputs["logprobs"].detach(), micro.rollout_logprobs,

@@ -109,6 +109,11 @@ def set_threads(requested: int, device: torch.device | str = "cpu", sharers: int
     return count
 
 
+def autocast(device: torch.device | str, mixed_precision: str):
+    """``torch.autocast`` to bfloat16 for ``mixed_precision="bf16"``, a no-op for ``"none"``."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
+
+
 def _pad_id(model) -> int:
     return model.config.pad_token_id or 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from actors.models import CausalLM, set_threads
+from actors.models import CausalLM, autocast, set_threads
 from rlcore.batch import RolloutBatch, micro_batches
 from rlcore.config import Config
 
@@ -15,11 +15,12 @@ class ReferenceWorker:
         set_threads(cfg.reference.num_threads, device)
         self.kind = CausalLM(cfg)
         self.model = self.kind.build(model_path, device).eval().requires_grad_(False)
-        self.micro_batch_size = cfg.reference.micro_batch_size
+        self.micro_batch_size, self.mixed_precision = cfg.reference.micro_batch_size, cfg.reference.mixed_precision
 
     @torch.no_grad()
     def logprobs(self, batch: RolloutBatch) -> torch.Tensor:
         """[B, T] reference log-probs of the response tokens, 0 on padding."""
-        parts = [self.kind.forward(self.model, micro, ("logprobs",))["logprobs"].cpu()
-                 for micro in micro_batches(batch, self.micro_batch_size)]
+        with autocast(self.model.device, self.mixed_precision):
+            parts = [self.kind.forward(self.model, micro, ("logprobs",))["logprobs"].cpu()
+                     for micro in micro_batches(batch, self.micro_batch_size)]
         return torch.cat(parts) * batch.response_mask

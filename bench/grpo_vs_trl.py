@@ -5,15 +5,17 @@ machine: ours is ``python -m launch.train`` (Ray, a vLLM rollout worker, the
 learner and reference actors), TRL's is ``bench/_trl_run.py`` (one process,
 transformers ``generate``). Both train on the built-in arithmetic prompts, 8
 samples per prompt, temperature 1, lr 1e-4 constant, KL coefficient 0.001,
-one pass over each step's samples, micro-batches of 64 and a token-mean loss
-per micro-batch (TRL's ``loss_type="bnpo"``). Workloads:
+one pass over each step's samples, the same micro-batches (forward passes)
+on both sides and a token-mean loss per micro-batch (TRL's
+``loss_type="bnpo"``). Workloads:
 
 * ``main``: the README's main job: the tiny local Qwen2 (2.4M parameters),
   64 prompts x 8 samples per step, up to 6 new tokens, mini-batch 256 (two
-  optimizer steps per step).
+  optimizer steps per step), one forward pass per mini-batch.
 * ``mid``: a 63M-parameter Qwen2 shape with random weights (built once under
   ``~/.cache/rlcore/bench-qwen2-63m``), 8 prompts x 8 samples, up to 64 new
-  tokens, mini-batch 64.
+  tokens, mini-batch 64 (one optimizer step per step, so TRL and our
+  ``algorithm.old_logprobs=auto`` skip the old log-prob pass).
 
 A step is one batch of samples and its training (for TRL: one generation
 batch and its optimizer steps). For each system and workload it prints the
@@ -79,7 +81,8 @@ class Workload:
 
 
 WORKLOADS = {
-    "main": Workload("main", prompts_per_step=64, max_new_tokens=6, mini_batch=256, steps=100),
+    # TRL's per_device_train_batch_size=256, as the issue measured it; ours runs the same passes.
+    "main": Workload("main", prompts_per_step=64, max_new_tokens=6, mini_batch=256, steps=100, micro_batch=256),
     "mid": Workload("mid", prompts_per_step=8, max_new_tokens=64, mini_batch=64, steps=6),
 }
 QUICK_STEPS = {"main": 4, "mid": 2}
@@ -223,7 +226,8 @@ def run_trl(workload: Workload, steps: int, model: str, threads: int, bf16: bool
                "TOKENIZERS_PARALLELISM": "false"}
         with log.open("w") as log_file:
             start = time.time()
-            rc = subprocess.run(cmd, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT).returncode
+            rc = subprocess.run(cmd, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                check=False).returncode
             run.wall_s = time.time() - start
         result = json.loads(result_path.read_text()) if result_path.exists() else None
     run.raw = {"command": cmd, **(result or {})}
@@ -263,8 +267,9 @@ def report_line(run: Run, trl: Run | None) -> str:
 
 
 def table(runs: list[Run]) -> str:
-    lines = ["| workload | system | steps | s/step | samples/s | first step (s) | accuracy first -> last | "
-             "speed ours/TRL |", "|---|---|---|---|---|---|---|---|"]
+    columns = ("workload", "system", "steps", "s/step", "samples/s", "first step (s)", "accuracy first -> last",
+               "speed ours/TRL")
+    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     trl = {r.workload: r for r in runs if r.system == "trl"}
     for run in runs:
         if run.error:
@@ -295,7 +300,8 @@ def parse_args() -> argparse.Namespace:
                         help="one of our variants (repeatable); default: default= (no overrides)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="TRL's torch threads")
     parser.add_argument("--trl-bf16", action="store_true", help="TRL with bf16=True")
-    parser.add_argument("--quick", action="store_true", help="smoke test: " + ", ".join(f"{w} {n} steps" for w, n in QUICK_STEPS.items()))
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke test: " + ", ".join(f"{w} {n} steps" for w, n in QUICK_STEPS.items()))
     parser.add_argument("--out", default="outputs/bench/grpo_vs_trl.json")
     args = parser.parse_args()
     args.workloads = [w for w in args.workloads.split(",") if w]
@@ -316,7 +322,8 @@ def main() -> int:
         workload = WORKLOADS[name]
         steps = QUICK_STEPS[name] if args.quick else getattr(args, f"steps_{name}")
         model = model_path(workload)
-        print(f"== {name}: {steps} steps x {workload.samples_per_step} samples, model {model}", flush=True)
+        print(f"== {name}: {steps} steps x {workload.samples_per_step} samples, model {model}, logs in {logs}/",
+              flush=True)
         trl = run_trl(workload, steps, model, args.threads, args.trl_bf16, logs / f"{name}-trl.log")
         print(report_line(trl, trl), flush=True)
         runs.append(trl)
@@ -330,7 +337,7 @@ def main() -> int:
               "runs": [{**asdict(r), "summary": r.summary()} for r in runs]}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
-    print(f"\nraw numbers: {out}; logs: {logs}/")
+    print(f"\nraw numbers: {out}")
     failed = [f"{r.workload} {r.system}" for r in runs if r.error]
     if failed:
         print("failed: " + ", ".join(failed) + f" (see {logs}/)", file=sys.stderr)

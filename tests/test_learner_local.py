@@ -1,5 +1,6 @@
 """The learner and reference roles without Ray: plain objects in this process (world size 1, gloo)."""
 
+import pytest
 import torch
 
 from actors.learner import LearnerRank, free_address
@@ -8,6 +9,7 @@ from actors.reference import ReferenceWorker
 from algorithms.grpo import GRPO
 from launch.build import configure
 from rlcore.batch import RolloutBatch, pad_2d
+from rlcore.config import ConfigError
 
 
 def sampled_batch(model_path: str) -> RolloutBatch:
@@ -104,3 +106,16 @@ def test_set_threads_defaults_to_the_cores_over_the_sharers():
         assert set_threads(2, "cuda") == 2  # an explicit count holds everywhere
     finally:
         torch.set_num_threads(before)
+
+
+def test_bf16_mixed_precision_runs_the_passes_in_bf16_and_keeps_fp32_weights(local_model):
+    plan = configure(None, [f"model.path={local_model}", "reference.mixed_precision=bf16"])
+    batch = sampled_batch(local_model)
+    fp32 = ReferenceWorker(configure(None, [f"model.path={local_model}"]).cfg, local_model).logprobs(batch)
+    reference = ReferenceWorker(plan.cfg, local_model)
+    bf16 = reference.logprobs(batch)
+    assert next(reference.model.parameters()).dtype == torch.float32 and bf16.dtype == torch.float32
+    gap = ((bf16 - fp32) * batch.response_mask).abs().max().item()
+    assert 0 < gap < 0.1  # bf16 matmuls: close to fp32, not equal to it
+    with pytest.raises(ConfigError, match="learner.mixed_precision='fp8' is not one of none, bf16"):
+        configure(None, ["learner.mixed_precision=fp8"])
