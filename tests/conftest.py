@@ -38,8 +38,8 @@ def local_ray():
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray is imported
     import ray
 
-    from launch.train import QUIET_ENV
+    from launch.train import ACTOR_ENV
 
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": QUIET_ENV})
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": ACTOR_ENV})
     yield ray
     ray.shutdown()
