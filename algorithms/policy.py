@@ -52,7 +52,7 @@ class PolicyOptions:
     off_policy_correction: str = "auto"
     """Truncated importance sampling of the policy loss by the recomputed old log-probs over the sampler's: token, sequence, none, or auto (token when rollout.max_staleness > 0, none otherwise). Needs the old log-probs recomputed."""
     is_cap: float = 2.0
-    """Upper bound of the importance-sampling weights (verl's and ms-swift's default 2)."""
+    """Upper bound of the truncated importance-sampling weights (tokens or sequences whose weight would exceed it get exactly this)."""
 
     def check(self, cfg: Config, recompute: bool) -> None:
         """One-line ``ConfigError`` for an option out of range (keys under ``algorithm``)."""
