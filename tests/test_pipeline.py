@@ -7,9 +7,11 @@ The real roles run in tests/test_e2e.py.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -85,8 +87,6 @@ class FakeLearnerGroup:
         return None
 
     def save_checkpoint(self, path):
-        from pathlib import Path
-
         Path(path).mkdir(parents=True, exist_ok=True)
 
     def load_checkpoint(self, path):
@@ -124,8 +124,6 @@ def run(tmp_path, *overrides, resume=False):
     plan.source = FakeSource
     trainer = Trainer(plan, data=type("Data", (), {"train": [], "eval": []})())
     trainer.fit()
-    import json
-
     return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
 
 
