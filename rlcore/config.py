@@ -45,17 +45,23 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     train_files: list[str] = field(default_factory=lambda: ["local://arithmetic-train.jsonl"])
-    """JSONL or Parquet files, read in order: prompt rows, or preference rows for an algorithm that trains on pairs. ``local://arithmetic-train.jsonl`` is the built-in task."""
+    """Files or folders, read in order: JSONL, Parquet, a folder of Parquet shards, or a folder written by ``datasets.Dataset.save_to_disk``. Their rows are prompts, preference pairs or SFT conversations, as the algorithm needs. ``local://arithmetic-train.jsonl`` is the built-in task."""
     eval_files: list[str] = field(default_factory=lambda: ["local://arithmetic-test.jsonl"])
     """Held-out prompts scored with greedy decoding every ``trainer.eval_every`` steps. Empty list: no evaluation."""
     prompt_key: str = "prompt"
-    """Row field holding the prompt text."""
+    """Row field holding the prompt: a string, used as it is, or a list of ``{role, content}`` messages, rendered with the tokenizer's chat template and its generation prompt. Dotted keys reach nested fields (``extra.question``)."""
     answer_key: str = "answer"
-    """Row field holding the ground truth that rewards compare against."""
+    """Row field holding the ground truth that rewards compare against; dotted keys reach nested fields, e.g. ``reward_model.ground_truth`` (verl's format)."""
+    system_prompt: Optional[str] = None
+    """A system message put before every message-list prompt that has none (a string prompt then becomes a user message, and the chat template is applied)."""
+    response_key: str = "response"
+    """SFT rows in prompt/response form: field holding the response, a string or a list of assistant messages."""
+    messages_key: str = "messages"
+    """SFT rows in conversational form: field holding the whole conversation; every assistant turn is trained, everything else is context."""
     chosen_key: str = "chosen"
-    """Preference rows (offline DPO): field holding the preferred response."""
+    """Preference rows (offline DPO): field holding the preferred response, a string or a list of assistant messages."""
     rejected_key: str = "rejected"
-    """Preference rows (offline DPO): field holding the dispreferred response."""
+    """Preference rows (offline DPO): field holding the dispreferred response, a string or a list of assistant messages."""
     prompts_per_step: int = 32
     """Prompts drawn per training step. Each yields ``rollout.n`` samples."""
     shuffle: bool = True
@@ -102,6 +108,8 @@ class RolloutConfig:
 class ReferenceConfig:
     enabled: bool = True
     """Run a reference worker (frozen initial policy) for the KL term and the KL metric."""
+    path: Optional[str] = None
+    """Weights of the reference worker. None: ``model.path`` (the initial policy). Another model sharing the policy's tokenizer makes it a teacher, as on-policy distillation needs."""
     micro_batch_size: int = 64
     """Sequences per forward pass."""
     mixed_precision: str = "none"
@@ -192,8 +200,8 @@ class TrainerConfig:
     """Continue from the newest checkpoint in output_dir, with the same step counter and data order."""
     export: bool = True
     """Write the final policy as a Hugging Face folder (output_dir/final)."""
-    tensorboard: bool = True
-    """Also log to TensorBoard (output_dir/tensorboard) when the package is installed."""
+    loggers: list[str] = field(default_factory=lambda: ["console", "jsonl", "tensorboard"])
+    """Where metrics go: console (one line per step), jsonl (output_dir/metrics.jsonl), tensorboard (output_dir/tensorboard) and wandb (offline unless WANDB_MODE says otherwise; project and run name from WANDB_PROJECT / WANDB_NAME)."""
     cache_dir: str = "~/.cache/rlcore"
     """Where ``local://`` models and datasets are built and cached."""
 

@@ -27,8 +27,33 @@ class DataError(ValueError):
 class PromptRow:
     index: int
     """Position in the concatenated data set."""
-    prompt: str
+    prompt: Any
+    """A string, or a list of ``{role, content}`` messages until ``launch.build.prepare`` renders it
+    (``rlcore.chat.render_prompt``); a string after that."""
     answer: str
+    source: str = ""
+    """Where the row came from (``file line N``), for error messages."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    templated: bool = False
+    """The prompt text was made by the chat template (it holds its special tokens: tokenize without adding any)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SFTRow:
+    """One supervised example: a prompt and the response to learn, each a string or a list of messages.
+
+    A conversational row (``data.messages_key``) is split before its first assistant
+    turn: ``prompt`` is what precedes it, ``response`` that turn and all after it.
+    """
+
+    index: int
+    """Position in the concatenated data set."""
+    prompt: Any
+    """A string or a list of ``{role, content}`` messages."""
+    response: Any
+    """A string, or a list of messages starting and ending with an assistant turn."""
+    answer: str | None = None
+    """Ground truth for task accuracy in evaluation (``data.answer_key``), when the row has one."""
     source: str = ""
     """Where the row came from (``file line N``), for error messages."""
     metadata: dict[str, Any] = field(default_factory=dict)
