@@ -23,7 +23,7 @@ from algorithms.registry import ALGORITHMS
 from launch.sources import SOURCES
 from rewards.api import RewardTerm, check_reward
 from rewards.registry import REWARDS, TRANSFORMS
-from rlcore.assets import resolve
+from rlcore.assets import AssetError, resolve
 from rlcore.config import Config, ConfigError, load_config, single_line, validate_learner
 from rlcore.data import check_prompt_lengths
 from rlcore.plugins import options_class, parse_options
@@ -126,6 +126,17 @@ def as_kwargs(options: Any) -> dict[str, Any]:
     return dict(options)
 
 
+def check_same_vocab(model_path: str, other_path: str, key: str) -> None:
+    """Token-level roles (a reference, a teacher's log-probs) must share the policy's vocabulary. Raises ``AssetError``."""
+    from transformers import AutoTokenizer
+
+    if model_path == other_path:
+        return
+    if AutoTokenizer.from_pretrained(model_path).get_vocab() != AutoTokenizer.from_pretrained(other_path).get_vocab():
+        raise AssetError(f"{key}: the tokenizer of {other_path} differs from that of model.path={model_path}; "
+                         "token log-probs can only be compared under one vocabulary")
+
+
 def prepare(plan: Plan) -> Data:
     """Resolve model and data paths (building ``local://`` assets), load the rows and apply the transforms.
 
@@ -135,6 +146,9 @@ def prepare(plan: Plan) -> Data:
 
     cfg, cache = plan.cfg, plan.cfg.trainer.cache_dir
     cfg.model.path = resolve(cfg.model.path, cache, "model.path")
+    if cfg.reference.path is not None:
+        cfg.reference.path = resolve(cfg.reference.path, cache, "reference.path")
+        check_same_vocab(cfg.model.path, cfg.reference.path, "reference.path")
     for name, group in plan.learners.items():
         if group.spec.model_path:
             path = resolve(group.spec.model_path, cache, f"the model path of learner group '{name}'")

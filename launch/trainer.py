@@ -42,7 +42,7 @@ class Trainer:
         start = time.perf_counter()
         self.learners = {name: LearnerGroup(self.cfg, plan.algorithm, name, g.spec, g.model)
                          for name, g in plan.learners.items()}
-        self.reference = ReferenceGroup(self.cfg, self.cfg.model.path) if self.cfg.reference.enabled else None
+        self.reference = ReferenceGroup(self.cfg, self.cfg.reference.path or self.cfg.model.path) if self.cfg.reference.enabled else None
         roles = Roles(plan.reward_terms, self.learners, self.reference)
         self.source = plan.source(self.cfg, plan.algorithm, roles, data.train, data.eval)
         wait_ready([*self.learners.values(), *([self.reference] if self.reference else []), self.source])
