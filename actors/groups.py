@@ -186,8 +186,9 @@ class RewardGroup:
             return self._score(batch)
 
     def _score(self, batch: RolloutBatch) -> dict[str, float]:
-        samples = [RewardSample(p, r, ids, a, m) for p, r, ids, a, m in
-                   zip(batch.prompts, batch.responses, batch.response_ids, batch.answers, batch.metadata)]
+        thinking = batch.thinking_tokens.tolist() if batch.thinking_tokens is not None else [-1] * len(batch)
+        samples = [RewardSample(p, r, ids, a, m, None if t < 0 else t) for p, r, ids, a, m, t in
+                   zip(batch.prompts, batch.responses, batch.response_ids, batch.answers, batch.metadata, thinking)]
         pending = [pool.submit(samples) for pool in self.pools]  # every term at once
         total = torch.zeros(len(samples))
         terms: dict[str, torch.Tensor] = {}

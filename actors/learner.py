@@ -11,7 +11,11 @@ Each rank gets an equal, contiguous slice of the batch; FSDP averages the
 gradients. Mini-batches are made of whole groups (all samples of one prompt, or
 one chosen/rejected pair), shuffled at the group level with a seed of (run
 seed, group name, rank, step), so a resumed run shuffles as the uninterrupted one did.
-Loss aggregation is per rank and per micro-batch (verl does the same).
+Loss aggregation is per rank and per micro-batch (verl does the same); the
+micro-batch losses of a mini-batch are weighted by their share of its samples,
+or of its response tokens (``LearnerSpec.loss_weight``). Micro-batches hold
+``micro_batch_size`` samples, or, with ``LearnerSpec.max_tokens_per_micro_batch``,
+as many samples of about the same length as fit a token budget.
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ import torch.distributed as dist
 
 from actors.models import autocast, set_threads
 from algorithms.base import LearnerSpec
-from rlcore.batch import RolloutBatch, group_runs, micro_batches
+from rlcore.batch import (
+    RolloutBatch,
+    group_runs,
+    micro_batches,
+    sequence_lengths,
+    token_budget_parts,
+    trim,
+)
 from rlcore.config import Config
 from rlcore.functional import logprob_gap
 
@@ -104,15 +115,45 @@ class LearnerRank:
 
     # ---- forward and update ---------------------------------------------------------------
     def micro_batches(self, batch: RolloutBatch):
-        return micro_batches(batch, self.settings.micro_batch_size)
+        """``settings.micro_batch_size`` samples each, in order; or by the spec's token budget, longest first."""
+        return micro_batches(batch, self.settings.micro_batch_size, self.spec.max_tokens_per_micro_batch)
 
     @torch.no_grad()
     def forward(self, batch: RolloutBatch, output: str) -> torch.Tensor:
         """[B, T] model output ``output`` for this rank's slice under the current weights, 0 on padding. Collective."""
+        budget = self.spec.max_tokens_per_micro_batch
         with autocast(self.device, self.settings.mixed_precision):
-            parts = [self.kind.forward(self.model, _to_device(micro, self.device), (output,))[output].float().cpu()
-                     for micro in self.micro_batches(batch)]
-        return torch.cat(parts) * batch.response_mask
+            if budget is None:
+                parts = [self.kind.forward(self.model, _to_device(micro, self.device), (output,))[output].float().cpu()
+                         for micro in self.micro_batches(batch)]
+                return torch.cat(parts) * batch.response_mask
+            out = torch.zeros_like(batch.response_mask)  # token-budget parts: sorted by length, back in place here
+            for part in token_budget_parts(sequence_lengths(batch), budget):
+                micro = _to_device(trim(batch.select(part)), self.device)
+                values = self.kind.forward(self.model, micro, (output,))[output].float().cpu()  # [b, t <= T]
+                out[torch.tensor(part), :values.shape[1]] = values
+        return out * batch.response_mask
+
+    def accumulate(self, minibatch: RolloutBatch, loss_fn) -> tuple[list[dict[str, float]], list[tuple]]:
+        """Forward and backward passes over the micro-batches of one mini-batch; the gradients add up to the
+        mini-batch's (``LearnerSpec.loss_weight``: each micro-batch's loss weighted by its share of the samples or of
+        the response tokens). Returns each micro-batch's metrics, and (log-probs, the sampler's, mask) of those
+        that carry the sampler's log-probs."""
+        s = self.settings
+        by_tokens = self.spec.loss_weight == "tokens"
+        total = max(float(minibatch.response_mask.sum()), 1.0) if by_tokens else len(minibatch)
+        metrics, sampled = [], []
+        for micro in self.micro_batches(minibatch):
+            share = float(micro.response_mask.sum()) if by_tokens else len(micro)
+            micro = _to_device(micro, self.device)
+            with autocast(self.device, s.mixed_precision):
+                outputs = self.kind.forward(self.model, micro)
+            loss, micro_metrics = loss_fn(outputs, micro)
+            if "logprobs" in outputs and micro.rollout_logprobs is not None:
+                sampled.append((outputs["logprobs"].detach(), micro.rollout_logprobs, micro.response_mask))
+            (loss * share / total).backward()
+            metrics.append(micro_metrics)
+        return metrics, sampled
 
     def train_step(self, batch: RolloutBatch, step: int, state: dict) -> dict[str, float]:
         """``epochs`` passes over shuffled mini-batches of whole groups with the algorithm's loss; metrics averaged.
@@ -134,15 +175,10 @@ class LearnerRank:
             order = shuffled_groups(batch.group_ids, rng)
             for m0 in range(0, len(batch), mini):
                 minibatch = batch.select(order[m0:m0 + mini])
-                for micro in self.micro_batches(minibatch):
-                    micro = _to_device(micro, self.device)
-                    with autocast(self.device, s.mixed_precision):
-                        outputs = self.kind.forward(self.model, micro)
-                    loss, metrics = loss_fn(outputs, micro)
-                    if not grad_norms and "logprobs" in outputs and micro.rollout_logprobs is not None:
-                        before_update.append((outputs["logprobs"].detach(), micro.rollout_logprobs,
-                                              micro.response_mask))
-                    (loss * len(micro) / len(minibatch)).backward()
+                micro_metrics, sampled = self.accumulate(minibatch, loss_fn)
+                if not grad_norms:
+                    before_update += sampled
+                for metrics in micro_metrics:
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
                     count += 1
@@ -157,7 +193,8 @@ class LearnerRank:
         out["grad_norm"] = sum(grad_norms) / len(grad_norms)
         out["lr"] = self.scheduler.get_last_lr()[0]
         if before_update:  # the same weights the samples should have come from: any gap is the sampler's
-            gap = logprob_gap(*(torch.cat(parts) for parts in zip(*before_update)))
+            width = max(lp.shape[1] for lp, _, _ in before_update)  # token-budget micro-batches are cut to their own
+            gap = logprob_gap(*(torch.cat([_pad_to(t, width) for t in parts]) for parts in zip(*before_update)))
             out.update({f"rollout_gap/{k}": v for k, v in gap.items()})
         return out
 
@@ -217,3 +254,8 @@ def _to_device(batch: RolloutBatch, device: torch.device) -> RolloutBatch:
         if isinstance(value, torch.Tensor):
             setattr(batch, name, value.to(device))
     return batch
+
+
+def _pad_to(t: torch.Tensor, width: int) -> torch.Tensor:
+    """``[b, t]`` right-padded with zeros to ``[b, width]`` (the same tensor when it is that wide already)."""
+    return t if t.shape[1] == width else torch.nn.functional.pad(t, (0, width - t.shape[1]))

@@ -57,6 +57,16 @@ class CausalLM:
         AutoTokenizer.from_pretrained(source_path).save_pretrained(out_dir)
 
 
+class UntemperedCausalLM(CausalLM):
+    """The policy's own distribution (temperature 1) whatever ``rollout.temperature`` samples with: log-probs and
+    entropy of the response tokens, for supervised losses (SFT and distillation from samples), which train the
+    model's distribution and not a tempered one."""
+
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        self.temperature = 1.0
+
+
 class ValueModel:
     """A critic: the causal LM's architecture with a one-output head per token (``values``), the head new.
 
@@ -118,4 +128,5 @@ def _pad_id(model) -> int:
     return model.config.pad_token_id or 0
 
 
-MODELS: Registry[type] = Registry("model kind", {"causal_lm": CausalLM, "value": ValueModel})
+MODELS: Registry[type] = Registry("model kind", {"causal_lm": CausalLM, "causal_lm_untempered": UntemperedCausalLM,
+                                                 "value": ValueModel})

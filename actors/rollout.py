@@ -8,6 +8,8 @@ import time
 import torch
 
 from rlcore.batch import RolloutBatch, pad_2d
+from rewards.text import thinking
+from rlcore.chat import encode_prompt
 from rlcore.config import RolloutConfig
 from rlcore.data import PromptRow
 
@@ -57,10 +59,10 @@ class RolloutWorker:
                                 top_p=1.0 if greedy else self.cfg.top_p, max_tokens=self.cfg.max_new_tokens, logprobs=0)
         if seed is not None:
             torch.manual_seed(seed)
-        inputs = [{"prompt_token_ids": self.tokenizer.encode(p.prompt)} for p in prompts]
+        inputs = [{"prompt_token_ids": encode_prompt(p.prompt, p.templated, self.tokenizer)} for p in prompts]
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
         rows = {k: [] for k in ("prompt_ids", "response_ids", "prompts", "responses", "answers", "logprobs",
-                                "groups", "indices", "truncated", "metadata")}
+                                "groups", "indices", "truncated", "metadata", "thinking")}
         for group, (row, out) in enumerate(zip(prompts, outputs)):
             for sample in out.outputs:
                 ids = list(sample.token_ids)
@@ -74,6 +76,7 @@ class RolloutWorker:
                 rows["groups"].append(group)
                 rows["indices"].append(row.index)
                 rows["truncated"].append(sample.finish_reason == "length")
+                rows["thinking"].append(self.thinking_tokens(sample.text))
                 rows["metadata"].append(row.metadata)
         width = max((len(r) for r in rows["response_ids"]), default=0)
         return RolloutBatch(
@@ -89,7 +92,13 @@ class RolloutWorker:
             answers=rows["answers"],
             truncated=torch.tensor(rows["truncated"], dtype=torch.bool),
             metadata=rows["metadata"],
+            thinking_tokens=torch.tensor(rows["thinking"], dtype=torch.long),
         )
+
+    def thinking_tokens(self, response: str) -> int:
+        """Tokens inside the response's ``<think>`` block (``rewards.text.thinking``), -1 without one."""
+        text = thinking(response)
+        return -1 if text is None else len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def update_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> float:
         """Load the learner's full weights in place and tag them ``version``; returns seconds taken."""

@@ -8,10 +8,13 @@ An algorithm is one class. It declares what it needs, and the composition root
   parsed and typed.
 * ``source``: where its batches come from, a registered source
   (``launch.sources``: ``rollout`` = the policy's own scored samples,
-  ``preferences`` = chosen/rejected pairs from the data) or ``module:Class``.
+  ``preferences`` = chosen/rejected pairs from the data, ``sft`` /
+  ``sampled_sft`` / ``teacher_sft`` = supervised examples from the data, the
+  policy's kept samples or a teacher's) or ``module:Class``.
 * ``learners()``: its learner groups, ``{name: LearnerSpec}``, in training
   order. Each names its model kind (``actors.models``: ``causal_lm``,
-  ``value``), its settings, the loss method that trains it, and what it
+  ``causal_lm_untempered``, ``value``), its settings, how its micro-batches
+  are formed and weighted, the loss method that trains it, and what it
   computes for the batch before the advantages (``provides``). The group
   named ``actor`` is the policy: its weights go to the rollout workers and
   into the exported model.
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
     from rlcore.config import Config
 
 Outputs = dict[str, torch.Tensor]
+LOSS_WEIGHTS = ("samples", "tokens")
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,20 @@ class LearnerSpec:
     update: ``{"old_logprobs": "logprobs"}`` for the policy, ``{"values": "values"}`` for a critic."""
     model_path: str | None = None
     """Initial weights (a Hugging Face folder or ``local://`` name); None: ``model.path``."""
+    max_tokens_per_micro_batch: int | None = None
+    """Micro-batches by a token budget: each mini-batch is sorted by length (prompt + response), longest first, and
+    cut into micro-batches of at most this many padded tokens (samples × the longest), each cut to its own longest
+    response; a longer sample is a micro-batch of its own. None: ``settings.micro_batch_size`` samples each, in order."""
+    loss_weight: str = "samples"
+    """How the micro-batch losses of a mini-batch add up: each weighted by its share of the mini-batch's ``samples``
+    (right for a mean over samples), or of its ``tokens`` (response-mask tokens: a token-mean loss then has exactly
+    the gradient of the token mean over the whole mini-batch, however the mini-batch is cut)."""
+
+    def __post_init__(self) -> None:
+        if self.loss_weight not in LOSS_WEIGHTS:
+            raise ValueError(f"LearnerSpec.loss_weight='{self.loss_weight}' is not one of {', '.join(LOSS_WEIGHTS)}")
+        if self.max_tokens_per_micro_batch is not None and self.max_tokens_per_micro_batch <= 0:
+            raise ValueError(f"LearnerSpec.max_tokens_per_micro_batch={self.max_tokens_per_micro_batch} must be > 0")
 
 
 class Algorithm(Protocol):

@@ -7,6 +7,9 @@ References:
 * Dual clip -- Ye et al. 2020, arXiv:1912.09729.
 * GSPO -- Zheng et al. 2025, arXiv:2507.18071; verl ``compute_policy_loss_gspo``.
 * DPO and variants -- Rafailov et al. 2023; TRL ``DPOTrainer.dpo_loss``.
+* SFT -- the masked negative log-likelihood of TRL's ``SFTTrainer`` with ``assistant_only_loss``.
+* On-policy distillation -- Agarwal et al. 2024 (GKD), arXiv:2306.13649; Lu and Thinking Machines Lab 2025,
+  "On-Policy Distillation" (the per-token reverse KL as a policy-gradient reward, as in Tinker's cookbook).
 
 Policy/value losses return ``(loss, metrics)`` where ``loss`` is a scalar tensor
 and ``metrics`` maps names to python floats (detached).
@@ -19,7 +22,8 @@ import torch.nn.functional as F
 
 from rlcore.functional import aggregate_loss, masked_mean
 
-__all__ = ["dpo_loss", "gspo_policy_loss", "policy_loss", "sequence_log_ratio", "value_loss"]
+__all__ = ["dpo_loss", "gspo_policy_loss", "policy_loss", "reverse_kl_loss", "sequence_log_ratio", "sft_loss",
+           "value_loss"]
 
 DPO_KINDS: tuple[str, ...] = ("sigmoid", "robust", "hinge", "ipo")
 
@@ -206,3 +210,45 @@ def gspo_policy_loss(
             "approx_kl": masked_mean(old_logprobs - logprobs, mask).item(),
         }
     return aggregate_loss(losses, mask, agg), metrics
+
+
+def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Supervised fine-tuning: the mean negative log-likelihood of the trained tokens (token-mean).
+
+        L = -sum_{i,t} lp[i, t] * m[i, t] / sum_{i,t} m[i, t]
+
+    ``logprobs`` ``[B, T]`` are the model's log-probs of the target tokens, ``mask`` ``[B, T]`` is 1 exactly
+    on the tokens to learn (what the assistant wrote, ``rlcore.chat.encode_conversation``) and 0 on template
+    tokens, other roles' turns and padding, which never reach the loss, not even as NaN. An all-zero mask gives 0.
+    Metrics: ``sft_loss`` and ``tokens`` (trained tokens in the batch).
+    """
+    loss = -aggregate_loss(logprobs, mask, "token-mean")
+    return loss, {"sft_loss": loss.item(), "tokens": float(mask.sum())}
+
+
+def reverse_kl_loss(
+    logprobs: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """On-policy distillation: the policy gradient of the reverse KL to a teacher, on the student's own samples.
+
+    With lp the student's log-prob of its sampled token and lp_t the teacher's, k = lp - lp_t is the
+    per-token estimate of KL(student || teacher) (Schulman's k1), and
+
+        L = sum_{i,t} sg(k[i, t]) * lp[i, t] * w[i, t] * m[i, t] / sum_{i,t} m[i, t]      (token-mean)
+
+    with sg the stop-gradient: dL/dlp = sg(k) w / N, the REINFORCE gradient with the per-token reward -k
+    (no discount: each token is pushed by its own KL, as Tinker's on-policy distillation does). The value of L is
+    not the KL; the metric ``reverse_kl`` is (the token mean of k). ``weights`` (``[B, T]``, no gradient), when
+    given, multiply each token's loss: importance weights of the current student over the one that sampled
+    (``rlcore.functional.truncated_is_weights``) when the update goes off-policy. All tensors ``[B, T]``.
+    """
+    kl = (logprobs - teacher_logprobs).detach()  # [B, T]
+    losses = kl * logprobs  # [B, T]
+    if weights is not None:
+        losses = losses * weights
+    with torch.no_grad():
+        reverse_kl = masked_mean(kl, mask).item()
+    return aggregate_loss(losses, mask, "token-mean"), {"reverse_kl": reverse_kl}

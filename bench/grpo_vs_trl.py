@@ -167,7 +167,7 @@ def our_overrides(workload: Workload, model: str, steps: int, output_dir: str) -
         f"learner.mini_batch_size={workload.mini_batch}", f"learner.micro_batch_size={workload.micro_batch}",
         f"reference.micro_batch_size={workload.micro_batch}", f"learner.lr={workload.lr}", "learner.epochs=1",
         f"algorithm.kl_coef={workload.beta}", f"trainer.output_dir={output_dir}", f"trainer.total_steps={steps}",
-        "trainer.eval_every=0", "trainer.save_every=0", "trainer.export=false", "trainer.tensorboard=false",
+        "trainer.eval_every=0", "trainer.save_every=0", "trainer.export=false", "trainer.loggers=[console,jsonl]",
     ]
 
 

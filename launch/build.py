@@ -25,7 +25,7 @@ from rewards.api import RewardTerm, check_reward
 from rewards.registry import REWARDS, TRANSFORMS
 from rlcore.assets import AssetError, resolve
 from rlcore.config import Config, ConfigError, load_config, single_line, validate_learner
-from rlcore.data import check_prompt_lengths
+from rlcore.data import check_prompt_lengths, render_prompts
 from rlcore.plugins import options_class, parse_options
 
 
@@ -158,6 +158,8 @@ def prepare(plan: Plan) -> Data:
     evals = plan.source.load(cfg, [resolve(f, cache, "data.eval_files") for f in dc.eval_files]) if dc.eval_files else []
     for transform in plan.transforms:
         train, evals = transform(train, cfg.trainer.seed), transform(evals, cfg.trainer.seed + 1)
-    check_prompt_lengths(train + evals[: dc.max_eval_prompts], AutoTokenizer.from_pretrained(cfg.model.path),
-                         dc.max_prompt_tokens)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
+    train = render_prompts(train, tokenizer, dc.system_prompt)
+    evals = render_prompts(evals, tokenizer, dc.system_prompt)
+    check_prompt_lengths(train + evals[: dc.max_eval_prompts], tokenizer, dc.max_prompt_tokens)
     return Data(train, evals)

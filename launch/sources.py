@@ -37,6 +37,7 @@ import torch
 from algorithms.advantages import zero_variance_groups
 from rewards.api import RewardTerm
 from rlcore.batch import RolloutBatch, group_runs, pad_2d
+from rlcore.chat import encode_conversation, render_prompt
 from rlcore.config import Config
 from rlcore.data import PreferenceRow, PromptRow, PromptSampler, load_preferences, load_prompts
 from rlcore.plugins import Registry
@@ -85,6 +86,10 @@ def reward_stats(batch: RolloutBatch, accuracy_term: str) -> dict[str, float]:
              "response_length/mean": lengths.mean().item(), "response_length/max": lengths.max().item(),
              "response_length/truncated_frac": batch.truncated.float().mean().item(),
              **{f"reward/{name}": v.mean().item() for name, v in batch.reward_terms.items()}}
+    if batch.thinking_tokens is not None and bool((batch.thinking_tokens >= 0).any()):
+        thinking = batch.thinking_tokens[batch.thinking_tokens >= 0].float()
+        stats.update({"response_length/thinking_mean": thinking.mean().item(),
+                      "response_length/thinking_frac": (batch.thinking_tokens >= 0).float().mean().item()})
     if accuracy_term in batch.reward_terms:
         stats["accuracy"] = (batch.reward_terms[accuracy_term] >= 1.0).float().mean().item()
     return stats
@@ -156,8 +161,11 @@ class RolloutSource:
         batch = self.rollout.generate(self.eval_rows, n=1, greedy=True)
         self.rewards.score(batch)
         stats = reward_stats(batch, self.cfg.reward.accuracy_term)
-        return {"eval/accuracy": stats.get("accuracy", 0.0), "eval/reward": stats["reward/mean"],
-                "eval/response_length": stats["response_length/mean"]}
+        out = {"eval/accuracy": stats.get("accuracy", 0.0), "eval/reward": stats["reward/mean"],
+               "eval/response_length": stats["response_length/mean"]}
+        if "response_length/thinking_mean" in stats:
+            out["eval/thinking_length"] = stats["response_length/thinking_mean"]
+        return out
 
     def sync(self, actor: LearnerGroup, version: int) -> None:
         self.rollout.update_weights(actor.state_dict_ref(), version)
@@ -187,25 +195,39 @@ class PreferenceSource:
         return load_preferences(files, dc.prompt_key, dc.chosen_key, dc.rejected_key)
 
     def pairs(self, rows: list[PreferenceRow]) -> RolloutBatch:
-        tok, eos = self.tokenizer, self.tokenizer.eos_token_id
-        prompt_ids, responses, texts = [], [], []
+        """Each row's chosen and rejected response after its prompt (``rlcore.chat.encode_conversation``).
+
+        Strings with no ``data.system_prompt``: the prompt and the response encoded as
+        they are, then EOS, every response token trained. Message lists (or a system
+        prompt): the chat template, with the mask on the assistant's own tokens only.
+        """
+        tok, system = self.tokenizer, self.cfg.data.system_prompt
+        prompt_ids, responses, masks, texts = [], [], [], []
         for row in rows:
-            ids = tok.encode(row.prompt)
-            for text in (row.chosen, row.rejected):
+            for reply in (row.chosen, row.rejected):
+                ids, response, mask = encode_conversation(row.prompt, reply, tok, system)
                 prompt_ids.append(ids)
-                responses.append(tok.encode(text) + [eos])
-                texts.append(text)
+                responses.append(response)
+                masks.append(mask)
+                texts.append(self.reply_text(reply))
         size = len(responses)
         preferred = torch.tensor([1.0, 0.0] * len(rows))
+        prompts = [render_prompt(r.prompt, tok, system)[0] for r in rows]  # strings, for logs and samples
         return RolloutBatch(
-            prompt_ids=prompt_ids, response_ids=responses, response_mask=pad_2d([[1.0] * len(r) for r in responses]),
+            prompt_ids=prompt_ids, response_ids=responses, response_mask=pad_2d(masks),
             group_ids=torch.arange(len(rows)).repeat_interleave(2),
             prompt_index=torch.tensor([r.index for r in rows]).repeat_interleave(2),
-            prompts=[r.prompt for r in rows for _ in (0, 1)], responses=texts,
-            answers=[r.chosen for r in rows for _ in (0, 1)], truncated=torch.zeros(size, dtype=torch.bool),
+            prompts=[p for p in prompts for _ in (0, 1)], responses=texts,
+            answers=[self.reply_text(r.chosen) for r in rows for _ in (0, 1)],
+            truncated=torch.zeros(size, dtype=torch.bool),
             metadata=[r.metadata for r in rows for _ in (0, 1)],
             scores=preferred, reward_terms={"preference": preferred},
         )
+
+    @staticmethod
+    def reply_text(reply: Any) -> str:
+        """A response as one string for logs: itself, or its messages' contents, a blank line between turns."""
+        return reply if isinstance(reply, str) else "\n\n".join(m["content"] for m in reply)
 
     def collect(self, step: int) -> Collected:
         batch = self.pairs(self.sampler.batch(step))
@@ -227,4 +249,9 @@ class PreferenceSource:
         return None  # no rollout workers to update
 
 
-SOURCES: Registry[type] = Registry("source", {"rollout": RolloutSource, "preferences": PreferenceSource})
+# SFT and distillation (launch/sft_sources.py: they import the helpers above where they use them)
+from launch.sft_sources import SampledSFTSource, SFTSource, TeacherSFTSource
+
+SOURCES: Registry[type] = Registry("source", {"rollout": RolloutSource, "preferences": PreferenceSource,
+                                              "sft": SFTSource, "sampled_sft": SampledSFTSource,
+                                              "teacher_sft": TeacherSFTSource})

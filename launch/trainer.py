@@ -18,6 +18,7 @@ reward by name, and merges the metric dictionaries the parts return.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from actors.groups import LearnerGroup, ReferenceGroup, Shipment, wait_ready
@@ -50,7 +51,7 @@ class Trainer:
         print(f"roles ready in {self.startup_s:.1f}s", flush=True)
         self.checkpoints = Checkpoints(self.out / "checkpoints", self.learners, self.cfg.trainer.keep_checkpoints)
         self.version = 0
-        self.logger = MetricsLogger(self.out, self.cfg.trainer.total_steps, self.cfg.trainer.tensorboard)
+        self.logger = MetricsLogger(self.out, self.cfg.trainer.total_steps, self.cfg.trainer.loggers, asdict(self.cfg))
 
     def fit(self) -> Path | None:
         tc = self.cfg.trainer

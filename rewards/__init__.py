@@ -9,7 +9,9 @@ from rewards.arithmetic import exact_match, numeric_match
 from rewards.l1 import EXACT_SUFFIX, MAX_SUFFIX, L1Reward, LengthTarget, add_length_target, l1_exact, l1_max
 from rewards.language import language_consistency
 from rewards.r1 import extract_answer, math_accuracy, r1_format, r1_tag_count
+from rewards.reasoning import answer_match
 from rewards.registry import REWARDS, TRANSFORMS
+from rewards.text import after_thinking, final_answer, split_thinking, thinking
 
 __all__ = [
     "EXACT_SUFFIX",
@@ -19,8 +21,11 @@ __all__ = [
     "L1Reward",
     "LengthTarget",
     "add_length_target",
+    "after_thinking",
+    "answer_match",
     "exact_match",
     "extract_answer",
+    "final_answer",
     "l1_exact",
     "l1_max",
     "language_consistency",
@@ -28,4 +33,6 @@ __all__ = [
     "numeric_match",
     "r1_format",
     "r1_tag_count",
+    "split_thinking",
+    "thinking",
 ]

@@ -34,6 +34,8 @@ class RewardSample:
     response_ids: list[int]
     ground_truth: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    thinking_tokens: int | None = None
+    """Tokens inside the response's ``<think>`` block, counted by the rollout worker; None when it has none."""
 
 
 @dataclass(frozen=True)

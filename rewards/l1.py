@@ -26,6 +26,7 @@ from typing import Any
 EXACT_SUFFIX = "Think for {n} tokens."
 MAX_SUFFIX = "Think for maximum {n} tokens."
 _SUFFIXES = {"exact": EXACT_SUFFIX, "max": MAX_SUFFIX}
+_COUNTS = ("response", "thinking")
 
 
 def _check_mode(mode: str) -> str:
@@ -65,8 +66,8 @@ def l1_max(
 
 
 def add_length_target(
-    prompt: str, rng: random.Random, low: int, high: int, mode: str
-) -> tuple[str, int]:
+    prompt: str | list[dict[str, str]], rng: random.Random, low: int, high: int, mode: str
+) -> tuple[str | list[dict[str, str]], int]:
     """``(prompt + " " + suffix, n)`` with ``n`` drawn uniformly from ``[low, high]``, both inclusive.
 
     L1 paper, section 3: each prompt gets a target drawn uniformly (the paper uses
@@ -74,18 +75,32 @@ def add_length_target(
     "Think for maximum n tokens." (``mode="max"``). The suffix is joined with a single
     space, as the L1 data scripts do (the instruction follows the question's last
     sentence); trailing whitespace of ``prompt`` is dropped first so there is exactly
-    one, and an empty prompt becomes the suffix alone. ``rng`` is the caller's, so a
+    one, and an empty prompt becomes the suffix alone. A message-list prompt gets
+    the suffix at the end of its last user message, by the same rule (a new list;
+    the input is not changed). ``rng`` is the caller's, so a
     seeded ``random.Random`` gives the same targets on every run. Raises
-    ``ValueError`` for another mode, or unless ``1 <= low <= high`` (a target of 0
-    tokens cannot be met, and relative deviations divide by it).
+    ``ValueError`` for another mode, for a message list without a user message, or
+    unless ``1 <= low <= high`` (a target of 0 tokens cannot be met, and relative
+    deviations divide by it).
     """
     template = _SUFFIXES[_check_mode(mode)]
     if not 1 <= low <= high:
         raise ValueError(f"need 1 <= low <= high for the L1 length target, got low={low}, high={high}")
+    if isinstance(prompt, str):
+        n = rng.randint(low, high)
+        return _append(prompt, template.format(n=n)), n
+    users = [i for i, m in enumerate(prompt) if m.get("role") == "user"]
+    if not users:
+        raise ValueError("the prompt has no user message to add the L1 length target to")
     n = rng.randint(low, high)
-    head = prompt.rstrip()
-    suffix = template.format(n=n)
-    return (f"{head} {suffix}" if head else suffix), n
+    messages = [dict(m) for m in prompt]
+    messages[users[-1]]["content"] = _append(messages[users[-1]]["content"], template.format(n=n))
+    return messages, n
+
+
+def _append(text: str, suffix: str) -> str:
+    head = text.rstrip()
+    return f"{head} {suffix}" if head else suffix
 
 
 @dataclass
@@ -106,6 +121,8 @@ class LengthTargetOptions:
 class LengthTarget:
     """L1's data transform: append the target-length instruction to every prompt, N in ``metadata["target_tokens"]``.
 
+    A message-list prompt gets it at the end of its last user message (``add_length_target``).
+
     The targets are a pure function of the seed (the train and eval splits get different seeds).
     """
 
@@ -118,7 +135,13 @@ class LengthTarget:
         o, rng = self.options, random.Random(seed)
         out = []
         for row in rows:
-            prompt, target = add_length_target(row.prompt, rng, o.low, o.high, o.mode)
+            try:
+                prompt, target = add_length_target(row.prompt, rng, o.low, o.high, o.mode)
+            except ValueError as exc:
+                # imported here: importing rewards stays standard-library only
+                from rlcore.data import DataError
+
+                raise DataError(f"{row.source}: {exc}") from None
             out.append(dataclasses.replace(row, prompt=prompt, metadata={**row.metadata, "target_tokens": target}))
         return out
 
@@ -135,9 +158,13 @@ class L1Options:
     """LCPO-Max: the reward of a correct answer exactly at its budget."""
     accuracy_args: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments of the accuracy reward."""
+    count: str = "response"
+    """What n_y counts: response (every generated token, the stop token included, as in the paper) or thinking (the tokens inside <think>…</think>; a response without a think block counts as 0)."""
 
     def __post_init__(self):
         _check_mode(self.mode)
+        if self.count not in _COUNTS:
+            raise ValueError(f"unknown L1 count {self.count!r}: use 'response' or 'thinking'")
 
 
 class L1Reward:
@@ -155,10 +182,11 @@ class L1Reward:
     Options = L1Options
 
     def __init__(self, mode: str = "exact", accuracy: str = "exact_match", alpha: float = 0.0003,
-                 delta: float = 0.5, accuracy_args: dict | None = None):
+                 delta: float = 0.5, accuracy_args: dict | None = None, count: str = "response"):
         from rewards.api import load_reward
 
         self.mode, self.alpha, self.delta = _check_mode(mode), alpha, delta
+        self.count = L1Options(mode=mode, count=count).count
         self.accuracy_name = accuracy
         self.accuracy = load_reward(accuracy, accuracy_args)
 
@@ -173,7 +201,7 @@ class L1Reward:
             if target is None:
                 raise ValueError("sample has no metadata['target_tokens']: add the data transform "
                                  "{name: length_target} to data.transforms")
-            n = len(sample.response_ids)
+            n = len(sample.response_ids) if self.count == "response" else (sample.thinking_tokens or 0)
             reward = (l1_exact(right, target, n, self.alpha) if self.mode == "exact"
                       else l1_max(right, target, n, self.alpha, self.delta))
             # "_" parts are logged, not added to the term's value (rewards.api).

@@ -16,12 +16,14 @@ from rewards.judge import LLMJudge
 from rewards.l1 import L1Reward, LengthTarget
 from rewards.language import language_consistency
 from rewards.r1 import math_accuracy, r1_format, r1_tag_count
+from rewards.reasoning import answer_match
 from rlcore.plugins import Registry
 
 REWARDS: Registry[Callable] = Registry("reward", {
     "exact_match": exact_match,
     "numeric_match": numeric_match,
     "math_accuracy": math_accuracy,
+    "answer_match": answer_match,
     "r1_format": r1_format,
     "r1_tag_count": r1_tag_count,
     "language_consistency": language_consistency,

@@ -56,6 +56,9 @@ class RolloutBatch:
     """B ground truths from the data set."""
     truncated: torch.Tensor | None = None
     """[B] bool: generation hit ``rollout.max_new_tokens`` before a stop token."""
+    thinking_tokens: torch.Tensor | None = None
+    """[B] int64: tokens inside the response's ``<think>`` block (all after ``<think>`` if it never closes); -1 when
+    there is none."""
     metadata: list[dict] | None = None
     """B dicts: the data row's extra fields, passed to rewards."""
 
@@ -131,9 +134,47 @@ class RolloutBatch:
         return RolloutBatch(**out)
 
 
-def micro_batches(batch: RolloutBatch, size: int):
-    """Consecutive parts of at most ``size`` samples, in order (the last may be smaller)."""
+def micro_batches(batch: RolloutBatch, size: int, max_tokens: int | None = None):
+    """Consecutive parts of at most ``size`` samples, in order (the last may be smaller).
+
+    With ``max_tokens``, by a token budget instead: the parts of ``token_budget_parts`` (longest samples first,
+    each part within ``max_tokens`` padded tokens), each cut to its own longest response (``trim``).
+    """
+    if max_tokens is not None:
+        return (trim(batch.select(part)) for part in token_budget_parts(sequence_lengths(batch), max_tokens))
     return (batch.select(range(start, min(start + size, len(batch)))) for start in range(0, len(batch), size))
+
+
+def sequence_lengths(batch: RolloutBatch) -> list[int]:
+    """Prompt + response tokens of each sample: the row a forward pass packs for it."""
+    return [len(p) + len(r) for p, r in zip(batch.prompt_ids, batch.response_ids)]
+
+
+def token_budget_parts(lengths: list[int], budget: int) -> list[list[int]]:
+    """Sample indices sorted by length, longest first (ties in index order), cut into consecutive parts whose padded
+    size, samples × the part's longest, is at most ``budget``. A sample longer than ``budget`` is a part of its own.
+
+    Sorting first keeps the padding small: each part holds samples of about the same length.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    parts: list[list[int]] = []
+    for i in order:
+        if parts and (len(parts[-1]) + 1) * lengths[parts[-1][0]] <= budget:  # a part's first sample is its longest
+            parts[-1].append(i)
+        else:
+            parts.append([i])
+    return parts
+
+
+def trim(batch: RolloutBatch) -> RolloutBatch:
+    """The batch with its per-token tensors (``[B, T]``) cut to its own longest response."""
+    width = max((len(r) for r in batch.response_ids), default=0)
+    cut = {}
+    for f in dataclasses.fields(batch):
+        value = getattr(batch, f.name)
+        if isinstance(value, torch.Tensor) and value.dim() == 2:
+            cut[f.name] = value[:, :width]
+    return dataclasses.replace(batch, **cut)
 
 
 def take(value, idx: torch.Tensor, items: list[int]):

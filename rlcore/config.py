@@ -125,7 +125,7 @@ class ReferenceConfig:
 @dataclass
 class RewardTermConfig:
     name: str = "exact_match"
-    """A built-in reward (exact_match, numeric_match, math_accuracy, r1_format, r1_tag_count, language_consistency, l1, judge) or an import path ``module:function`` / ``module:Class``."""
+    """A built-in reward (exact_match, numeric_match, math_accuracy, answer_match, r1_format, r1_tag_count, language_consistency, l1, judge) or an import path ``module:function`` / ``module:Class``."""
     weight: float = 1.0
     """Weight of this term in the total reward."""
     args: dict[str, Any] = field(default_factory=dict)
@@ -201,7 +201,7 @@ class TrainerConfig:
     export: bool = True
     """Write the final policy as a Hugging Face folder (output_dir/final)."""
     loggers: list[str] = field(default_factory=lambda: ["console", "jsonl", "tensorboard"])
-    """Where metrics go: console (one line per step), jsonl (output_dir/metrics.jsonl), tensorboard (output_dir/tensorboard) and wandb (offline unless WANDB_MODE says otherwise; project and run name from WANDB_PROJECT / WANDB_NAME)."""
+    """Where metrics go, any of: console (one line per step), jsonl (output_dir/metrics.jsonl, which ``python -m launch.plot`` draws), tensorboard (output_dir/tensorboard; skipped with a note without the package) and wandb (a run under output_dir/wandb, offline unless WANDB_MODE says otherwise; project and run name from WANDB_PROJECT / WANDB_NAME)."""
     cache_dir: str = "~/.cache/rlcore"
     """Where ``local://`` models and datasets are built and cached."""
 
@@ -334,6 +334,10 @@ def validate(cfg: Config) -> None:
     for i, term in enumerate(cfg.reward.terms):
         _check(term.num_workers > 0, f"reward.terms[{i}].num_workers={term.num_workers} must be > 0")
         _check(term.timeout_s > 0, f"reward.terms[{i}].timeout_s={term.timeout_s} must be > 0")
+    # Imported here, not at the top: rlcore.metrics imports ConfigError from this module.
+    from rlcore.metrics import MetricsLogger
+
+    MetricsLogger.check(cfg.trainer.loggers)
 
 
 def validate_learner(lc: LearnerConfig, key: str) -> None:

@@ -1,17 +1,35 @@
-"""Per-step metrics: one printed line with a progress bar, a JSONL file, TensorBoard.
+"""Per-step metrics, fanned out to the loggers named in ``trainer.loggers``.
 
-The JSONL file (``output_dir/metrics.jsonl``) gets one object per step, with
-flat keys like ``reward/mean`` and ``time/rollout``; ``rollouts.jsonl`` gets
-the prompt indices of each step and a few samples to read. Both are appended
-to, so a resumed run continues the same files.
+One class per destination, each with ``log(step, metrics)`` and ``close()``:
+
+- ``console``: one printed line per step with a progress bar (``ConsoleSink``);
+- ``jsonl``: ``output_dir/metrics.jsonl``, one object per step with flat keys
+  like ``reward/mean`` and ``time/rollout`` (``JsonlSink``);
+- ``tensorboard``: event files under ``output_dir/tensorboard`` (``TensorBoardSink``);
+- ``wandb``: a Weights & Biases run under ``output_dir/wandb``, offline unless
+  ``WANDB_MODE`` says otherwise (``WandbSink``).
+
+``rollouts.jsonl`` gets the prompt indices of each step and a few samples to
+read, whatever the loggers. The files are appended to, and the W&B run id is
+kept in the output dir, so a resumed run continues the same files and run.
+``python -m launch.plot output_dir`` draws the curves from ``metrics.jsonl``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 import sys
 import time
+import uuid
 from pathlib import Path
+from typing import Any, Protocol
+
+from rlcore.config import ConfigError
+
+LOGGERS = ("console", "jsonl", "tensorboard", "wandb")
+"""The names ``trainer.loggers`` accepts."""
 
 # What the one-line summary shows, in order: (metric key, label, format).
 SUMMARY = (
@@ -40,38 +58,23 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s"
 
 
-class MetricsLogger:
-    def __init__(self, output_dir: str | Path, total_steps: int, tensorboard: bool = True, stream=sys.stdout):
-        self.dir = Path(output_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / "metrics.jsonl"
+class Sink(Protocol):
+    def log(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ConsoleSink:
+    """One line per step: the progress bar, the ``SUMMARY`` metrics present, and the time left."""
+
+    def __init__(self, total_steps: int, stream=sys.stdout):
         self.total, self.stream = total_steps, stream
         self.started = time.perf_counter()
         self.first_step: int | None = None
-        self.writer = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(self.dir / "tensorboard"))
-            except ImportError:
-                pass  # TensorBoard is optional: `pip install 'rlcore[logging]'`
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        record = {"step": step, **{k: round(float(v), 6) for k, v in metrics.items()}}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for k, v in metrics.items():
-                self.writer.add_scalar(k, v, step)
-            self.writer.flush()
         self.stream.write(self.format_line(step, metrics) + "\n")
         self.stream.flush()
-
-    def log_samples(self, step: int, summary: dict) -> None:
-        """Append what the step trained on to ``rollouts.jsonl`` (prompt indices and a few samples)."""
-        with (self.dir / "rollouts.jsonl").open("a") as f:
-            f.write(json.dumps({"step": step, **summary}) + "\n")
 
     def format_line(self, step: int, metrics: dict[str, float]) -> str:
         if self.first_step is None:
@@ -83,5 +86,115 @@ class MetricsLogger:
         return f"step {progress_bar(step, self.total)} " + " | ".join(fields) + f" | eta {_duration(eta)}"
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        pass
+
+
+class JsonlSink:
+    """Appends ``{"step": N, key: value, ...}`` per step to ``output_dir/metrics.jsonl``."""
+
+    def __init__(self, output_dir: Path):
+        self.path = output_dir / "metrics.jsonl"
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        record = {"step": step, **{k: round(float(v), 6) for k, v in metrics.items()}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        pass
+
+
+class TensorBoardSink:
+    """Scalars under ``output_dir/tensorboard``, flushed every step."""
+
+    def __init__(self, output_dir: Path):
+        # ImportError without the tensorboard package (MetricsLogger skips this logger then).
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(output_dir / "tensorboard"))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        for k, v in metrics.items():
+            self.writer.add_scalar(k, v, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbSink:
+    """A W&B run under ``output_dir/wandb``. ``WANDB_MODE`` (default offline: no account needed, ``wandb sync``
+    uploads later), ``WANDB_PROJECT`` (default rlcore) and ``WANDB_NAME`` (default the output dir's name) choose
+    where it goes. The run id is kept in ``output_dir/wandb/run_id``, so a resumed run logs to the same run (an online
+    run ignores the steps a resume repeats, those after its checkpoint: W&B's steps only increase)."""
+
+    MODE, PROJECT = "offline", "rlcore"
+
+    def __init__(self, output_dir: Path, config: dict[str, Any] | None):
+        import wandb
+
+        id_file = output_dir / "wandb" / "run_id"
+        if id_file.is_file():
+            run_id = id_file.read_text().strip()
+        else:
+            run_id = uuid.uuid4().hex[:8]  # W&B ids: letters and digits
+            id_file.parent.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(run_id + "\n")
+        self.run = wandb.init(dir=str(output_dir), config=config, id=run_id, resume="allow",
+                              mode=os.environ.get("WANDB_MODE", self.MODE),
+                              project=os.environ.get("WANDB_PROJECT", self.PROJECT),
+                              name=os.environ.get("WANDB_NAME", output_dir.name))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        self.run.log(metrics, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class MetricsLogger:
+    """Sends each step's metrics to every logger named in ``loggers`` (see ``LOGGERS``)."""
+
+    def __init__(self, output_dir: str | Path, total_steps: int, loggers: list[str] | tuple[str, ...],
+                 config: dict[str, Any] | None = None, stream=sys.stdout):
+        """``loggers``: ``trainer.loggers``; ``config``: the run's config as a plain dict, recorded by wandb."""
+        self.check(loggers)
+        self.dir = Path(output_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.sinks: list[Sink] = []
+        for name in dict.fromkeys(loggers):  # each once, in the order given
+            if name == "console":
+                self.sinks.append(ConsoleSink(total_steps, stream))
+            elif name == "jsonl":
+                self.sinks.append(JsonlSink(self.dir))
+            elif name == "tensorboard":
+                try:
+                    self.sinks.append(TensorBoardSink(self.dir))
+                except ImportError:
+                    print("note: trainer.loggers has tensorboard but the tensorboard package is not installed; "
+                          "skipping it (pip install 'rlcore[logging]')", file=sys.stderr, flush=True)
+            elif name == "wandb":
+                self.sinks.append(WandbSink(self.dir, config))
+
+    @staticmethod
+    def check(loggers: list[str] | tuple[str, ...]) -> None:
+        """Raise ConfigError for a name not in ``LOGGERS``, or wandb asked for but not installed."""
+        unknown = [name for name in loggers if name not in LOGGERS]
+        if unknown:
+            raise ConfigError(f"trainer.loggers: {', '.join(map(repr, unknown))} is not one of {', '.join(LOGGERS)}")
+        if "wandb" in loggers and importlib.util.find_spec("wandb") is None:
+            raise ConfigError("trainer.loggers has wandb but the wandb package is not installed: "
+                              "pip install 'rlcore[logging]', or drop wandb from trainer.loggers")
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        for sink in self.sinks:
+            sink.log(step, metrics)
+
+    def log_samples(self, step: int, summary: dict) -> None:
+        """Append what the step trained on to ``rollouts.jsonl`` (prompt indices and a few samples)."""
+        with (self.dir / "rollouts.jsonl").open("a") as f:
+            f.write(json.dumps({"step": step, **summary}) + "\n")
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()

@@ -156,8 +156,9 @@ def test_core_config_knows_no_plugin():
         (["model.critic_path=/x"], "unknown key 'model.critic_path'; allowed under 'model': path, dtype"),
         (["data.length_target_mode=exact"], "unknown key 'data.length_target_mode'; allowed under 'data': train_files"),
         # the algorithm and its options
-        (["algorithm.name=nope"], "algorithm.name='nope' is not a registered algorithm; registered: dpo, grpo, "
-                                  "online_dpo, ppo (or give an import path 'module:Class')"),
+        (["algorithm.name=nope"], "algorithm.name='nope' is not a registered algorithm; registered: distill_sft, dpo, "
+                                  "grpo, on_policy_distill, online_dpo, ppo, rejection_sft, sft (or give an import "
+                                  "path 'module:Class')"),
         (["algorithm.name=no_such_pkg_xyz:Algo"], "algorithm.name='no_such_pkg_xyz:Algo': no module named 'no_such_pkg_xyz'"),
         (["algorithm.name=algorithms.grpo:Nope"], "algorithm.name='algorithms.grpo:Nope': module 'algorithms.grpo' has "
                                                   "no attribute 'Nope'"),
@@ -179,8 +180,8 @@ def test_core_config_knows_no_plugin():
                                                                 "'algorithm': beta, loss, label_smoothing"),
         # rewards and their args
         (["reward.terms=[{name: nope}]", "reward.accuracy_term=nope"],
-         "reward.terms[0].name='nope' is not a registered reward; registered: exact_match, judge, l1"),
-        (["reward.terms=[{name: nope}]"], "reward.terms[0].name='nope' is not a registered reward; registered: exact_match"),
+         "reward.terms[0].name='nope' is not a registered reward; registered: answer_match, exact_match, judge, l1"),
+        (["reward.terms=[{name: nope}]"], "reward.terms[0].name='nope' is not a registered reward; registered: answer_match, exact_match"),
         (["reward.terms=[{name: numeric_match, args: {tolerance: x}}]", "reward.accuracy_term=numeric_match"],
          "reward.terms[0].args.tolerance: Value 'x' of type 'str' could not be converted to Float"),
         (["reward.terms=[{name: numeric_match, args: {tol: 1}}]", "reward.accuracy_term=numeric_match"],
@@ -279,7 +280,7 @@ def test_registered_user_algorithm(monkeypatch):
     monkeypatch.setitem(ALGORITHMS.entries, "scaled", ScaledAdvantage)  # as ALGORITHMS.register would, undone after
     plan = configure(None, ["algorithm.name=scaled", "algorithm.factor=4"])
     assert type(plan.algorithm) is ScaledAdvantage and plan.algorithm.options.factor == 4.0
-    with pytest.raises(ConfigError, match="registered: dpo, grpo, online_dpo, ppo, scaled"):
+    with pytest.raises(ConfigError, match="registered: distill_sft, dpo, grpo, on_policy_distill, online_dpo, ppo, rejection_sft, scaled, sft"):
         configure(None, ["algorithm.name=nope"])
     with pytest.raises(ValueError, match="algorithm 'scaled' is already registered"):
         ALGORITHMS.register("scaled", GRPO)
@@ -294,7 +295,7 @@ def test_registered_user_algorithm(monkeypatch):
     [
         ("trainer.total_stepz=3", "config error: unknown key 'trainer.total_stepz'; allowed under 'trainer': "
                                   "total_steps, output_dir, seed, eval_every, save_every, keep_checkpoints, resume, "
-                                  "export, tensorboard, cache_dir"),
+                                  "export, loggers, cache_dir"),
         ("algorithm.clip_hihg=1", f"config error: unknown key 'algorithm.clip_hihg'; allowed under 'algorithm': "
                                   f"{GRPO_KEYS}"),
     ],

@@ -120,7 +120,7 @@ def fakes(monkeypatch):
 def run(tmp_path, *overrides, resume=False):
     plan = configure(None, [f"trainer.output_dir={tmp_path}", f"data.prompts_per_step={PROMPTS}", f"rollout.n={N}",
                             f"learner.mini_batch_size={PROMPTS * N}", "trainer.eval_every=0", "trainer.export=false",
-                            "trainer.tensorboard=false", f"trainer.resume={str(resume).lower()}", *overrides])
+                            "trainer.loggers=[jsonl]", f"trainer.resume={str(resume).lower()}", *overrides])
     plan.source = FakeSource
     trainer = Trainer(plan, data=type("Data", (), {"train": [], "eval": []})())
     trainer.fit()

@@ -60,7 +60,7 @@ def test_unknown_reward_name_is_a_config_error():
     with pytest.raises(ConfigError) as info:
         load_reward("nope")
     assert isinstance(info.value, ValueError)
-    assert str(info.value).startswith("reward='nope' is not a registered reward; registered: exact_match, judge, l1")
+    assert str(info.value).startswith("reward='nope' is not a registered reward; registered: answer_match, exact_match, judge, l1")
 
 
 def test_l1_reward_uses_token_counts_and_the_accuracy_reward():
@@ -91,7 +91,8 @@ def test_l1_and_length_target_through_the_config():
     assert (transform.options.mode, transform.options.low, transform.options.high) == ("max", 2, 4)
     [term] = plan.reward_terms
     # every option in force is passed, the defaults included
-    assert term.args == {"mode": "max", "accuracy": "exact_match", "alpha": 0.1, "delta": 0.5, "accuracy_args": {}}
+    assert term.args == {"mode": "max", "accuracy": "exact_match", "alpha": 0.1, "delta": 0.5, "accuracy_args": {},
+                         "count": "response"}
     assert plan.cfg.reward.terms[0].args == term.args
     reward = RewardWorker(term.name, term.target, term.args)
     rows, errors, _ = reward.score([RewardSample("1+1= Think for maximum 3 tokens.", "2", [5, 1], "2",

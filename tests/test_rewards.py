@@ -11,6 +11,7 @@ import pytest
 
 from rewards import (
     REWARDS,
+    answer_match,
     exact_match,
     extract_answer,
     language_consistency,
@@ -222,7 +223,8 @@ def _capture(errors: list[BaseException], fn) -> None:
 
 # --- registry ------------------------------------------------------------------------
 
-BUILTIN_NAMES = "exact_match, judge, l1, language_consistency, math_accuracy, numeric_match, r1_format, r1_tag_count"
+BUILTIN_NAMES = ("answer_match, exact_match, judge, l1, language_consistency, math_accuracy, numeric_match, r1_format, "
+                 "r1_tag_count")
 
 
 def resolve_reward(name: str):
@@ -234,6 +236,7 @@ def test_builtin_rewards():
         "exact_match": exact_match,
         "numeric_match": numeric_match,
         "math_accuracy": math_accuracy,
+        "answer_match": answer_match,
         "r1_format": r1_format,
         "r1_tag_count": r1_tag_count,
         "language_consistency": language_consistency,

@@ -461,3 +461,17 @@ def test_new_rewards_follow_the_contract():
     for name in ("r1_tag_count", "language_consistency"):
         value = resolve_reward(name)(prompt="Hi?", response="<think>ok</think>", ground_truth="")
         assert isinstance(value, float)
+
+
+def test_l1_reward_counts_thinking_tokens_when_asked():
+    # 12 response tokens, of which 7 think; target 7: on target by thinking, 5 over by the whole response
+    sample = RewardSample("q Think for 7 tokens.", "2", list(range(12)), "2",  # exact_match: right
+                          {"target_tokens": 7}, thinking_tokens=7)
+    no_think = RewardSample("q Think for 7 tokens.", "2", list(range(3)), "2", {"target_tokens": 7})
+    by_response = L1Reward(mode="exact", alpha=0.1).score([sample])[0]
+    by_thinking = L1Reward(mode="exact", alpha=0.1, count="thinking").score([sample, no_think])
+    assert by_response["score"] == pytest.approx(1 - 0.5)
+    assert by_thinking[0]["score"] == pytest.approx(1.0)
+    assert by_thinking[1]["score"] == pytest.approx(1 - 0.7)  # no think block: 0 thinking tokens, 7 short
+    with pytest.raises(ValueError, match="count"):
+        L1Reward(count="words")
