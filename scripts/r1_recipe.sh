@@ -7,12 +7,14 @@
 #   4. more GRPO                                   launch/configs/reasoning_grpo.yaml
 #   5. evaluation of every stage's model on the held-out problems (python -m launch.evaluate)
 # Usage: scripts/r1_recipe.sh [OUT_DIR]   (default outputs/r1). Step counts can be lowered for a smoke run with
-# SFT_STEPS, GRPO_STEPS, RS_STEPS and GRPO2_STEPS; extra overrides for every stage go in R1_OVERRIDES.
+# SFT_STEPS, GRPO_STEPS, RS_STEPS and GRPO2_STEPS; extra overrides for every stage go in R1_OVERRIDES, and for
+# the rejection-sampling stage alone in RS_OVERRIDES.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-outputs/r1}"
 py="${PYTHON:-.venv/bin/python}"
 read -r -a extra <<< "${R1_OVERRIDES:-}"
+read -r -a rs_extra <<< "${RS_OVERRIDES:-}"
 start=$SECONDS
 
 stage() {  # stage NAME PRESET OVERRIDES...
@@ -22,11 +24,11 @@ stage() {  # stage NAME PRESET OVERRIDES...
 }
 
 stage 1-sft launch/configs/reasoning_sft.yaml trainer.total_steps="${SFT_STEPS:-800}"
-stage 2-grpo launch/configs/reasoning_grpo.yaml model.path="$out/1-sft/final" trainer.total_steps="${GRPO_STEPS:-40}"
+stage 2-grpo launch/configs/reasoning_grpo.yaml model.path="$out/1-sft/final" trainer.total_steps="${GRPO_STEPS:-60}"
 stage 3-rs-sft launch/configs/reasoning_sft.yaml model.path="$out/2-grpo/final" algorithm.name=rejection_sft \
   data.train_files='[local://reasoning-train.jsonl]' data.eval_files='[local://reasoning-test.jsonl]' \
   data.answer_key=reward_model.ground_truth rollout.n=8 learner.lr=1.0e-4 learner.warmup_steps=0 \
-  trainer.total_steps="${RS_STEPS:-20}" trainer.eval_every=0
+  trainer.total_steps="${RS_STEPS:-20}" trainer.eval_every=0 "${rs_extra[@]}"
 stage 4-grpo launch/configs/reasoning_grpo.yaml model.path="$out/3-rs-sft/final" \
   trainer.total_steps="${GRPO2_STEPS:-20}" trainer.eval_every=0
 
