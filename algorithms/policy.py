@@ -83,15 +83,20 @@ class PolicyOptions:
         """Whether the actor recomputes the old log-probs (``old_logprobs``, ``auto`` resolved)."""
         if self.old_logprobs != "auto":
             return self.old_logprobs == "recompute"
-        lc = cfg.learner
-        on_policy = lc.epochs == 1 and lc.mini_batch_size >= batch_size and cfg.rollout.max_staleness == 0
-        return not on_policy
+        return not on_policy_update(cfg, batch_size)
 
     def correction(self, cfg: Config, recompute: bool) -> str | None:
         """The importance-sampling level in use (``off_policy_correction``, ``auto`` resolved), None when off."""
         if self.off_policy_correction == "auto":
             return "token" if recompute and cfg.rollout.max_staleness > 0 else None
         return None if self.off_policy_correction == "none" else self.off_policy_correction
+
+
+def on_policy_update(cfg: Config, batch_size: int) -> bool:
+    """Whether a step's update of a ``batch_size`` batch is on-policy: one epoch, one mini-batch and no staleness,
+    so the learner's weights before the update are the sampler's."""
+    lc = cfg.learner
+    return lc.epochs == 1 and lc.mini_batch_size >= batch_size and cfg.rollout.max_staleness == 0
 
 
 class PolicyAlgorithm(AlgorithmBase):

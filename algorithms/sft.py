@@ -36,6 +36,7 @@ import torch
 
 from algorithms.base import AlgorithmBase, LearnerSpec, Outputs
 from algorithms.losses import reverse_kl_loss, sft_loss
+from algorithms.policy import on_policy_update
 from rlcore.assets import resolve
 from rlcore.config import ConfigError
 from rlcore.functional import masked_mean, truncated_is_weights
@@ -209,9 +210,7 @@ class OnPolicyDistill(AlgorithmBase):
     def __init__(self, cfg: Config, options: OnPolicyDistillOptions | None = None):
         super().__init__(cfg, options)
         o = self.options
-        lc = cfg.learner
-        off_policy = (lc.epochs > 1 or lc.mini_batch_size < cfg.data.prompts_per_step * self.group_size()
-                      or cfg.rollout.max_staleness > 0)
+        off_policy = not on_policy_update(cfg, cfg.data.prompts_per_step * self.group_size())
         self.correct = o.off_policy_correction == "token" or (o.off_policy_correction == "auto" and off_policy)
 
     @classmethod
