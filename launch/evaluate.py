@@ -17,12 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from launch.build import configure, prepare
+from launch.build import Plan
 from launch.sources import RolloutSource, Roles
-from launch.train import init_ray, parse_args
-from rlcore.assets import AssetError
+from launch.train import init_ray, parse_args, plan_and_data
 from rlcore.config import ConfigError
-from rlcore.data import DataError
 
 RESULTS = "eval_results.json"
 
@@ -37,22 +35,19 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        plan = configure(args.config, args.overrides)
-        plan.source = RolloutSource  # evaluation reads prompt rows and generates, whatever the preset trains
-        if not plan.cfg.data.eval_files:
-            raise ConfigError("data.eval_files is empty: nothing to evaluate")
-        plan.cfg.data.train_files = list(plan.cfg.data.eval_files)
-        data = prepare(plan)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return 2
-    except (AssetError, DataError) as exc:
-        print(f"input error: {exc}", file=sys.stderr)
-        return 2
+def for_evaluation(plan: Plan) -> None:
+    """Evaluation reads the eval files' prompt rows and generates, whatever the preset trains."""
+    if not plan.cfg.data.eval_files:
+        raise ConfigError("data.eval_files is empty: nothing to evaluate")
+    plan.source = RolloutSource
+    plan.cfg.data.train_files = list(plan.cfg.data.eval_files)
 
+
+def main(argv: list[str] | None = None) -> int:
+    built = plan_and_data(parse_args(argv), for_evaluation)
+    if built is None:
+        return 2
+    plan, data = built
     cfg = plan.cfg
     started = init_ray(cfg)
     import ray

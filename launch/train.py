@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-from launch.build import configure, prepare
+from launch.build import Data, Plan, configure, prepare
 from rlcore.assets import AssetError
 from rlcore.config import Config, ConfigError
 from rlcore.data import DataError
@@ -65,18 +65,26 @@ def init_ray(cfg: Config) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def plan_and_data(args: argparse.Namespace, adjust=None) -> tuple[Plan, Data] | None:
+    """``configure`` and ``prepare`` (``adjust(plan)`` in between); a config or input error is printed as one
+    line and gives None, for the caller to exit with code 2."""
     try:
         plan = configure(args.config, args.overrides)
-        data = prepare(plan)
+        if adjust is not None:
+            adjust(plan)
+        return plan, prepare(plan)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
-        return 2
     except (AssetError, DataError) as exc:
         print(f"input error: {exc}", file=sys.stderr)
-        return 2
+    return None
 
+
+def main(argv: list[str] | None = None) -> int:
+    built = plan_and_data(parse_args(argv))
+    if built is None:
+        return 2
+    plan, data = built
     started = init_ray(plan.cfg)
     import ray
 
