@@ -70,13 +70,16 @@ def build_tokenizer():
     )
 
 
-def build_random_model(spec: LocalModelSpec, tokenizer):
+def random_qwen2(spec, vocab_size: int, pad_id: int, eos_id: int, bos_id: int):
+    """A ``Qwen2ForCausalLM`` with tied embeddings and random weights seeded with ``spec.seed``; ``spec`` gives the
+    shape (``hidden_size``, ``num_layers``, ``num_heads``, ``num_kv_heads``, ``intermediate_size``,
+    ``max_position_embeddings``), as ``LocalModelSpec`` and ``rlcore.reasoning_model.ReasoningModelSpec`` do."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(spec.seed)
     config = Qwen2Config(
-        vocab_size=spec.vocab_size,
+        vocab_size=vocab_size,
         hidden_size=spec.hidden_size,
         num_hidden_layers=spec.num_layers,
         num_attention_heads=spec.num_heads,
@@ -84,12 +87,16 @@ def build_random_model(spec: LocalModelSpec, tokenizer):
         intermediate_size=spec.intermediate_size,
         max_position_embeddings=spec.max_position_embeddings,
         tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.eos_token_id,
+        pad_token_id=pad_id,
+        eos_token_id=eos_id,
+        bos_token_id=bos_id,
         torch_dtype="float32",
     )
     return Qwen2ForCausalLM(config)
+
+
+def build_random_model(spec: LocalModelSpec, tokenizer):
+    return random_qwen2(spec, spec.vocab_size, tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.eos_token_id)
 
 
 def _sft_batch(problems: list[Problem], tokenizer):

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rlcore.local_model import random_qwen2
 from rlcore.tasks.reasoning import (
     LENGTH_SUFFIX,
     LEVELS,
@@ -140,25 +141,10 @@ def model_vocab_size(tokenizer) -> int:
 
 def build_random_model(spec: ReasoningModelSpec, tokenizer):
     """A ``Qwen2ForCausalLM`` with random weights (seeded), its generation config stopping at ``<|im_end|>``."""
-    import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+    from transformers import GenerationConfig
 
-    torch.manual_seed(spec.seed)
-    config = Qwen2Config(
-        vocab_size=model_vocab_size(tokenizer),
-        hidden_size=spec.hidden_size,
-        num_hidden_layers=spec.num_layers,
-        num_attention_heads=spec.num_heads,
-        num_key_value_heads=spec.num_kv_heads,
-        intermediate_size=spec.intermediate_size,
-        max_position_embeddings=spec.max_position_embeddings,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.pad_token_id,
-        torch_dtype="float32",
-    )
-    model = Qwen2ForCausalLM(config)
+    model = random_qwen2(spec, model_vocab_size(tokenizer), tokenizer.pad_token_id, tokenizer.eos_token_id,
+                         tokenizer.pad_token_id)
     model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id,
                                                pad_token_id=tokenizer.pad_token_id,
                                                bos_token_id=tokenizer.pad_token_id)
