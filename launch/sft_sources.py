@@ -31,7 +31,7 @@ import torch
 
 from algorithms.sft import fill
 from rlcore.batch import RolloutBatch, pad_2d
-from rlcore.chat import ChatError, encode_conversation, encode_prompt, render_prompt
+from rlcore.chat import ChatError, encode_conversation, encode_prompt, render_prompt, reply_text
 from rlcore.config import Config
 from rlcore.data import (
     DataError,
@@ -61,11 +61,6 @@ def encode_example(prompt: Any, templated: bool, response: Any, tokenizer,
         response_ids = tokenizer.encode(response, add_special_tokens=False) + [tokenizer.eos_token_id]
         return encode_prompt(prompt, True, tokenizer), response_ids, [1.0] * len(response_ids)
     return encode_conversation(prompt, response, tokenizer, system_prompt)
-
-
-def reply_text(reply: Any) -> str:
-    """A response as one string for logs: itself, or its messages' contents, a blank line between turns."""
-    return reply if isinstance(reply, str) else "\n\n".join(m["content"] for m in reply)
 
 
 def example_batch(rows: list, encoded: list[tuple[list[int], list[int], list[float]]], tokenizer) -> RolloutBatch:

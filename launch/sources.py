@@ -37,7 +37,7 @@ import torch
 from algorithms.advantages import zero_variance_groups
 from rewards.api import RewardTerm
 from rlcore.batch import RolloutBatch, group_runs, pad_2d
-from rlcore.chat import encode_conversation, render_prompt
+from rlcore.chat import encode_conversation, render_prompt, reply_text
 from rlcore.config import Config
 from rlcore.data import PreferenceRow, PromptRow, PromptSampler, load_preferences, load_prompts
 from rlcore.plugins import Registry
@@ -209,7 +209,7 @@ class PreferenceSource:
                 prompt_ids.append(ids)
                 responses.append(response)
                 masks.append(mask)
-                texts.append(self.reply_text(reply))
+                texts.append(reply_text(reply))
         size = len(responses)
         preferred = torch.tensor([1.0, 0.0] * len(rows))
         prompts = [render_prompt(r.prompt, tok, system)[0] for r in rows]  # strings, for logs and samples
@@ -218,16 +218,11 @@ class PreferenceSource:
             group_ids=torch.arange(len(rows)).repeat_interleave(2),
             prompt_index=torch.tensor([r.index for r in rows]).repeat_interleave(2),
             prompts=[p for p in prompts for _ in (0, 1)], responses=texts,
-            answers=[self.reply_text(r.chosen) for r in rows for _ in (0, 1)],
+            answers=[reply_text(r.chosen) for r in rows for _ in (0, 1)],
             truncated=torch.zeros(size, dtype=torch.bool),
             metadata=[r.metadata for r in rows for _ in (0, 1)],
             scores=preferred, reward_terms={"preference": preferred},
         )
-
-    @staticmethod
-    def reply_text(reply: Any) -> str:
-        """A response as one string for logs: itself, or its messages' contents, a blank line between turns."""
-        return reply if isinstance(reply, str) else "\n\n".join(m["content"] for m in reply)
 
     def collect(self, step: int) -> Collected:
         batch = self.pairs(self.sampler.batch(step))

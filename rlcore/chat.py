@@ -66,6 +66,11 @@ def as_messages(prompt: str | list[Message], system_prompt: str | None) -> list[
     return with_system(list(prompt), system_prompt)
 
 
+def reply_text(reply: str | list[Message]) -> str:
+    """A response as one string for logs: itself, or its messages' contents, a blank line between turns."""
+    return reply if isinstance(reply, str) else "\n\n".join(m["content"] for m in reply)
+
+
 def _template(tokenizer, messages: list[Message], generation_prompt: bool) -> str:
     if not getattr(tokenizer, "chat_template", None):
         raise ChatError(f"the tokenizer of {getattr(tokenizer, 'name_or_path', '?')} has no chat template, so message "
