@@ -9,7 +9,7 @@ one pass over each step's samples, the same micro-batches (forward passes)
 on both sides and a token-mean loss per micro-batch (TRL's
 ``loss_type="bnpo"``). Workloads:
 
-* ``main``: the README's main job: the tiny local Qwen2 (2.4M parameters),
+* ``main``: the README's arithmetic job (grpo_arithmetic.yaml): the tiny local Qwen2 (2.4M parameters),
   64 prompts x 8 samples per step, up to 6 new tokens, mini-batch 256 (two
   optimizer steps per step), one forward pass per mini-batch.
 * ``mid``: a 63M-parameter Qwen2 shape with random weights (built once under

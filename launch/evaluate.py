@@ -5,7 +5,8 @@ rows) with ``model.path`` (a policy or an export), greedy decoding, and writes
 ``eval_results.json`` and ``eval_results.md`` to ``trainer.output_dir``:
 accuracy (the share of responses whose ``reward.accuracy_term`` is 1), the mean
 reward, the mean response length and, where responses think in
-``<think>…</think>``, the mean thinking length, in tokens. Like
+``<think>…</think>``, the mean thinking length, in tokens; then the mean of every
+reward term and logged part (``r1_format``, ``l1/abs_deviation``). Like
 ``launch.train``, it starts a private local Ray unless it runs in a cluster,
 and a bad config or input exits with code 2 and one line.
 """
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
            "tokens_per_problem": metrics["eval/response_length"], "reward": metrics["eval/reward"]}
     if "eval/thinking_length" in metrics:
         row["thinking_tokens"] = metrics["eval/thinking_length"]
+    row.update({key.removeprefix("eval/reward/"): v for key, v in metrics.items() if key.startswith("eval/reward/")})
     out = Path(cfg.trainer.output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     result = {"model": cfg.model.path, "eval_files": cfg.data.eval_files, "seconds": round(elapsed, 2), "rows": [row]}

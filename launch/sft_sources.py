@@ -43,10 +43,10 @@ from rlcore.data import (
 )
 
 if TYPE_CHECKING:  # the groups import Ray, which the composition root must not import before Ray is set up
-    from actors.groups import LearnerGroup, RewardGroup, RolloutGroup
+    from actors.groups import LearnerGroup
     from launch.sources import Collected, Roles
 
-# launch.sources registers these classes, so its helpers (Collected, timed, reward_stats) are imported where used.
+# launch.sources registers these classes, so its helpers (Collected, timed, reward_stats, greedy_eval) are imported where used.
 
 
 def encode_example(prompt: Any, templated: bool, response: Any, tokenizer,
@@ -89,18 +89,6 @@ def heldout_loss(actor: LearnerGroup, shipment) -> float:
     return (-(actor.forward(shipment, "logprobs") * mask).sum() / mask.sum().clamp(min=1)).item()
 
 
-def greedy_accuracy(rollout: RolloutGroup, rewards: RewardGroup, rows: list[PromptRow],
-                    accuracy_term: str) -> dict[str, float]:
-    """``eval/accuracy``, ``eval/reward`` and ``eval/response_length`` of greedy responses to ``rows``."""
-    from launch.sources import reward_stats
-
-    batch = rollout.generate(rows, n=1, greedy=True)
-    rewards.score(batch)
-    stats = reward_stats(batch, accuracy_term)
-    return {"eval/accuracy": stats.get("accuracy", 0.0), "eval/reward": stats["reward/mean"],
-            "eval/response_length": stats["response_length/mean"]}
-
-
 def shippable(batch: RolloutBatch, world_size: int):
     """The batch's first samples, a multiple of ``world_size`` of them (the learners' equal slices), shipped; None if
     there are none."""
@@ -134,7 +122,9 @@ class EvalRollout:
             actor, version = self.pending
             self.rollout.update_weights(actor.state_dict_ref(), version)
             self.pending = None
-        return greedy_accuracy(self.rollout, self.rewards, rows, self.accuracy_term)
+        from launch.sources import greedy_eval
+
+        return greedy_eval(self.rollout, self.rewards, rows, self.accuracy_term)
 
 
 class SFTSource:
@@ -280,7 +270,9 @@ class SampledSFTSource:
         """Greedy accuracy, reward and response length on the eval prompts, by the (synced) rollout workers."""
         if not self.eval_rows:
             return {}
-        return greedy_accuracy(self.rollout, self.rewards, self.eval_rows, self.cfg.reward.accuracy_term)
+        from launch.sources import greedy_eval
+
+        return greedy_eval(self.rollout, self.rewards, self.eval_rows, self.cfg.reward.accuracy_term)
 
     def sync(self, actor: LearnerGroup, version: int) -> None:
         self.rollout.update_weights(actor.state_dict_ref(), version)

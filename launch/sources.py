@@ -95,6 +95,21 @@ def reward_stats(batch: RolloutBatch, accuracy_term: str) -> dict[str, float]:
     return stats
 
 
+def greedy_eval(rollout, rewards, rows: list[PromptRow], accuracy_term: str) -> dict[str, float]:
+    """Greedy responses to ``rows``, scored: ``eval/accuracy``, ``eval/reward`` (the weighted total),
+    ``eval/reward/<term>`` for every term and logged part (``eval/reward/l1/abs_deviation``),
+    ``eval/response_length`` and, where responses think in ``<think>…</think>``, ``eval/thinking_length``."""
+    batch = rollout.generate(rows, n=1, greedy=True)
+    rewards.score(batch)
+    stats = reward_stats(batch, accuracy_term)
+    out = {"eval/accuracy": stats.get("accuracy", 0.0), "eval/reward": stats["reward/mean"],
+           "eval/response_length": stats["response_length/mean"]}
+    out.update({f"eval/reward/{name}": v.mean().item() for name, v in batch.reward_terms.items()})
+    if "response_length/thinking_mean" in stats:
+        out["eval/thinking_length"] = stats["response_length/thinking_mean"]
+    return out
+
+
 def groups_of(batch: RolloutBatch | None) -> list[RolloutBatch]:
     """A batch split into its groups (runs of equal consecutive group ids)."""
     return [] if batch is None else [batch.select(range(a, b)) for a, b in group_runs(batch.group_ids.tolist())]
@@ -158,14 +173,7 @@ class RolloutSource:
         """Greedy accuracy and reward on the eval prompts."""
         if not self.eval_rows:
             return {}
-        batch = self.rollout.generate(self.eval_rows, n=1, greedy=True)
-        self.rewards.score(batch)
-        stats = reward_stats(batch, self.cfg.reward.accuracy_term)
-        out = {"eval/accuracy": stats.get("accuracy", 0.0), "eval/reward": stats["reward/mean"],
-               "eval/response_length": stats["response_length/mean"]}
-        if "response_length/thinking_mean" in stats:
-            out["eval/thinking_length"] = stats["response_length/thinking_mean"]
-        return out
+        return greedy_eval(self.rollout, self.rewards, self.eval_rows, self.cfg.reward.accuracy_term)
 
     def sync(self, actor: LearnerGroup, version: int) -> None:
         self.rollout.update_weights(actor.state_dict_ref(), version)

@@ -41,10 +41,10 @@ done
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])
-print("| stage | held-out accuracy | thinking tokens | response tokens |\n|---|---|---|---|")
+print("| stage | held-out accuracy | format | thinking tokens | response tokens |\n|---|---|---|---|---|")
 for stage in ("1-sft", "2-grpo", "3-rs-sft", "4-grpo"):
     row = json.loads((out / "eval" / stage / "eval_results.json").read_text())["rows"][0]
-    print(f"| {stage} | {row['accuracy']:.3f} | {row.get('thinking_tokens', float('nan')):.1f} | "
-          f"{row['tokens_per_problem']:.1f} |")
+    print(f"| {stage} | {row['accuracy']:.3f} | {row['r1_format']:.3f} | "
+          f"{row.get('thinking_tokens', float('nan')):.1f} | {row['tokens_per_problem']:.1f} |")
 PY
 echo "recipe done in $(( SECONDS - start ))s"

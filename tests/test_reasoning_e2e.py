@@ -1,6 +1,7 @@
 """End to end on the reasoning chat model: verl-style chat data, and the R1 recipe's stages chained (reduced size)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,29 @@ def test_r1_recipe_stages_run_and_chain(tmp_path):
     result = json.loads((out / "eval" / "4-grpo" / "eval_results.json").read_text())
     assert result["rows"][0]["method"] == "greedy" and 0.0 <= result["rows"][0]["accuracy"] <= 1.0
     assert "| 4-grpo |" in proc.stdout
+
+
+def test_l1_reasoning_preset_counts_thinking_tokens_against_the_asked_length(tmp_path):
+    out = tmp_path / "l1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "launch.train", "--config", "launch/configs/l1_reasoning.yaml",
+         "model.path=local://tiny-qwen2-reason", "data.max_eval_prompts=8", "data.prompts_per_step=8", "rollout.n=4",
+         "rollout.max_new_tokens=16", "learner.mini_batch_size=32", "learner.micro_batch_size=32",
+         "trainer.total_steps=2", "trainer.eval_every=2", f"trainer.output_dir={out}", "trainer.export=false"],
+        cwd=REPO, env=venv_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    metrics = read_jsonl(out / "metrics.jsonl")
+    assert {"reward/l1/abs_deviation", "response_length/mean"} <= set(metrics[1])
+    assert "eval/reward/l1/abs_deviation" in metrics[-1] and "eval/accuracy" in metrics[-1]
+    checked = 0
+    for sample in read_jsonl(out / "rollouts.jsonl")[0]["samples"]:
+        # the instruction ends the user's message, inside the chat template
+        match = re.search(r"Think for (\d+) tokens\.<\|im_end\|>\n<\|im_start\|>assistant\n$", sample["prompt"])
+        assert match, sample["prompt"]
+        target = int(match.group(1))
+        assert 20 <= target <= 60
+        if "think>" not in sample["response"] and "answer>" not in sample["response"]:
+            # wrong, and no thinking: 0 thinking tokens counted (not the response's length), alpha = 0.01
+            assert sample["score"] == pytest.approx(-0.01 * target), sample
+            checked += 1
+    assert checked > 0

@@ -359,6 +359,32 @@ def fakes(monkeypatch):
     return Roles(reward_terms=[], learners={"actor": FakeActor()}, reference=None)
 
 
+class AlwaysTwoRollout(FakeRollout):
+    def reply(self, row, j):
+        return ("2", False)
+
+
+class PartRewards(FakeRewards):
+    """exact_match, plus a logged part whose value is the response's length in characters."""
+
+    def score(self, batch):
+        super().score(batch)
+        batch.reward_terms["l1/abs_deviation"] = torch.tensor([float(len(r)) for r in batch.responses])
+        return {}
+
+
+def test_greedy_eval_reports_every_reward_term_and_part(local_model):
+    from launch.sources import greedy_eval
+
+    rows = [PromptRow(0, "1+1=", "2"), PromptRow(1, "9+1=", "10")]
+    rollout = AlwaysTwoRollout(None, local_model)
+    metrics = greedy_eval(rollout, PartRewards([]), rows, "exact_match")
+    assert rollout.calls == [(2, 1, True)]
+    assert metrics["eval/accuracy"] == 0.5 and metrics["eval/reward"] == 0.5
+    assert metrics["eval/reward/exact_match"] == 0.5 and metrics["eval/reward/l1/abs_deviation"] == 1.0
+    assert metrics["eval/response_length"] == 2.0  # "2" and the stop token
+
+
 def prompt_rows(count):
     return [PromptRow(i, f"{i}+1=", str(i + 1)) for i in range(count)]
 

@@ -1,0 +1,161 @@
+"""Test-time scaling: how well a model does when it may sample N responses per problem.
+
+Pure functions over per-sample results (correctness, extracted answers, verifier scores); no
+Ray, vLLM or torch. For one problem with samples ``0 .. n_total - 1``:
+
+* **pass@k**: the chance that at least one of k samples drawn without replacement is correct,
+  with the unbiased estimator of Chen et al. 2021, "Evaluating Large Language Models Trained on
+  Code" (https://arxiv.org/abs/2107.03374): ``1 - C(n - c, k) / C(n, k)``.
+* **maj@k**: self-consistency (Wang et al. 2022, "Self-Consistency Improves Chain of Thought
+  Reasoning in Language Models", https://arxiv.org/abs/2203.11171): the most frequent final
+  answer among the first k samples, unparseable answers (None) not voting.
+* **best-of-N**: the sample a verifier (reward model) scores highest.
+* **weighted best-of-N**: verifier-weighted voting, the scores of samples with equal answers
+  summed and the answer with the largest sum chosen, as in Li et al. 2023, "Making Large Language
+  Models Better Reasoners with Step-Aware Verifier" (https://arxiv.org/abs/2206.02336) and
+  Lightman et al. 2023, "Let's Verify Step by Step" (https://arxiv.org/abs/2305.20050).
+
+Grouping of answers: two answers are equal when ``same(a, b)`` is true (by default, string
+equality after ``strip``). Each new answer is compared with the representatives of the groups
+seen so far, in order, and joins the first that matches; a group's representative is its first
+member. Ties between groups go to the group seen first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+Same = Callable[[str, str], bool]
+
+
+def _default_same(a: str, b: str) -> bool:
+    """String equality after stripping surrounding whitespace."""
+    return a.strip() == b.strip()
+
+
+def _groups(answers: Sequence[str | None], weights: Sequence[float], same: Same | None) -> list[tuple[int, float]]:
+    """Group equal answers; return ``(index of the representative, summed weight)`` per group, in order seen.
+
+    None answers are skipped. Each answer joins the first group whose representative it equals.
+    """
+    same = same or _default_same
+    reps: list[int] = []
+    totals: list[float] = []
+    for i, (answer, weight) in enumerate(zip(answers, weights, strict=True)):
+        if answer is None:
+            continue
+        for g, rep in enumerate(reps):
+            if same(answers[rep], answer):  # type: ignore[arg-type]  # representatives are never None
+                totals[g] += weight
+                break
+        else:
+            reps.append(i)
+            totals.append(weight)
+    return list(zip(reps, totals))
+
+
+def _winner(answers: Sequence[str | None], weights: Sequence[float], same: Same | None) -> int | None:
+    """Index of the representative of the group with the largest summed weight (first on ties), or None."""
+    best: tuple[int, float] | None = None
+    for rep, total in _groups(answers, weights, same):
+        if best is None or total > best[1]:
+            best = (rep, total)
+    return None if best is None else best[0]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from ``n`` samples of which ``c`` are correct (Chen et al. 2021).
+
+    ``1 - C(n - c, k) / C(n, k)``, computed as ``1 - prod_{i = n - c + 1}^{n} (1 - k / i)`` to avoid
+    huge binomials. It is 1.0 when ``n - c < k``: every draw of k samples holds a correct one.
+    """
+    if k < 1 or k > n:
+        raise ValueError(f"pass@k needs 1 <= k <= n, got k={k}, n={n}")
+    if c < 0 or c > n:
+        raise ValueError(f"pass@k needs 0 <= c <= n, got c={c}, n={n}")
+    if n - c < k:
+        return 1.0
+    miss = 1.0
+    for i in range(n - c + 1, n + 1):
+        miss *= 1.0 - k / i
+    return 1.0 - miss
+
+
+def majority_answer(answers: Sequence[str | None], same: Same | None = None) -> str | None:
+    """Self-consistency vote: the answer given most often (None answers do not vote).
+
+    Returns the representative (first member) of the largest group, the group seen first on ties,
+    or None when no sample has an answer.
+    """
+    rep = _winner(answers, [1.0] * len(answers), same)
+    return None if rep is None else answers[rep]
+
+
+def best_of_n(scores: Sequence[float]) -> int:
+    """Index of the highest verifier score; the first one on ties."""
+    if not scores:
+        raise ValueError("best_of_n needs at least one score")
+    best = 0
+    for i, score in enumerate(scores):
+        if score > scores[best]:
+            best = i
+    return best
+
+
+def weighted_answer(answers: Sequence[str | None], scores: Sequence[float], same: Same | None = None) -> str | None:
+    """Verifier-weighted vote: the answer whose samples' scores sum highest (None answers excluded).
+
+    Grouping as in ``majority_answer``; returns the group's representative, the group seen first on
+    ties, or None when no sample has an answer.
+    """
+    if len(answers) != len(scores):
+        raise ValueError(f"{len(answers)} answers but {len(scores)} scores")
+    rep = _winner(answers, scores, same)
+    return None if rep is None else answers[rep]
+
+
+def scaling_points(max_n: int) -> list[int]:
+    """The N values to report: powers of two up to ``max_n``, and ``max_n`` itself if it is not one."""
+    if max_n < 1:
+        raise ValueError(f"max_n must be >= 1, got {max_n}")
+    points = []
+    n = 1
+    while n <= max_n:
+        points.append(n)
+        n *= 2
+    if points[-1] != max_n:
+        points.append(max_n)
+    return points
+
+
+def at_n(correct: Sequence[bool], answers: Sequence[str | None], scores: Sequence[float] | None, n: int,
+         same: Same | None = None) -> dict[str, float]:
+    """Results for one problem when it may use ``n`` samples.
+
+    * ``pass_at_k``: ``pass_at_k(len(correct), sum(correct), n)``, the unbiased estimate over all samples.
+    * ``maj_at_k``: correctness of the majority answer of the first ``n`` samples.
+    * ``best_of_n`` and ``weighted_best_of_n`` (only when ``scores`` is given): correctness of the
+      highest-scored sample, and of the verifier-weighted answer, among the first ``n`` samples.
+
+    A chosen answer's correctness is that of its group's representative, the first sample among
+    the first ``n`` whose answer is in the group (with a consistent ``same``, all members are equally
+    correct). A vote with no answer at all counts 0.0.
+    """
+    total = len(correct)
+    if len(answers) != total or (scores is not None and len(scores) != total):
+        raise ValueError("correct, answers and scores must have one entry per sample")
+    if n < 1 or n > total:
+        raise ValueError(f"n must be in 1..{total}, got {n}")
+    first = answers[:n]
+
+    def score_of(rep: int | None) -> float:
+        return 0.0 if rep is None else float(bool(correct[rep]))
+
+    result = {
+        "pass_at_k": pass_at_k(total, sum(bool(x) for x in correct), n),
+        "maj_at_k": score_of(_winner(first, [1.0] * n, same)),
+    }
+    if scores is not None:
+        result["best_of_n"] = score_of(best_of_n(scores[:n]))
+        result["weighted_best_of_n"] = score_of(_winner(first, scores[:n], same))
+    return result
