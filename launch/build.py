@@ -24,7 +24,7 @@ from launch.sources import SOURCES
 from rewards.api import RewardTerm, check_reward
 from rewards.registry import REWARDS, TRANSFORMS
 from rlcore.assets import AssetError, resolve
-from rlcore.config import Config, ConfigError, load_config, single_line, validate_learner
+from rlcore.config import Config, ConfigError, RewardTermConfig, load_config, single_line, validate_learner
 from rlcore.data import check_prompt_lengths, render_prompts
 from rlcore.plugins import options_class, parse_options
 
@@ -47,6 +47,8 @@ class Plan:
     learners: dict[str, Group]
     reward_terms: list[RewardTerm]
     transforms: list[Any] = field(default_factory=list)
+    verifier: RewardTerm | None = None
+    """``eval.verifier`` resolved (``launch.evaluate`` only)."""
 
 
 @dataclass
@@ -89,16 +91,19 @@ def check_batch_shapes(cfg: Config, algorithm: Algorithm, learners: dict[str, Gr
                               f"{per_group} = {samples}")
 
 
+def reward_term(term: RewardTermConfig, key: str) -> RewardTerm:
+    """One reward term's config (at ``key``: ``reward.terms[0]``, ``eval.verifier``) resolved, its args parsed."""
+    target = REWARDS.resolve(term.name, f"{key}.name")
+    try:
+        check_reward(term.name, target)
+    except ValueError as exc:
+        raise ConfigError(f"{key}.name: {exc}") from None
+    term.args = as_kwargs(parse_options(options_class(target), term.args, f"{key}.args"))
+    return RewardTerm(term, target, term.args)
+
+
 def reward_terms(cfg: Config) -> list[RewardTerm]:
-    terms = []
-    for i, term in enumerate(cfg.reward.terms):
-        target = REWARDS.resolve(term.name, f"reward.terms[{i}].name")
-        try:
-            check_reward(term.name, target)
-        except ValueError as exc:
-            raise ConfigError(f"reward.terms[{i}].name: {exc}") from None
-        term.args = as_kwargs(parse_options(options_class(target), term.args, f"reward.terms[{i}].args"))
-        terms.append(RewardTerm(term, target, term.args))
+    terms = [reward_term(term, f"reward.terms[{i}]") for i, term in enumerate(cfg.reward.terms)]
     names = [t.name for t in terms]
     if cfg.reward.accuracy_term not in names:
         raise ConfigError(f"reward.accuracy_term='{cfg.reward.accuracy_term}' is not among reward.terms: "

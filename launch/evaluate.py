@@ -1,14 +1,27 @@
-"""Evaluate a model: ``python -m launch.evaluate --config <preset> [key=value ...]``.
+"""Evaluate a model with sampling and search: ``python -m launch.evaluate --config <preset> [key=value ...]``.
 
 It runs the preset's rollout and reward workers on ``data.eval_files`` (prompt
-rows) with ``model.path`` (a policy or an export), greedy decoding, and writes
-``eval_results.json`` and ``eval_results.md`` to ``trainer.output_dir``:
-accuracy (the share of responses whose ``reward.accuracy_term`` is 1), the mean
-reward, the mean response length and, where responses think in
-``<think>…</think>``, the mean thinking length, in tokens; then the mean of every
-reward term and logged part (``r1_format``, ``l1/abs_deviation``). Like
-``launch.train``, it starts a private local Ray unless it runs in a cluster,
-and a bad config or input exits with code 2 and one line.
+rows, at most ``data.max_eval_prompts``) with ``model.path`` (a policy or an
+export), and every method in ``eval.methods`` (``docs/config.md``, section
+``eval``):
+
+* ``greedy``: one greedy response per problem;
+* ``pass_at_k``, ``maj_at_k``, ``best_of_n``, ``weighted_best_of_n``: from one set of
+  ``eval.n`` samples per problem (``rlcore.test_time``), reported at N = 1, 2, 4, ... n;
+  answers are read and compared by the accuracy term's own rule (``rewards.api.Answer``);
+* ``beam_search``, ``dvts``, ``mcts``: step-level search (``rlcore.search``) over steps cut
+  at ``eval.step_delimiter``, the verifier scoring every partial solution;
+* ``budget_forcing``: s1's budget forcing at each of ``eval.budgets`` thinking tokens.
+
+A response is correct when its ``reward.accuracy_term`` is 1. The verifier
+(``eval.verifier``, a reward term with its own workers; by default the preset's
+weighted reward) judges samples for best-of-N and the searches. Written to
+``trainer.output_dir``: ``eval_results.json`` (``rows``: one per method and N or
+budget, ``{"method", "n", "accuracy", "tokens_per_problem", ...}``),
+``eval_results.md`` and ``eval_scaling.png`` (accuracy against N and against
+generated tokens per problem, a line per method). Like ``launch.train``, it starts
+a private local Ray unless it runs in a cluster, and a bad config or input exits
+with code 2 and one line.
 """
 
 from __future__ import annotations
@@ -18,30 +31,263 @@ import sys
 import time
 from pathlib import Path
 
-from launch.build import Plan
-from launch.sources import RolloutSource, Roles
+import torch
+
+from launch.build import Plan, reward_term
+from launch.sources import reward_stats
 from launch.train import init_ray, parse_args, plan_and_data
-from rlcore.config import ConfigError
+from rewards.api import RewardTerm, answer_reading
+from rewards.text import thinking_token_count
+from rlcore.batch import RolloutBatch, pad_2d
+from rlcore.chat import encode_prompt
+from rlcore.config import Config, ConfigError
+from rlcore.data import PromptRow
+from rlcore.search import Node, Piece, SearchResult, force_budget, mcts, tree_search
+from rlcore.test_time import at_n, scaling_points
 
 RESULTS = "eval_results.json"
+SAMPLED = ("pass_at_k", "maj_at_k", "best_of_n", "weighted_best_of_n")
+SEARCHES = ("beam_search", "dvts", "mcts")
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """The result rows as a Markdown table, one column per key of the first row."""
-    keys = list(rows[0])
+    """The result rows as a Markdown table, a column per key any row has (blank where a row lacks it)."""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for row in rows:
-        lines.append("| " + " | ".join(f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k])
-                                         for k in keys) + " |")
+        cells = [f"{row[k]:.4g}" if isinstance(row.get(k), float) else str(row.get(k, "")) for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def for_evaluation(plan: Plan) -> None:
-    """Evaluation reads the eval files' prompt rows and generates, whatever the preset trains."""
-    if not plan.cfg.data.eval_files:
+    """Evaluation reads the eval files' prompt rows and generates, whatever the preset trains; the verifier is resolved."""
+    from launch.sources import RolloutSource
+
+    cfg = plan.cfg
+    if not cfg.data.eval_files:
         raise ConfigError("data.eval_files is empty: nothing to evaluate")
     plan.source = RolloutSource
-    plan.cfg.data.train_files = list(plan.cfg.data.eval_files)
+    plan.cfg.data.train_files = list(cfg.data.eval_files)
+    if cfg.eval.temperature is not None:
+        cfg.rollout.temperature = cfg.eval.temperature
+    plan.verifier = reward_term(cfg.eval.verifier, "eval.verifier") if cfg.eval.verifier is not None else None
+    if "budget_forcing" in cfg.eval.methods and max(cfg.eval.budgets) + cfg.eval.answer_tokens > cfg.rollout.max_new_tokens:
+        raise ConfigError(f"eval.budgets up to {max(cfg.eval.budgets)} + eval.answer_tokens={cfg.eval.answer_tokens} "
+                          f"exceed rollout.max_new_tokens={cfg.rollout.max_new_tokens}; raise it")
+
+
+class Evaluation:
+    """The roles of an evaluation (rollout workers, reward workers, the verifier's) and one method per ``eval.methods`` entry."""
+
+    def __init__(self, cfg: Config, rows: list[PromptRow], terms: list[RewardTerm], verifier: RewardTerm | None):
+        from transformers import AutoTokenizer
+
+        from actors.groups import RewardGroup, RolloutGroup
+
+        self.cfg, self.ec, self.rows = cfg, cfg.eval, rows
+        self.rollout = RolloutGroup(cfg, cfg.model.path)
+        self.rewards = RewardGroup(terms)
+        self.verifier = RewardGroup([verifier]) if verifier is not None else None
+        self.ready = self.rollout.ready + self.rewards.ready + (self.verifier.ready if self.verifier else [])
+        accuracy = next(t for t in terms if t.name == cfg.reward.accuracy_term)
+        self.answer = answer_reading(accuracy.target)
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
+        self.prompt_ids = [encode_prompt(r.prompt, r.templated, self.tokenizer) for r in rows]
+
+    # ---- scoring responses ------------------------------------------------------------------
+    def batch(self, problems: list[int], token_ids: list[list[int]], texts: list[str]) -> RolloutBatch:
+        """A batch of responses to the given problems, ready for the reward workers."""
+        rows = [self.rows[p] for p in problems]
+        return RolloutBatch(
+            prompt_ids=[self.prompt_ids[p] for p in problems], response_ids=token_ids,
+            response_mask=pad_2d([[1.0] * len(ids) for ids in token_ids]),
+            group_ids=torch.tensor(problems, dtype=torch.long),
+            prompt_index=torch.tensor([r.index for r in rows], dtype=torch.long),
+            prompts=[r.prompt for r in rows], responses=texts, answers=[r.answer for r in rows],
+            truncated=torch.tensor([len(ids) >= self.cfg.rollout.max_new_tokens for ids in token_ids]),
+            metadata=[r.metadata for r in rows],
+            thinking_tokens=torch.tensor([thinking_token_count(t, self.tokenizer) for t in texts], dtype=torch.long))
+
+    def correct(self, batch: RolloutBatch) -> list[bool]:
+        """Whether each response's accuracy term is 1 (scores the batch with the preset's rewards)."""
+        self.rewards.score(batch)
+        return (batch.reward_terms[self.cfg.reward.accuracy_term] >= 1.0).tolist()
+
+    def verify(self, batch: RolloutBatch) -> list[float]:
+        """The verifier's score of each response; without ``eval.verifier``, the preset's weighted reward."""
+        (self.verifier or self.rewards).score(batch)
+        return batch.scores.tolist()
+
+    # ---- the methods ------------------------------------------------------------------------
+    def greedy(self) -> list[dict]:
+        batch = self.rollout.generate(self.rows, n=1, greedy=True)
+        self.rewards.score(batch)
+        stats = reward_stats(batch, self.cfg.reward.accuracy_term)
+        row = {"method": "greedy", "n": 1, "accuracy": stats.get("accuracy", 0.0),
+               "tokens_per_problem": stats["response_length/mean"], "reward": stats["reward/mean"]}
+        if "response_length/thinking_mean" in stats:
+            row["thinking_tokens"] = stats["response_length/thinking_mean"]
+        row.update({name: v.mean().item() for name, v in batch.reward_terms.items()})
+        return [row]
+
+    def sampled(self, methods: list[str]) -> list[dict]:
+        """``eval.n`` samples per problem, scored once; every sampled method at every N from them."""
+        n = self.ec.n
+        batch = self.rollout.generate(self.rows, n=n, seed=self.ec.seed)
+        self.rewards.score(batch)
+        correct = (batch.reward_terms[self.cfg.reward.accuracy_term] >= 1.0).tolist()
+        verified = {"best_of_n", "weighted_best_of_n"} & set(methods)
+        scores = self.verify(batch) if verified else None
+        answers = [self.answer.extract(text) for text in batch.responses]
+        lengths = batch.response_mask.sum(-1).tolist()
+        rows = []
+        for k in scaling_points(n):
+            sums: dict[str, float] = {}
+            for p in range(len(self.rows)):
+                part = slice(p * n, (p + 1) * n)
+                result = at_n(correct[part], answers[part], None if scores is None else scores[part], k, self.answer.same)
+                for method, value in result.items():
+                    sums[method] = sums.get(method, 0.0) + value
+            tokens = sum(sum(lengths[p * n:p * n + k]) for p in range(len(self.rows))) / len(self.rows)
+            rows += [{"method": m, "n": k, "accuracy": sums[m] / len(self.rows), "tokens_per_problem": tokens}
+                     for m in methods]
+        return rows
+
+    def expand(self, nodes: list[Node], n: int, last: bool) -> list[list[Piece]]:
+        """``n`` one-step continuations of each node (to the end of the response with ``last``)."""
+        from actors.rollout import Request
+
+        limit = self.cfg.rollout.max_new_tokens
+        requests = [Request(self.prompt_ids[node.problem] + node.token_ids, n=n, temperature=self.cfg.rollout.temperature,
+                            top_p=self.cfg.rollout.top_p,
+                            max_tokens=max(1, limit - len(node.token_ids)) if last else
+                            max(1, min(self.ec.step_tokens, limit - len(node.token_ids))),
+                            stop=[] if last else [self.ec.step_delimiter]) for node in nodes]
+        pieces = []
+        for node, completions in zip(nodes, self.rollout.complete(requests, seed=self.ec.seed)):
+            pieces.append([Piece(c.token_ids, c.text, (c.finished and c.stop is None)
+                                 or len(node.token_ids) + len(c.token_ids) >= limit) for c in completions])
+        return pieces
+
+    def score_nodes(self, nodes: list[Node]) -> list[float]:
+        return self.verify(self.batch([n.problem for n in nodes], [n.token_ids for n in nodes], [n.text for n in nodes]))
+
+    def search(self, method: str, budget: int) -> dict:
+        """One search over every problem at budget ``budget`` (candidates per step, or simulations per step level)."""
+        ec = self.ec
+        problems = len(self.rows)
+        if method == "mcts":
+            result = mcts(problems, budget * ec.mcts_simulations_per_n, ec.beam_expansions, ec.max_steps, ec.mcts_c,
+                          self.expand, self.score_nodes)
+        else:
+            beams = ec.beam_width or max(1, budget // ec.beam_expansions)
+            trees, width = (beams, 1) if method == "dvts" else (1, beams)
+            result = tree_search(problems, trees, width, ec.beam_expansions, ec.max_steps, self.expand, self.score_nodes)
+        return self.result_row(method, budget, result)
+
+    def result_row(self, method: str, n: int, result: SearchResult) -> dict:
+        found = [(p, node) for p, node in enumerate(result.best) if node is not None]
+        correct = self.correct(self.batch([p for p, _ in found], [node.token_ids for _, node in found],
+                                          [node.text for _, node in found])) if found else []
+        return {"method": method, "n": n, "accuracy": sum(correct) / len(self.rows),
+                "tokens_per_problem": sum(result.tokens) / len(self.rows)}
+
+    def budget_forcing(self, budget: int) -> dict:
+        """s1 budget forcing at ``budget`` thinking tokens, greedy, every problem at once."""
+        ec, tok = self.ec, self.tokenizer
+        end_ids = tok.encode(ec.think_end, add_special_tokens=False)
+        wait_ids = tok.encode(ec.wait_text, add_special_tokens=False)
+        problems = len(self.rows)
+        ids: list[list[int]] = [[] for _ in range(problems)]
+        waits, tokens = [0] * problems, [0] * problems
+        thinking, ended = list(range(problems)), set()  # still thinking; responses that ended (EOS) while thinking
+        while thinking:
+            pieces = self.greedy_pieces([(p, ids[p], budget - len(ids[p]), [ec.think_end]) for p in thinking])
+            still = []
+            for p, c in zip(thinking, pieces):
+                tokens[p] += len(c.token_ids)
+                if c.finished and c.stop is None:  # the response ended without closing its thinking
+                    ids[p] += c.token_ids
+                    ended.add(p)
+                    continue
+                wrote_end = c.stop == ec.think_end and c.token_ids[-len(end_ids):] == end_ids
+                ids[p], waits[p], over = force_budget(ids[p], c.token_ids, wrote_end, budget, waits[p], ec.max_waits,
+                                                      end_ids, wait_ids)
+                if not over:
+                    still.append(p)
+            thinking = still
+        answering = [p for p in range(problems) if p not in ended]
+        for p, c in zip(answering, self.greedy_pieces([(p, ids[p], ec.answer_tokens, []) for p in answering])):
+            tokens[p] += len(c.token_ids)
+            ids[p] += c.token_ids
+        texts = [tok.decode(r) for r in ids]
+        batch = self.batch(list(range(problems)), ids, texts)
+        correct = self.correct(batch)
+        return {"method": "budget_forcing", "n": budget, "accuracy": sum(correct) / problems,
+                "tokens_per_problem": sum(tokens) / problems,
+                "thinking_tokens": float(batch.thinking_tokens.clamp(min=0).float().mean()), "waits": sum(waits) / problems}
+
+    def greedy_pieces(self, asks: list[tuple[int, list[int], int, list[str]]]):
+        """One greedy completion per ``(problem, response so far, max new tokens, stop strings)``."""
+        from actors.rollout import Request
+
+        requests = [Request(self.prompt_ids[p] + so_far, n=1, temperature=0.0, max_tokens=max(1, limit), stop=stop)
+                    for p, so_far, limit, stop in asks]
+        return [c[0] for c in self.rollout.complete(requests)]
+
+
+def run(evaluation: Evaluation, methods: list[str]) -> list[dict]:
+    """Every method's rows, with a progress bar over the units of work (a method at one N or budget)."""
+    from tqdm import tqdm
+
+    ec = evaluation.ec
+    sampled = [m for m in methods if m in SAMPLED]
+    work = [("greedy", 1)] if "greedy" in methods else []
+    work += [("sampled", ec.n)] if sampled else []
+    search_points = [n for n in scaling_points(ec.n) if n >= ec.beam_expansions or ec.beam_width]
+    work += [(m, n) for m in methods if m in SEARCHES for n in (search_points if m != "mcts" else scaling_points(ec.n))]
+    work += [("budget_forcing", b) for b in ec.budgets] if "budget_forcing" in methods else []
+    rows = []
+    with tqdm(work, desc="evaluate", unit="run", file=sys.stdout, dynamic_ncols=True) as bar:
+        for method, n in bar:
+            bar.set_postfix_str(f"{method} n={n}")
+            if method == "greedy":
+                rows += evaluation.greedy()
+            elif method == "sampled":
+                rows += evaluation.sampled(sampled)
+            elif method == "budget_forcing":
+                rows.append(evaluation.budget_forcing(n))
+            else:
+                rows.append(evaluation.search(method, n))
+    return rows
+
+
+def draw(rows: list[dict], out: Path) -> None:
+    """``eval_scaling.png``: accuracy against N (left) and against generated tokens per problem (right), a line per method."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    by_n, by_tokens = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    for i, method in enumerate(methods):
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["tokens_per_problem"])
+        style = {"color": f"C{i}", "marker": "o", "label": method}
+        if method != "budget_forcing":  # its n is a thinking budget, not a sample count
+            points = sorted((r["n"], r["accuracy"]) for r in mine)
+            by_n.plot(*zip(*points), **style)
+        by_tokens.plot([r["tokens_per_problem"] for r in mine], [r["accuracy"] for r in mine], **style)
+    by_n.set_xscale("log", base=2)
+    by_n.set_xlabel("N (samples, or search budget)")
+    by_tokens.set_xscale("log")
+    by_tokens.set_xlabel("generated tokens per problem")
+    for ax in (by_n, by_tokens):
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.savefig(out, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,29 +301,27 @@ def main(argv: list[str] | None = None) -> int:
 
     from actors.groups import wait_ready
 
+    rows_in = data.eval[: cfg.data.max_eval_prompts]
     try:
-        source = RolloutSource(cfg, plan.algorithm, Roles(plan.reward_terms, {}, None), data.eval, data.eval)
-        wait_ready([source])
-        print(f"evaluating {cfg.model.path} on {min(len(data.eval), cfg.data.max_eval_prompts)} prompts", flush=True)
+        evaluation = Evaluation(cfg, rows_in, plan.reward_terms, plan.verifier)
+        wait_ready([evaluation])
+        print(f"evaluating {cfg.model.path} on {len(rows_in)} problems: {', '.join(cfg.eval.methods)}", flush=True)
         start = time.perf_counter()
-        metrics = source.evaluate()
+        rows = run(evaluation, cfg.eval.methods)
         elapsed = time.perf_counter() - start
     finally:
         if started:
             ray.shutdown()
-    row = {"method": "greedy", "n": 1, "accuracy": metrics["eval/accuracy"],
-           "tokens_per_problem": metrics["eval/response_length"], "reward": metrics["eval/reward"]}
-    if "eval/thinking_length" in metrics:
-        row["thinking_tokens"] = metrics["eval/thinking_length"]
-    row.update({key.removeprefix("eval/reward/"): v for key, v in metrics.items() if key.startswith("eval/reward/")})
     out = Path(cfg.trainer.output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    result = {"model": cfg.model.path, "eval_files": cfg.data.eval_files, "seconds": round(elapsed, 2), "rows": [row]}
+    result = {"model": cfg.model.path, "eval_files": cfg.data.eval_files, "problems": len(rows_in),
+              "seconds": round(elapsed, 2), "rows": rows}
     (out / RESULTS).write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown_table([row])
+    table = markdown_table(rows)
     (out / "eval_results.md").write_text(table + "\n")
+    draw(rows, out / "eval_scaling.png")
     print(table)
-    print(f"results written to {out / RESULTS}", flush=True)
+    print(f"results written to {out / RESULTS}, {out / 'eval_scaling.png'}", flush=True)
     return 0
 
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rewards.registry import REWARDS
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,31 @@ class RewardTerm:
     @property
     def name(self) -> str:
         return self.config.name
+
+
+@dataclass(frozen=True)
+class Answer:
+    """How a rule-based accuracy reward reads a response's final answer and compares two of them.
+
+    A reward function exposes one as its ``answer`` attribute (``answer_match.answer``);
+    majority voting and weighted best-of-N (``launch.evaluate``) group samples by it, so
+    two samples vote together exactly when the task itself would call their answers equal.
+    """
+
+    extract: Callable[[str], str | None]
+    """The final answer of a response, or None when it gives none (it then does not vote)."""
+    same: Callable[[str, str], bool]
+    """Whether two extracted answers are equal under the task's own equivalence."""
+
+
+def stripped(text: str) -> str:
+    """The whole response is the answer, stripped (the arithmetic task's format)."""
+    return text.strip()
+
+
+def answer_reading(target: Any) -> Answer:
+    """The ``Answer`` of a reward ``target``; without one, the whole stripped response, compared as text."""
+    return getattr(target, "answer", None) or Answer(stripped, lambda a, b: a == b)
 
 
 class RewardContractError(ValueError):
@@ -85,6 +110,8 @@ def build_reward(name: str, target: Any, args: dict[str, Any]):
 
 def load_reward(name: str, args: dict[str, Any] | None = None):
     """``build_reward`` for a reward given by name (built-in, ``module:function`` or ``module:Class``)."""
+    from rewards.registry import REWARDS  # the registry imports the built-ins, which import this module
+
     return build_reward(name, REWARDS.resolve(name, "reward"), dict(args or {}))
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from rewards.api import Answer, stripped
+
 
 def exact_match(prompt: str, response: str, ground_truth: str) -> float:
     """1.0 if ``response`` equals ``ground_truth`` as strings, ignoring surrounding whitespace.
@@ -51,3 +53,5 @@ class NumericMatchOptions:
 
 
 numeric_match.Options = NumericMatchOptions  # its args, typed
+exact_match.answer = Answer(stripped, lambda a, b: a == b)  # how majority voting reads and compares answers
+numeric_match.answer = Answer(stripped, lambda a, b: numeric_match("", a, b) == 1.0)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 
+from rewards.api import Answer
+
 # Content of an <answer> block that does not itself contain another "<answer>",
 # so "<answer>a<answer>b</answer>" yields "b", the innermost/last block.
 _ANSWER_RE = re.compile(r"<answer>((?:(?!<answer>).)*?)</answer>", re.DOTALL)
@@ -129,6 +131,25 @@ def math_accuracy(prompt: str, response: str, ground_truth: str) -> float:
         return 0.0
 
 
+def final_answer(response: str) -> str:
+    r"""The answer ``math_accuracy`` grades: the last ``<answer>`` block, else the last ``\boxed{}``, else the response."""
+    answer = extract_answer(response)
+    if answer is None:
+        answer = _last_boxed(response)
+    return response.strip() if answer is None else answer
+
+
+def same_math(a: str, b: str) -> bool:
+    """Whether two final answers are mathematically equal (Math-Verify, both ways); an error is a no."""
+    try:
+        from math_verify import verify
+
+        pa, pb = _parse_math(a, final_answer=True), _parse_math(b, final_answer=True)
+        return bool(pa and pb and verify(pa, pb, timeout_seconds=None) and verify(pb, pa, timeout_seconds=None))
+    except Exception:
+        return False
+
+
 def r1_tag_count(prompt: str, response: str, ground_truth: str) -> float:
     """Partial credit for the R1 tags: 0.25 for each of the four tags that occurs exactly once.
 
@@ -145,3 +166,6 @@ def r1_tag_count(prompt: str, response: str, ground_truth: str) -> float:
     text are not checked, so 1.0 here does not imply 1.0 from :func:`r1_format`.
     """
     return 0.25 * sum(response.count(tag) == 1 for tag in _R1_TAGS)
+
+
+math_accuracy.answer = Answer(final_answer, same_math)  # how majority voting reads and compares answers

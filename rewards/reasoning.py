@@ -8,6 +8,7 @@ not graded (``r1_format`` rewards the format itself).
 
 from __future__ import annotations
 
+from rewards.api import Answer
 from rewards.r1 import extract_answer
 from rlcore.tasks.reasoning import same_answer
 
@@ -22,3 +23,6 @@ def answer_match(prompt: str, response: str, ground_truth: str) -> float:
     """
     answer = extract_answer(response)
     return 1.0 if answer is not None and same_answer(answer, str(ground_truth)) else 0.0
+
+
+answer_match.answer = Answer(extract_answer, same_answer)  # how majority voting reads and compares answers

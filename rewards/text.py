@@ -61,3 +61,9 @@ def final_answer(response: str) -> str:
     rest = after_thinking(response)
     tagged = extract_answer(rest)
     return tagged if tagged is not None else rest.strip()
+
+
+def thinking_token_count(response: str, tokenizer) -> int:
+    """Tokens inside the response's ``<think>`` block (``thinking``), encoded on their own; -1 without one."""
+    text = thinking(response)
+    return -1 if text is None else len(tokenizer.encode(text, add_special_tokens=False))

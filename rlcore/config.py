@@ -26,6 +26,8 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+EVAL_METHODS = ("greedy", "pass_at_k", "maj_at_k", "best_of_n", "weighted_best_of_n", "beam_search", "dvts",
+                "budget_forcing", "mcts")
 DTYPES = ("float32", "bfloat16", "float16")
 MIXED_PRECISIONS = ("none", "bf16")
 
@@ -96,6 +98,8 @@ class RolloutConfig:
     """Longest prompt + response vLLM accepts (None: the model's own limit)."""
     enforce_eager: bool = True
     """Skip CUDA-graph capture / compilation: faster start, slower steady state."""
+    prefix_caching: bool = True
+    """vLLM's automatic prefix caching: requests that share a prefix (the n samples of a prompt, the continuations of a step-level search) reuse its KV cache instead of recomputing it."""
     max_staleness: int = 0
     """Pipelining: rollout for the next k steps runs while the learners update, with the newest weights the rollout workers have; a sample more than k policy versions behind the policy it trains is never trained on. 0: strictly on-policy, rollout and update take turns."""
     num_cpus: float = 0.25
@@ -207,6 +211,64 @@ class TrainerConfig:
 
 
 @dataclass
+class EvalConfig:
+    """What ``python -m launch.evaluate`` runs (training evaluates greedily and ignores this section)."""
+
+    methods: list[str] = field(default_factory=lambda: ["greedy"])
+    """Methods to run, any of: greedy, pass_at_k, maj_at_k, best_of_n, weighted_best_of_n (these four share one set of eval.n samples per problem), beam_search, dvts, budget_forcing, mcts."""
+    n: int = 8
+    """Most samples (or search budget) per problem; results are reported at N = 1, 2, 4, ... up to n."""
+    temperature: Optional[float] = None
+    """Sampling temperature of the sampled methods and of the search's expansions (None: rollout.temperature)."""
+    verifier: Optional[RewardTermConfig] = None
+    """The reward term that judges samples for best_of_n, weighted_best_of_n and the searches (a rule, the judge, an ORM or a PRM), with its own workers and resources as in reward.terms. None: the weighted sum of reward.terms."""
+    step_delimiter: str = "\n\n"
+    """Where a response is cut into steps, for the searches and a PRM (the reasoning task's steps end in ". ")."""
+    beam_width: int = 0
+    """Beams kept after each step of beam_search, and in each subtree of dvts. 0: N / beam_expansions, so that a search at budget N keeps N candidates per step."""
+    beam_expansions: int = 4
+    """Continuations sampled from every kept beam at each step."""
+    max_steps: int = 16
+    """Most steps a search takes; a beam still open then is finished in one go."""
+    step_tokens: int = 64
+    """Most new tokens per step of a search."""
+    budgets: list[int] = field(default_factory=lambda: [16, 32, 64])
+    """budget_forcing's thinking budgets, in tokens: at budget B the model thinks for B tokens, an early end of thinking being replaced by eval.wait_text up to eval.max_waits times and the end of thinking forced at B."""
+    max_waits: int = 4
+    """Most times budget_forcing replaces an early end of thinking by eval.wait_text."""
+    wait_text: str = "Wait"
+    """What replaces an early end of thinking (s1)."""
+    think_end: str = "</think>"
+    """The end-of-thinking marker budget_forcing suppresses and forces."""
+    answer_tokens: int = 32
+    """New tokens allowed after the end of thinking, for the answer."""
+    mcts_simulations_per_n: int = 4
+    """mcts at budget N runs N × this many simulations per problem (a response takes several steps); each walks down by UCT, adds one step and backs up the verifier's score of the new partial solution."""
+    mcts_c: float = 1.0
+    """mcts: the UCT exploration constant."""
+    seed: int = 0
+    """Seeds the sampled methods."""
+
+
+@dataclass
+class LabelConfig:
+    """What ``python -m launch.label_steps`` does: Monte-Carlo step labels (Math-Shepherd) and outcome pairs from the policy's samples."""
+
+    prompts: int = 200
+    """Prompts of data.train_files to label (the first ones)."""
+    samples: int = 4
+    """Responses sampled per prompt, at rollout.temperature; each is cut into steps at eval.step_delimiter."""
+    completions: int = 8
+    """Completions sampled from the end of every step (k); the step's soft label is the share of them that reach the right answer."""
+    min_correct: int = 1
+    """A step's hard label is 1 when at least this many of its completions reach the right answer (1: Math-Shepherd's hard estimation)."""
+    eval_fraction: float = 0.1
+    """Share of the prompts (the last ones) whose rows go to the held-out files."""
+    seed: int = 0
+    """Seeds the sampling."""
+
+
+@dataclass
 class RayConfig:
     address: Optional[str] = None
     """Cluster to join. None: the job's cluster when run under ``ray job submit`` (RAY_ADDRESS), else a new local one on 127.0.0.1."""
@@ -225,6 +287,8 @@ class Config:
     algorithm: dict[str, Any] = field(default_factory=lambda: {"name": "grpo"})
     """The algorithm plug-in: ``name`` (registered, or an import path ``module:Class``) and, beside it, its own options (see "Algorithms" below)."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    label: LabelConfig = field(default_factory=LabelConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
 
@@ -334,10 +398,29 @@ def validate(cfg: Config) -> None:
     for i, term in enumerate(cfg.reward.terms):
         _check(term.num_workers > 0, f"reward.terms[{i}].num_workers={term.num_workers} must be > 0")
         _check(term.timeout_s > 0, f"reward.terms[{i}].timeout_s={term.timeout_s} must be > 0")
+    validate_eval(cfg.eval)
+    for name in ("prompts", "samples", "completions", "min_correct"):
+        _check(getattr(cfg.label, name) > 0, f"label.{name}={getattr(cfg.label, name)} must be > 0")
+    _check(cfg.label.min_correct <= cfg.label.completions,
+           f"label.min_correct={cfg.label.min_correct} must be <= label.completions={cfg.label.completions}")
+    _check(0 <= cfg.label.eval_fraction < 1, f"label.eval_fraction={cfg.label.eval_fraction} must be in [0, 1)")
     # Imported here, not at the top: rlcore.metrics imports ConfigError from this module.
     from rlcore.metrics import MetricsLogger
 
     MetricsLogger.check(cfg.trainer.loggers)
+
+
+def validate_eval(ec: EvalConfig) -> None:
+    """Checks of the ``eval`` section (``launch.evaluate``)."""
+    for method in ec.methods:
+        _check(method in EVAL_METHODS, f"eval.methods: '{method}' is not one of {', '.join(EVAL_METHODS)}")
+    for name in ("n", "beam_expansions", "max_steps", "step_tokens", "answer_tokens", "mcts_simulations_per_n"):
+        _check(getattr(ec, name) > 0, f"eval.{name}={getattr(ec, name)} must be > 0")
+    _check(ec.beam_width >= 0, f"eval.beam_width={ec.beam_width} must be >= 0 (0: N / eval.beam_expansions)")
+    _check(ec.max_waits >= 0, f"eval.max_waits={ec.max_waits} must be >= 0")
+    _check(len(ec.budgets) > 0 and all(b > 0 for b in ec.budgets), f"eval.budgets={ec.budgets} must be positive token counts")
+    _check(ec.step_delimiter != "", "eval.step_delimiter must not be empty")
+    _check(ec.temperature is None or ec.temperature >= 0, f"eval.temperature={ec.temperature} must be >= 0")
 
 
 def validate_learner(lc: LearnerConfig, key: str) -> None:

@@ -159,3 +159,62 @@ def at_n(correct: Sequence[bool], answers: Sequence[str | None], scores: Sequenc
         result["best_of_n"] = score_of(best_of_n(scores[:n]))
         result["weighted_best_of_n"] = score_of(_winner(first, scores[:n], same))
     return result
+
+
+# ---- steps: how a response is cut for process reward models and step-level search ----------------
+
+AGGREGATES = ("min", "last", "mean", "prod")
+"""How a PRM's per-step scores become one score for the response."""
+
+
+def split_steps(text: str, delimiter: str = "\n\n") -> list[str]:
+    """``text`` cut after every ``delimiter``; each step keeps its delimiter, so ``"".join(steps) == text``.
+
+    A trailing piece without a delimiter is the last step; an empty text has no steps.
+    """
+    if not delimiter:
+        raise ValueError("the step delimiter must not be empty")
+    steps, start = [], 0
+    while True:
+        end = text.find(delimiter, start)
+        if end < 0:
+            break
+        steps.append(text[start:end + len(delimiter)])
+        start = end + len(delimiter)
+    if start < len(text):
+        steps.append(text[start:])
+    return steps
+
+
+def encode_steps(steps: Sequence[str], encode: Callable[[str], list[int]]) -> tuple[list[int], list[int]]:
+    """Token ids of the steps, each encoded on its own and concatenated, and the index of each step's last token.
+
+    Encoding the steps one by one (not the joined text) puts every step boundary on a token
+    boundary; a PRM is trained and served with the same encoding. Empty steps are not allowed.
+    """
+    ids, ends = [], []
+    for step in steps:
+        piece = encode(step)
+        if not piece:
+            raise ValueError(f"step {step!r} encodes to no tokens")
+        ids += piece
+        ends.append(len(ids) - 1)
+    return ids, ends
+
+
+def aggregate_steps(scores: Sequence[float], how: str = "min") -> float:
+    """One response score from its per-step scores (each in [0, 1]): ``min``, ``last``, ``mean`` or ``prod``."""
+    if how not in AGGREGATES:
+        raise ValueError(f"aggregate {how!r} is not one of {', '.join(AGGREGATES)}")
+    if not scores:
+        raise ValueError("no step scores to aggregate")
+    if how == "min":
+        return min(scores)
+    if how == "last":
+        return scores[-1]
+    if how == "mean":
+        return sum(scores) / len(scores)
+    product = 1.0
+    for s in scores:
+        product *= s
+    return product
