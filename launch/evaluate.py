@@ -194,13 +194,17 @@ class Evaluation:
                 "tokens_per_problem": sum(result.tokens) / len(self.rows)}
 
     def budget_forcing(self, budget: int) -> dict:
-        """s1 budget forcing at ``budget`` thinking tokens, greedy, every problem at once."""
+        """s1 budget forcing at ``budget`` thinking tokens, greedy, every problem at once.
+
+        ``thinking_tokens``: the mean count the budget limits, response tokens before the end of thinking.
+        """
         ec, tok = self.ec, self.tokenizer
         end_ids = tok.encode(ec.think_end, add_special_tokens=False)
         wait_ids = tok.encode(ec.wait_text, add_special_tokens=False)
         problems = len(self.rows)
+        low = round(budget * ec.min_budget_fraction)
         ids: list[list[int]] = [[] for _ in range(problems)]
-        waits, tokens = [0] * problems, [0] * problems
+        waits, tokens, thought = [0] * problems, [0] * problems, [0] * problems
         thinking, ended = list(range(problems)), set()  # still thinking; responses that ended (EOS) while thinking
         while thinking:
             pieces = self.greedy_pieces([(p, ids[p], budget - len(ids[p]), [ec.think_end]) for p in thinking])
@@ -210,11 +214,14 @@ class Evaluation:
                 if c.finished and c.stop is None:  # the response ended without closing its thinking
                     ids[p] += c.token_ids
                     ended.add(p)
+                    thought[p] = len(ids[p])
                     continue
                 wrote_end = c.stop == ec.think_end and c.token_ids[-len(end_ids):] == end_ids
-                ids[p], waits[p], over = force_budget(ids[p], c.token_ids, wrote_end, budget, waits[p], ec.max_waits,
-                                                      end_ids, wait_ids)
-                if not over:
+                ids[p], waits[p], over = force_budget(ids[p], c.token_ids, wrote_end, low, budget, waits[p],
+                                                      ec.max_waits, end_ids, wait_ids)
+                if over:
+                    thought[p] = len(ids[p]) - (len(end_ids) if ids[p][-len(end_ids):] == end_ids else 0)
+                else:
                     still.append(p)
             thinking = still
         answering = [p for p in range(problems) if p not in ended]
@@ -226,7 +233,7 @@ class Evaluation:
         correct = self.correct(batch)
         return {"method": "budget_forcing", "n": budget, "accuracy": sum(correct) / problems,
                 "tokens_per_problem": sum(tokens) / problems,
-                "thinking_tokens": float(batch.thinking_tokens.clamp(min=0).float().mean()), "waits": sum(waits) / problems}
+                "thinking_tokens": sum(thought) / problems, "waits": sum(waits) / problems}
 
     def greedy_pieces(self, asks: list[tuple[int, list[int], int, list[str]]]):
         """One greedy completion per ``(problem, response so far, max new tokens, stop strings)``."""

@@ -233,7 +233,9 @@ class EvalConfig:
     step_tokens: int = 64
     """Most new tokens per step of a search."""
     budgets: list[int] = field(default_factory=lambda: [16, 32, 64])
-    """budget_forcing's thinking budgets, in tokens: at budget B the model thinks for B tokens, an early end of thinking being replaced by eval.wait_text up to eval.max_waits times and the end of thinking forced at B."""
+    """budget_forcing's thinking budgets B, in response tokens before the end of thinking: the end of thinking is forced at B, and an end written before eval.min_budget_fraction × B is replaced by eval.wait_text (up to eval.max_waits times)."""
+    min_budget_fraction: float = 1.0
+    """budget_forcing's minimum thinking budget as a share of B (1.0: think exactly B tokens, as far as the Waits allow; 0: never add a Wait, only cap)."""
     max_waits: int = 4
     """Most times budget_forcing replaces an early end of thinking by eval.wait_text."""
     wait_text: str = "Wait"
@@ -417,6 +419,7 @@ def validate_eval(ec: EvalConfig) -> None:
     for name in ("n", "beam_expansions", "max_steps", "step_tokens", "answer_tokens", "mcts_simulations_per_n"):
         _check(getattr(ec, name) > 0, f"eval.{name}={getattr(ec, name)} must be > 0")
     _check(ec.beam_width >= 0, f"eval.beam_width={ec.beam_width} must be >= 0 (0: N / eval.beam_expansions)")
+    _check(0 <= ec.min_budget_fraction <= 1, f"eval.min_budget_fraction={ec.min_budget_fraction} must be in [0, 1]")
     _check(ec.max_waits >= 0, f"eval.max_waits={ec.max_waits} must be >= 0")
     _check(len(ec.budgets) > 0 and all(b > 0 for b in ec.budgets), f"eval.budgets={ec.budgets} must be positive token counts")
     _check(ec.step_delimiter != "", "eval.step_delimiter must not be empty")

@@ -221,30 +221,29 @@ def mcts(problems: int, simulations: int, expansions: int, max_steps: int, c: fl
     return SearchResult(best, tokens)
 
 
-def force_budget(thinking: list[int], piece: list[int], wrote_end: bool, budget: int, waits: int, max_waits: int,
-                 end_ids: list[int], wait_ids: list[int]) -> tuple[list[int], int, bool]:
+def force_budget(thinking: list[int], piece: list[int], wrote_end: bool, low: int, high: int, waits: int,
+                 max_waits: int, end_ids: list[int], wait_ids: list[int]) -> tuple[list[int], int, bool]:
     """s1's budget forcing, one edit: ``(response tokens, waits used, thinking over)`` after ``piece``.
 
     ``thinking`` holds the response's tokens so far, all inside its thinking; ``piece`` was
     generated after them and ends with ``end_ids`` when ``wrote_end`` (the model closed its
-    thinking). The budget counts response tokens before the end of thinking.
+    thinking). Budgets count response tokens before the end of thinking: at least ``low``,
+    at most ``high``.
 
-    * The model closed its thinking before ``budget`` tokens and fewer than ``max_waits``
-      Waits were used: the end is replaced by ``wait_ids``; thinking goes on.
+    * The model closed its thinking before ``low`` tokens, fewer than ``max_waits`` Waits
+      were used and a Wait fits under ``high``: the end is replaced by ``wait_ids``; thinking
+      goes on.
     * It closed its thinking otherwise: kept; thinking is over.
-    * It reached ``budget`` tokens without closing: cut at the budget and the end forced.
+    * It reached ``high`` tokens without closing: cut there and the end forced.
 
     A piece that ended the whole response (end of sequence) has nothing to edit and is not passed here.
     """
     if wrote_end:
-        body = piece[: len(piece) - len(end_ids)]
-        if len(thinking) + len(body) < budget and waits < max_waits:
-            ids = thinking + body + wait_ids
-            if len(ids) < budget:
-                return ids, waits + 1, False
-            return ids[:budget] + end_ids, waits + 1, True  # no room left to think after the Wait
+        body = thinking + piece[: len(piece) - len(end_ids)]
+        if len(body) < low and waits < max_waits and len(body) + len(wait_ids) < high:
+            return body + wait_ids, waits + 1, False
         return thinking + piece, waits, True
     ids = thinking + piece
-    if len(ids) >= budget:
-        return ids[:budget] + end_ids, waits, True
+    if len(ids) >= high:
+        return ids[:high] + end_ids, waits, True
     return ids, waits, False

@@ -104,20 +104,19 @@ END, WAIT = [9], [7, 7]
 
 
 def test_budget_forcing_replaces_an_early_end_by_wait():
-    ids, waits, over = force_budget([1, 2], [3, 9], True, budget=10, waits=0, max_waits=2, end_ids=END, wait_ids=WAIT)
+    ids, waits, over = force_budget([1, 2], [3, 9], True, 10, 10, waits=0, max_waits=2, end_ids=END, wait_ids=WAIT)
     assert (ids, waits, over) == ([1, 2, 3, 7, 7], 1, False)
 
 
-def test_budget_forcing_keeps_the_end_once_the_waits_are_used_or_the_budget_is_reached():
-    assert force_budget([1, 2], [3, 9], True, 10, 2, 2, END, WAIT) == ([1, 2, 3, 9], 2, True)
-    assert force_budget([1, 2, 3], [4, 9], True, 4, 0, 2, END, WAIT) == ([1, 2, 3, 4, 9], 0, True)  # 4 tokens: not early
+def test_budget_forcing_keeps_the_end_once_the_waits_are_used_the_minimum_is_reached_or_no_wait_fits():
+    assert force_budget([1, 2], [3, 9], True, 10, 10, 2, 2, END, WAIT) == ([1, 2, 3, 9], 2, True)  # no Wait left
+    assert force_budget([1, 2], [3, 9], True, 3, 10, 0, 2, END, WAIT) == ([1, 2, 3, 9], 0, True)  # 3 tokens >= low
+    assert force_budget([1, 2], [3, 9], True, 5, 5, 0, 2, END, WAIT) == ([1, 2, 3, 9], 0, True)  # 3 + 2 reach high
 
 
 def test_budget_forcing_forces_the_end_at_the_budget():
-    assert force_budget([1, 2], [3, 4, 5, 6], False, 5, 0, 2, END, WAIT) == ([1, 2, 3, 4, 5, 9], 0, True)
-    assert force_budget([1], [2], False, 5, 0, 2, END, WAIT) == ([1, 2], 0, False)  # below the budget: think on
-    # a Wait that would overrun the budget is cut there and the end forced
-    assert force_budget([1, 2, 3], [9], True, 4, 0, 2, END, WAIT) == ([1, 2, 3, 7, 9], 1, True)
+    assert force_budget([1, 2], [3, 4, 5, 6], False, 5, 5, 0, 2, END, WAIT) == ([1, 2, 3, 4, 5, 9], 0, True)
+    assert force_budget([1], [2], False, 5, 5, 0, 2, END, WAIT) == ([1, 2], 0, False)  # below the budget: think on
 
 
 def test_steps_split_encode_and_aggregate():
