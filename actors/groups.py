@@ -20,7 +20,7 @@ import torch
 from actors.learner import LearnerRank
 from actors.reference import ReferenceWorker
 from actors.reward import RewardWorker
-from actors.rollout import RolloutWorker
+from actors.rollout import Completion, Request, RolloutWorker
 from algorithms.base import LearnerSpec
 from rewards.api import RewardSample, RewardTerm, term_value
 from rlcore.batch import TOKEN_FIELDS, TRAIN_FIELDS, RolloutBatch, equal_parts, take
@@ -105,6 +105,13 @@ class RolloutGroup:
         futures = [w.generate.remote(prompts[a:b], n, None if seed is None else seed + a, greedy)
                    for w, (a, b) in zip(self.workers, _split(prompts, len(self.workers))) if b > a]
         return RolloutBatch.concat(ray.get(futures))
+
+    def complete(self, requests: list[Request], seed: int | None = None) -> list[list[Completion]]:
+        """Each request's completions (``RolloutWorker.complete``), in request order; the worker taking
+        requests ``a:b`` samples with seed ``seed + a``."""
+        futures = [w.complete.remote(requests[a:b], None if seed is None else seed + a)
+                   for w, (a, b) in zip(self.workers, _split(requests, len(self.workers))) if b > a]
+        return [completions for part in ray.get(futures) for completions in part]
 
     def update_weights(self, state_dict_ref: ray.ObjectRef, version: int) -> None:
         # The ObjectRef goes to every worker; Ray moves the tensors once per node, not via the driver.

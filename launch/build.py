@@ -47,8 +47,8 @@ class Plan:
     learners: dict[str, Group]
     reward_terms: list[RewardTerm]
     transforms: list[Any] = field(default_factory=list)
-    verifier: RewardTerm | None = None
-    """``eval.verifier`` resolved (``launch.evaluate`` only)."""
+    verifiers: dict[str, RewardTerm] = field(default_factory=dict)
+    """``eval.verifier`` and ``eval.search_verifier`` resolved, by key, where set (``launch.evaluate`` only)."""
 
 
 @dataclass

@@ -71,7 +71,8 @@ def for_evaluation(plan: Plan) -> None:
     plan.cfg.data.train_files = list(cfg.data.eval_files)
     if cfg.eval.temperature is not None:
         cfg.rollout.temperature = cfg.eval.temperature
-    plan.verifier = reward_term(cfg.eval.verifier, "eval.verifier") if cfg.eval.verifier is not None else None
+    plan.verifiers = {key: reward_term(term, f"eval.{key}") for key, term in
+                      (("verifier", cfg.eval.verifier), ("search_verifier", cfg.eval.search_verifier)) if term is not None}
     if "budget_forcing" in cfg.eval.methods and max(cfg.eval.budgets) + cfg.eval.answer_tokens > cfg.rollout.max_new_tokens:
         raise ConfigError(f"eval.budgets up to {max(cfg.eval.budgets)} + eval.answer_tokens={cfg.eval.answer_tokens} "
                           f"exceed rollout.max_new_tokens={cfg.rollout.max_new_tokens}; raise it")
@@ -80,7 +81,7 @@ def for_evaluation(plan: Plan) -> None:
 class Evaluation:
     """The roles of an evaluation (rollout workers, reward workers, the verifier's) and one method per ``eval.methods`` entry."""
 
-    def __init__(self, cfg: Config, rows: list[PromptRow], terms: list[RewardTerm], verifier: RewardTerm | None):
+    def __init__(self, cfg: Config, rows: list[PromptRow], terms: list[RewardTerm], verifiers: dict[str, RewardTerm]):
         from transformers import AutoTokenizer
 
         from actors.groups import RewardGroup, RolloutGroup
@@ -88,8 +89,16 @@ class Evaluation:
         self.cfg, self.ec, self.rows = cfg, cfg.eval, rows
         self.rollout = RolloutGroup(cfg, cfg.model.path)
         self.rewards = RewardGroup(terms)
-        self.verifier = RewardGroup([verifier]) if verifier is not None else None
-        self.ready = self.rollout.ready + self.rewards.ready + (self.verifier.ready if self.verifier else [])
+        # The verifiers' own reward workers. Without eval.verifier the preset's weighted reward judges; without
+        # eval.search_verifier, eval.verifier. judge_names: what each row says judged it.
+        verifier = RewardGroup([verifiers["verifier"]]) if "verifier" in verifiers else self.rewards
+        search = RewardGroup([verifiers["search_verifier"]]) if "search_verifier" in verifiers else verifier
+        self.judges = {"verifier": verifier, "search_verifier": search}
+        self.judge_names = {"verifier": verifiers["verifier"].name if "verifier" in verifiers else "reward"}
+        self.judge_names["search_verifier"] = (verifiers["search_verifier"].name if "search_verifier" in verifiers
+                                               else self.judge_names["verifier"])
+        self.ready = self.rollout.ready + [ref for group in {id(g): g for g in (self.rewards, verifier, search)}.values()
+                                           for ref in group.ready]
         accuracy = next(t for t in terms if t.name == cfg.reward.accuracy_term)
         self.answer = answer_reading(accuracy.target)
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
@@ -114,9 +123,9 @@ class Evaluation:
         self.rewards.score(batch)
         return (batch.reward_terms[self.cfg.reward.accuracy_term] >= 1.0).tolist()
 
-    def verify(self, batch: RolloutBatch) -> list[float]:
-        """The verifier's score of each response; without ``eval.verifier``, the preset's weighted reward."""
-        (self.verifier or self.rewards).score(batch)
+    def verify(self, batch: RolloutBatch, judge: str = "verifier") -> list[float]:
+        """Each response's score by ``eval.verifier`` (or ``eval.search_verifier``); without one, the preset's weighted reward."""
+        self.judges[judge].score(batch)
         return batch.scores.tolist()
 
     # ---- the methods ------------------------------------------------------------------------
@@ -150,8 +159,8 @@ class Evaluation:
                 for method, value in result.items():
                     sums[method] = sums.get(method, 0.0) + value
             tokens = sum(sum(lengths[p * n:p * n + k]) for p in range(len(self.rows))) / len(self.rows)
-            rows += [{"method": m, "n": k, "accuracy": sums[m] / len(self.rows), "tokens_per_problem": tokens}
-                     for m in methods]
+            rows += [{"method": m, "n": k, "accuracy": sums[m] / len(self.rows), "tokens_per_problem": tokens,
+                      **({"verifier": self.judge_names["verifier"]} if m in verified else {})} for m in methods]
         return rows
 
     def expand(self, nodes: list[Node], n: int, last: bool) -> list[list[Piece]]:
@@ -171,7 +180,8 @@ class Evaluation:
         return pieces
 
     def score_nodes(self, nodes: list[Node]) -> list[float]:
-        return self.verify(self.batch([n.problem for n in nodes], [n.token_ids for n in nodes], [n.text for n in nodes]))
+        batch = self.batch([n.problem for n in nodes], [n.token_ids for n in nodes], [n.text for n in nodes])
+        return self.verify(batch, "search_verifier")
 
     def search(self, method: str, budget: int) -> dict:
         """One search over every problem at budget ``budget`` (candidates per step, or simulations per step level)."""
@@ -191,7 +201,7 @@ class Evaluation:
         correct = self.correct(self.batch([p for p, _ in found], [node.token_ids for _, node in found],
                                           [node.text for _, node in found])) if found else []
         return {"method": method, "n": n, "accuracy": sum(correct) / len(self.rows),
-                "tokens_per_problem": sum(result.tokens) / len(self.rows)}
+                "tokens_per_problem": sum(result.tokens) / len(self.rows), "verifier": self.judge_names["search_verifier"]}
 
     def budget_forcing(self, budget: int) -> dict:
         """s1 budget forcing at ``budget`` thinking tokens, greedy, every problem at once.
@@ -270,6 +280,11 @@ def run(evaluation: Evaluation, methods: list[str]) -> list[dict]:
     return rows
 
 
+def line_name(row: dict) -> str:
+    """A row's line in the plot: its method, and the verifier that judged it."""
+    return f"{row['method']} ({row['verifier']})" if "verifier" in row else row["method"]
+
+
 def draw(rows: list[dict], out: Path) -> None:
     """``eval_scaling.png``: accuracy against N (left) and against generated tokens per problem (right), a line per method."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -278,11 +293,11 @@ def draw(rows: list[dict], out: Path) -> None:
     fig = Figure(figsize=(12, 4.2), layout="constrained")
     FigureCanvasAgg(fig)
     by_n, by_tokens = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    for i, method in enumerate(methods):
-        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["tokens_per_problem"])
-        style = {"color": f"C{i}", "marker": "o", "label": method}
-        if method != "budget_forcing":  # its n is a thinking budget, not a sample count
+    lines = list(dict.fromkeys(line_name(r) for r in rows))
+    for i, name in enumerate(lines):
+        mine = sorted((r for r in rows if line_name(r) == name), key=lambda r: r["tokens_per_problem"])
+        style = {"color": f"C{i % 10}", "marker": "o", "linestyle": "-" if i < 10 else "--", "label": name}
+        if mine[0]["method"] != "budget_forcing":  # its n is a thinking budget, not a sample count
             points = sorted((r["n"], r["accuracy"]) for r in mine)
             by_n.plot(*zip(*points), **style)
         by_tokens.plot([r["tokens_per_problem"] for r in mine], [r["accuracy"] for r in mine], **style)
@@ -310,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows_in = data.eval[: cfg.data.max_eval_prompts]
     try:
-        evaluation = Evaluation(cfg, rows_in, plan.reward_terms, plan.verifier)
+        evaluation = Evaluation(cfg, rows_in, plan.reward_terms, plan.verifiers)
         wait_ready([evaluation])
         print(f"evaluating {cfg.model.path} on {len(rows_in)} problems: {', '.join(cfg.eval.methods)}", flush=True)
         start = time.perf_counter()

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     from actors.groups import wait_ready
 
     try:
-        evaluation = Evaluation(cfg, rows, plan.reward_terms, None)
+        evaluation = Evaluation(cfg, rows, plan.reward_terms, {})
         wait_ready([evaluation])
         start = time.perf_counter()
         step_rows, pair_rows = label(evaluation, cfg, rows)

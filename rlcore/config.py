@@ -221,7 +221,9 @@ class EvalConfig:
     temperature: Optional[float] = None
     """Sampling temperature of the sampled methods and of the search's expansions (None: rollout.temperature)."""
     verifier: Optional[RewardTermConfig] = None
-    """The reward term that judges samples for best_of_n, weighted_best_of_n and the searches (a rule, the judge, an ORM or a PRM), with its own workers and resources as in reward.terms. None: the weighted sum of reward.terms."""
+    """The reward term that judges finished samples for best_of_n and weighted_best_of_n (a rule, the judge, an ORM or a PRM), with its own workers and resources as in reward.terms. None: the weighted sum of reward.terms."""
+    search_verifier: Optional[RewardTermConfig] = None
+    """The reward term that scores every partial solution in beam_search, dvts and mcts, and picks their answer (a PRM). None: eval.verifier."""
     step_delimiter: str = "\n\n"
     """Where a response is cut into steps, for the searches and a PRM (the reasoning task's steps end in ". ")."""
     beam_width: int = 0
