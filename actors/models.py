@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from rlcore.plugins import Registry
-from rlcore.sequences import response_logprobs, response_values
+from rlcore.sequences import response_logprobs, response_scores, response_values
 
 if TYPE_CHECKING:
     from rlcore.batch import RolloutBatch
@@ -98,6 +98,36 @@ class ValueModel:
         model.save_pretrained(out_dir)
 
 
+class RewardModel(ValueModel):
+    """A learned reward model: the causal LM's architecture (or a reward model's) with a one-output head per token,
+    the head new when built from a causal LM. ``scores`` of response token ``j`` are read at the token itself, once
+    it is written (``rlcore.sequences.response_scores``, unlike a critic's values); a step's score is the score of
+    its last token (``rlcore.reward_inputs``). Exported with its tokenizer, which the ``orm`` and ``prm`` rewards
+    load with it."""
+
+    outputs = ("scores",)
+
+    def build(self, path: str, device: torch.device | str = "cpu") -> torch.nn.Module:
+        from transformers import AutoConfig, AutoModelForTokenClassification
+
+        config = AutoConfig.from_pretrained(path, num_labels=1)
+        # The head's input dropout (0.1 by default) would stay on in the learners' evaluation passes, which run
+        # in training mode: the scores are trained and evaluated without it.
+        config.classifier_dropout = 0.0
+        return AutoModelForTokenClassification.from_pretrained(path, config=config,
+                                                               dtype=getattr(torch, self.dtype)).to(device)
+
+    def forward(self, model, batch: RolloutBatch, wanted: tuple[str, ...] = outputs) -> dict[str, torch.Tensor]:
+        return {"scores": response_scores(model, batch.prompt_ids, batch.response_ids, pad_id=_pad_id(model),
+                                          width=batch.response_mask.shape[1])}
+
+    def save(self, state_dict: dict[str, torch.Tensor], source_path: str, out_dir: str) -> None:
+        from transformers import AutoTokenizer
+
+        super().save(state_dict, source_path, out_dir)
+        AutoTokenizer.from_pretrained(source_path).save_pretrained(out_dir)
+
+
 def set_threads(requested: int, device: torch.device | str = "cpu", sharers: int = 1) -> int:
     """Give torch ``requested`` intra-op threads; returns the count set.
 
@@ -129,4 +159,4 @@ def _pad_id(model) -> int:
 
 
 MODELS: Registry[type] = Registry("model kind", {"causal_lm": CausalLM, "causal_lm_untempered": UntemperedCausalLM,
-                                                 "value": ValueModel})
+                                                 "value": ValueModel, "reward": RewardModel})

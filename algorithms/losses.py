@@ -10,6 +10,10 @@ References:
 * SFT -- the masked negative log-likelihood of TRL's ``SFTTrainer`` with ``assistant_only_loss``.
 * On-policy distillation -- Agarwal et al. 2024 (GKD), arXiv:2306.13649; Lu and Thinking Machines Lab 2025,
   "On-Policy Distillation" (the per-token reverse KL as a policy-gradient reward, as in Tinker's cookbook).
+* Outcome reward model -- the Bradley-Terry pairwise loss of Ouyang et al. 2022 (InstructGPT), arXiv:2203.02155
+  (Bradley and Terry 1952); TRL ``RewardTrainer``.
+* Process reward model -- per-step binary cross-entropy, Lightman et al. 2023 ("Let's Verify Step by Step"),
+  arXiv:2305.20050, with the soft labels of Math-Shepherd, Wang et al. 2023, arXiv:2312.08935.
 
 Policy/value losses return ``(loss, metrics)`` where ``loss`` is a scalar tensor
 and ``metrics`` maps names to python floats (detached).
@@ -22,8 +26,8 @@ import torch.nn.functional as F
 
 from rlcore.functional import aggregate_loss, masked_mean
 
-__all__ = ["dpo_loss", "gspo_policy_loss", "policy_loss", "reverse_kl_loss", "sequence_log_ratio", "sft_loss",
-           "value_loss"]
+__all__ = ["bradley_terry_loss", "dpo_loss", "gspo_policy_loss", "policy_loss", "reverse_kl_loss",
+           "sequence_log_ratio", "sft_loss", "step_label_loss", "value_loss"]
 
 DPO_KINDS: tuple[str, ...] = ("sigmoid", "robust", "hinge", "ipo")
 
@@ -252,3 +256,29 @@ def reverse_kl_loss(
     with torch.no_grad():
         reverse_kl = masked_mean(kl, mask).item()
     return aggregate_loss(losses, mask, "token-mean"), {"reverse_kl": reverse_kl}
+
+
+def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
+    """Outcome reward model: the Bradley-Terry negative log-likelihood of each preference, ``[P]`` per pair.
+
+        L = -log sigmoid(r_c - r_r)
+
+    with ``r_c`` and ``r_r`` the reward model's scores (``[P]``) of the chosen and the rejected response
+    (Ouyang et al. 2022, eq. 1; TRL ``RewardTrainer``). Only the difference is trained: the scores are
+    defined up to a constant.
+    """
+    return -F.logsigmoid(chosen - rejected)
+
+
+def step_label_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Process reward model: binary cross-entropy of each step's logit against its label, mean over the steps.
+
+        L = sum_{i,t} m[i, t] * BCE(sigmoid(z[i, t]), y[i, t]) / sum_{i,t} m[i, t]
+
+    ``logits`` ``z`` are the model's scores, ``mask`` ``m`` is 1 at each step's last token (where the step is
+    scored) and 0 elsewhere, ``labels`` ``y`` are the steps' labels there: hard (1 a correct step, 0 an incorrect
+    one; Lightman et al. 2023) or soft, in [0, 1] (the share of completions from the step that reach the right
+    answer; Math-Shepherd, Wang et al. 2023). All ``[B, T]``; an all-zero mask gives 0.
+    """
+    losses = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")  # [B, T]
+    return masked_mean(losses, mask)

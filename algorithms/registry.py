@@ -8,8 +8,9 @@ from algorithms.base import Algorithm
 from algorithms.dpo import DPO, OnlineDPO
 from algorithms.grpo import GRPO
 from algorithms.ppo import PPO
+from algorithms.reward_models import ORM, PRM
 from algorithms.sft import SFT, DistillSFT, OnPolicyDistill, RejectionSFT
 from rlcore.plugins import Registry
 
 ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", {cls.name: cls for cls in (
-    GRPO, PPO, DPO, OnlineDPO, SFT, RejectionSFT, DistillSFT, OnPolicyDistill)})
+    GRPO, PPO, DPO, OnlineDPO, SFT, RejectionSFT, DistillSFT, OnPolicyDistill, ORM, PRM)})

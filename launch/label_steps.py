@@ -52,8 +52,8 @@ def step_labels(correct: list[bool], k: int, min_correct: int) -> tuple[list[flo
 
 
 def outcome_pairs(responses: list[str], correct: list[bool]) -> list[tuple[str, str]]:
-    """(a correct response, a wrong one) to one prompt, each response in at most one pair, in order."""
-    return list(zip([r for r, ok in zip(responses, correct) if ok], [r for r, ok in zip(responses, correct) if not ok]))
+    """Every (correct response, wrong response) pair to one prompt, as InstructGPT pairs all K responses it ranks."""
+    return [(good, bad) for good, ok in zip(responses, correct) if ok for bad, wrong in zip(responses, correct) if not wrong]
 
 
 def label(evaluation: Evaluation, cfg: Config, rows: list[PromptRow]) -> tuple[list[dict], list[dict]]:

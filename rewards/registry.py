@@ -17,6 +17,7 @@ from rewards.l1 import L1Reward, LengthTarget
 from rewards.language import language_consistency
 from rewards.r1 import math_accuracy, r1_format, r1_tag_count
 from rewards.reasoning import answer_match
+from rewards.reward_model import OutcomeRewardModel, ProcessRewardModel
 from rlcore.plugins import Registry
 
 REWARDS: Registry[Callable] = Registry("reward", {
@@ -29,6 +30,8 @@ REWARDS: Registry[Callable] = Registry("reward", {
     "language_consistency": language_consistency,
     "l1": L1Reward,
     "judge": LLMJudge,
+    "orm": OutcomeRewardModel,
+    "prm": ProcessRewardModel,
 }, path_hint="module:function")
 
 TRANSFORMS: Registry[type] = Registry("data transform", {"length_target": LengthTarget})

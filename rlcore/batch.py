@@ -27,7 +27,7 @@ import torch
 TOKEN_FIELDS = ("prompt_ids", "response_ids", "response_mask")
 """What a forward pass over the responses needs: the reference's and every learner group's."""
 TRAIN_FIELDS = TOKEN_FIELDS + ("group_ids", "scores", "rollout_logprobs", "ref_logprobs", "old_logprobs", "values",
-                               "advantages", "returns")
+                               "advantages", "returns", "step_labels", "step_mask")
 """What a learner group's update may read: never the texts, which only the driver and the reward workers use."""
 
 
@@ -76,6 +76,12 @@ class RolloutBatch:
     """[B] or [B, T] fp32. Set by the algorithm."""
     returns: torch.Tensor | None = None
     """[B, T] fp32: value-function targets (PPO). Set by the algorithm."""
+    step_labels: torch.Tensor | None = None
+    """[B, T] fp32: a process reward model's target at each step's last token (1 a good step, 0 a bad one, or a soft
+    label in between), 0 elsewhere. Set by the reward-model sources (``launch/rm_sources.py``)."""
+    step_mask: torch.Tensor | None = None
+    """[B, T] fp32: 1 at the last token of each step, where a reward model's score is read (an outcome reward model:
+    the response's last token), 0 elsewhere. Set by the reward-model sources."""
 
     def __len__(self) -> int:
         for f in dataclasses.fields(self):

@@ -129,7 +129,7 @@ class ReferenceConfig:
 @dataclass
 class RewardTermConfig:
     name: str = "exact_match"
-    """A built-in reward (exact_match, numeric_match, math_accuracy, answer_match, r1_format, r1_tag_count, language_consistency, l1, judge) or an import path ``module:function`` / ``module:Class``."""
+    """A built-in reward (exact_match, numeric_match, math_accuracy, answer_match, r1_format, r1_tag_count, language_consistency, l1, judge, orm, prm) or an import path ``module:function`` / ``module:Class``."""
     weight: float = 1.0
     """Weight of this term in the total reward."""
     args: dict[str, Any] = field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""Data sets: prompts, preference pairs and SFT conversations, validated row by row, and a resumable order.
+"""Data sets: prompts, preference pairs, SFT conversations and step labels, validated row by row, and a resumable order.
 
 Files (``data.train_files``, ``data.eval_files``), read in order:
 
@@ -277,6 +277,63 @@ def load_preferences(files: list[str | Path], prompt_key: str = "prompt", chosen
         prompt = _text_or_messages(field_value(row, prompt_key), source, prompt_key, hint)
         chosen, rejected = (_reply(field_value(row, key), source, key, prompt_key, hint) for key in keys[1:])
         out.append(PreferenceRow(len(out), prompt, chosen, rejected, source=source, metadata=_metadata(row, keys)))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    """A response cut into steps, each labelled good or bad: a process reward model's training example.
+
+    Written by ``launch.label_steps``, one JSON object a line: ``{"prompt", "steps", "hard_labels", "soft_labels",
+    "answer", "correct"}``; the fields a key did not name stay in ``metadata``.
+    """
+
+    index: int
+    """Position in the concatenated data set."""
+    prompt: Any
+    """A string or a list of ``{role, content}`` messages (rendered with the chat template by the source)."""
+    steps: list[str]
+    """The response's steps, in order, each non-empty; joined they are the response."""
+    labels: list[float]
+    """One label in [0, 1] per step: 1 a good step, 0 a bad one (hard labels), or the share of rollouts from the
+    step that reach the right answer (Math-Shepherd's soft labels)."""
+    source: str = ""
+    """Where the row came from (``file line N``, ``file row N``), for error messages."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _steps(value: Any, source: str, key: str) -> list[str]:
+    if not isinstance(value, (list, tuple)) or not value:
+        raise DataError(f"{source}: expected a non-empty list of steps (strings) in '{key}', got {_short(value)}")
+    for i, step in enumerate(value):
+        if not isinstance(step, str) or not step:
+            raise DataError(f"{source}: '{key}[{i}]' must be a non-empty string, got {_short(step)}")
+    return list(value)
+
+
+def _labels(value: Any, source: str, key: str, count: int, steps_key: str) -> list[float]:
+    if not isinstance(value, (list, tuple)):
+        raise DataError(f"{source}: expected a list of step labels (numbers in [0, 1]) in '{key}', got {_short(value)}")
+    if len(value) != count:
+        raise DataError(f"{source}: '{key}' has {len(value)} labels for the {count} steps of '{steps_key}'")
+    for i, label in enumerate(value):
+        if not isinstance(label, (int, float)) or not 0.0 <= label <= 1.0:  # NaN fails the range test too
+            raise DataError(f"{source}: '{key}[{i}]' must be a number in [0, 1], got {_short(label)}")
+    return [float(label) for label in value]
+
+
+def load_step_labels(files: list[str | Path], prompt_key: str = "prompt", steps_key: str = "steps",
+                     labels_key: str = "hard_labels") -> list[StepRow]:
+    """Step-labelled responses (a process reward model's data), validated: a prompt (string or messages), the
+    steps (a non-empty list of non-empty strings) and as many labels, each a number in [0, 1]."""
+    keys = (prompt_key, steps_key, labels_key)
+    out: list[StepRow] = []
+    for source, row in _located_rows(files):
+        row = _object(row, source, f"'{prompt_key}', '{steps_key}' and '{labels_key}'")
+        prompt = _text_or_messages(field_value(row, prompt_key), source, prompt_key)
+        steps = _steps(field_value(row, steps_key), source, steps_key)
+        labels = _labels(field_value(row, labels_key), source, labels_key, len(steps), steps_key)
+        out.append(StepRow(len(out), prompt, steps, labels, source=source, metadata=_metadata(row, keys)))
     return out
 
 

@@ -15,11 +15,13 @@ from algorithms import ALGORITHMS, AlgorithmBase, group_advantages, policy_loss
 from algorithms.grpo import GRPO, GRPOOptions
 from launch.build import configure
 from rewards import REWARDS, TRANSFORMS
-from rlcore.config import Config, ConfigError, load_config
+from rlcore.config import EVAL_METHODS, Config, ConfigError, load_config
 from rlcore.plugins import field_docs, options_class
 
 REPO = Path(__file__).resolve().parents[1]
-PRESETS = sorted((REPO / "launch" / "configs").glob("*.yaml"))
+EVAL_PRESETS = ("tts_reasoning.yaml",)
+"""Presets of ``launch.evaluate`` and ``launch.label_steps``: no algorithm of their own."""
+PRESETS = sorted(p for p in (REPO / "launch" / "configs").glob("*.yaml") if p.name not in EVAL_PRESETS)
 GRPO_KEYS = ("clip_low, clip_high, dual_clip, kl_coef, kl_kind, loss_agg, entropy_coef, old_logprobs, "
              "off_policy_correction, is_cap, norm_by_std, advantage, "
              "ratio, overlong_buffer, overlong_penalty, dynamic_sampling, max_sampling_rounds")
@@ -157,7 +159,7 @@ def test_core_config_knows_no_plugin():
         (["data.length_target_mode=exact"], "unknown key 'data.length_target_mode'; allowed under 'data': train_files"),
         # the algorithm and its options
         (["algorithm.name=nope"], "algorithm.name='nope' is not a registered algorithm; registered: distill_sft, dpo, "
-                                  "grpo, on_policy_distill, online_dpo, ppo, rejection_sft, sft (or give an import "
+                                  "grpo, on_policy_distill, online_dpo, orm, ppo, prm, rejection_sft, sft (or give an import "
                                   "path 'module:Class')"),
         (["algorithm.name=no_such_pkg_xyz:Algo"], "algorithm.name='no_such_pkg_xyz:Algo': no module named 'no_such_pkg_xyz'"),
         (["algorithm.name=algorithms.grpo:Nope"], "algorithm.name='algorithms.grpo:Nope': module 'algorithms.grpo' has "
@@ -280,7 +282,7 @@ def test_registered_user_algorithm(monkeypatch):
     monkeypatch.setitem(ALGORITHMS.entries, "scaled", ScaledAdvantage)  # as ALGORITHMS.register would, undone after
     plan = configure(None, ["algorithm.name=scaled", "algorithm.factor=4"])
     assert type(plan.algorithm) is ScaledAdvantage and plan.algorithm.options.factor == 4.0
-    with pytest.raises(ConfigError, match="registered: distill_sft, dpo, grpo, on_policy_distill, online_dpo, ppo, rejection_sft, scaled, sft"):
+    with pytest.raises(ConfigError, match="registered: distill_sft, dpo, grpo, on_policy_distill, online_dpo, orm, ppo, prm, rejection_sft, scaled, sft"):
         configure(None, ["algorithm.name=nope"])
     with pytest.raises(ValueError, match="algorithm 'scaled' is already registered"):
         ALGORITHMS.register("scaled", GRPO)
@@ -360,3 +362,26 @@ def test_naming_another_algorithm_on_the_command_line_starts_its_node_afresh():
     assert type(plan.algorithm) is GRPO and plan.algorithm.options == GRPOOptions(clip_high=0.3)
     # Naming the preset's own algorithm keeps its options.
     assert configure(ppo_preset, ["algorithm.name=ppo"]).algorithm.options.lam == 0.95
+
+
+@pytest.mark.parametrize("preset", EVAL_PRESETS)
+def test_eval_presets_load_with_their_verifiers(preset):
+    from launch.evaluate import for_evaluation
+
+    plan = configure(REPO / "launch" / "configs" / preset)
+    for_evaluation(plan)
+    assert {key: term.name for key, term in plan.verifiers.items()} == {"verifier": "orm", "search_verifier": "prm"}
+    assert plan.verifiers["search_verifier"].args["delimiter"] == plan.cfg.eval.step_delimiter == ". "
+    assert set(plan.cfg.eval.methods) == set(EVAL_METHODS)
+
+
+def test_eval_section_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"eval.methods: 'beam' is not one of greedy, pass_at_k"):
+        load_config(None, ["eval.methods=[greedy,beam]"])
+    with pytest.raises(ConfigError, match=r"eval.min_budget_fraction=1.5 must be in \[0, 1\]"):
+        load_config(None, ["eval.min_budget_fraction=1.5"])
+    with pytest.raises(ConfigError, match="eval.verifier.name='nope' is not a registered reward"):
+        from launch.evaluate import for_evaluation
+
+        plan = configure(None, ["eval.verifier.name=nope", "data.eval_files=[x.jsonl]"])
+        for_evaluation(plan)

@@ -223,8 +223,8 @@ def _capture(errors: list[BaseException], fn) -> None:
 
 # --- registry ------------------------------------------------------------------------
 
-BUILTIN_NAMES = ("answer_match, exact_match, judge, l1, language_consistency, math_accuracy, numeric_match, r1_format, "
-                 "r1_tag_count")
+BUILTIN_NAMES = ("answer_match, exact_match, judge, l1, language_consistency, math_accuracy, numeric_match, orm, prm, "
+                 "r1_format, r1_tag_count")
 
 
 def resolve_reward(name: str):
@@ -232,6 +232,8 @@ def resolve_reward(name: str):
 
 
 def test_builtin_rewards():
+    from rewards.reward_model import OutcomeRewardModel, ProcessRewardModel
+
     assert REWARDS.entries == {
         "exact_match": exact_match,
         "numeric_match": numeric_match,
@@ -242,6 +244,8 @@ def test_builtin_rewards():
         "language_consistency": language_consistency,
         "l1": L1Reward,
         "judge": LLMJudge,
+        "orm": OutcomeRewardModel,
+        "prm": ProcessRewardModel,
     }
     for name, fn in REWARDS.entries.items():
         assert resolve_reward(name) is fn

@@ -136,7 +136,8 @@ def test_step_labels_soft_and_hard():
     soft, hard = step_labels([True, False, False, False, False, False, True, True, True], 3, min_correct=1)
     assert soft == [pytest.approx(1 / 3), 0.0, 1.0] and hard == [1, 0, 1]
     assert step_labels([True, False, True, False], 2, min_correct=2) == ([0.5, 0.5], [0, 0])
-    assert outcome_pairs(["a", "b", "c", "d"], [False, True, True, False]) == [("b", "a"), ("c", "d")]
+    assert outcome_pairs(["a", "b", "c", "d"], [False, True, True, False]) == [("b", "a"), ("b", "d"), ("c", "a"),
+                                                                                ("c", "d")]
 
 
 class FakeRollout:
