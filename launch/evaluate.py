@@ -103,6 +103,7 @@ class Evaluation:
         self.answer = answer_reading(accuracy.target)
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
         self.prompt_ids = [encode_prompt(r.prompt, r.templated, self.tokenizer) for r in rows]
+        self.rounds = 0
 
     # ---- scoring responses ------------------------------------------------------------------
     def batch(self, problems: list[int], token_ids: list[list[int]], texts: list[str]) -> RolloutBatch:
@@ -174,13 +175,19 @@ class Evaluation:
                             max(1, min(self.ec.step_tokens, limit - len(node.token_ids))),
                             stop=[] if last else [self.ec.step_delimiter]) for node in nodes]
         pieces = []
-        for node, completions in zip(nodes, self.rollout.complete(requests, seed=self.ec.seed)):
+        self.rounds += 1  # each round draws its own samples, reproducibly
+        for node, completions in zip(nodes, self.rollout.complete(requests, seed=self.ec.seed + 7919 * self.rounds)):
             pieces.append([Piece(c.token_ids, c.text, (c.finished and c.stop is None)
                                  or len(node.token_ids) + len(c.token_ids) >= limit) for c in completions])
         return pieces
 
     def score_nodes(self, nodes: list[Node]) -> list[float]:
-        batch = self.batch([n.problem for n in nodes], [n.token_ids for n in nodes], [n.text for n in nodes])
+        """The search verifier's scores. An open node's text is cut after its last step delimiter: its last token,
+        which completed the delimiter, may have begun the next step (``RolloutWorker.complete``)."""
+        delimiter = self.ec.step_delimiter
+        texts = [n.text if n.done or delimiter not in n.text else n.text[:n.text.rindex(delimiter) + len(delimiter)]
+                 for n in nodes]
+        batch = self.batch([n.problem for n in nodes], [n.token_ids for n in nodes], texts)
         return self.verify(batch, "search_verifier")
 
     def search(self, method: str, budget: int) -> dict:

@@ -87,25 +87,22 @@ def stop_strings(tok, ids: list[int], text: str) -> tuple[int, str, str]:
     raise AssertionError(f"no multi-character token to stop in: {text!r}")
 
 
-def test_a_stop_string_ends_the_completion_right_after_it(engines):
+def test_a_stop_string_ends_the_completion_with_the_token_that_completes_it(engines):
     worker, _, tok, prompt = engines
     sample = Request(prompt, temperature=1.0, max_tokens=48)
     free = complete(worker, [sample], seed=5)[0][0]
     j, inside, at_end = stop_strings(tok, free.token_ids, free.text)
-    piece = tok.decode(free.token_ids[j:j + 1])
     # The same seed and batch draw the same tokens up to the stop; "zzzz" never occurs.
     [[cut]] = complete(worker, [Request(prompt, temperature=1.0, max_tokens=48, stop=["zzzz", inside])], seed=5)
     [[whole]] = complete(worker, [Request(prompt, temperature=1.0, max_tokens=48, stop=[at_end])], seed=5)
     for c, stop in ((cut, inside), (whole, at_end)):
         assert c.finished and c.stop == stop
-        assert c.text.endswith(stop) and c.text.find(stop) == len(c.text) - len(stop)  # its first occurrence
-        assert c.text == tok.decode(c.token_ids, skip_special_tokens=True)
-        assert free.text.startswith(c.text) and c.token_ids[:j] == free.token_ids[:j]
-    # Ending at a token's end keeps the sampled tokens; ending inside token j keeps its first character
-    # only, re-encoded (vLLM returns the whole token j with the text cut after the stop string).
-    assert whole.token_ids == free.token_ids[:j + 1]
-    assert cut.token_ids[j:] == tok.encode(piece[0], add_special_tokens=False)
-    assert cut.logprob == pytest.approx(whole.logprob, abs=1e-4)  # both count the sampled token j
+        # the sampled tokens, whole, up to the one that completes the stop string's first occurrence
+        assert c.token_ids == free.token_ids[:j + 1]
+        assert c.text == tok.decode(c.token_ids, skip_special_tokens=True) and stop in c.text
+        assert stop not in tok.decode(c.token_ids[:-1], skip_special_tokens=True)
+    assert whole.text.endswith(at_end) and not cut.text.endswith(inside)  # inside token j: its rest is kept
+    assert cut.logprob == pytest.approx(whole.logprob, abs=1e-4)
 
 
 def test_each_request_keeps_its_own_n_max_tokens_temperature_and_top_p(engines):
