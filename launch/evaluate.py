@@ -71,8 +71,13 @@ def for_evaluation(plan: Plan) -> None:
     plan.cfg.data.train_files = list(cfg.data.eval_files)
     if cfg.eval.temperature is not None:
         cfg.rollout.temperature = cfg.eval.temperature
-    plan.verifiers = {key: reward_term(term, f"eval.{key}") for key, term in
-                      (("verifier", cfg.eval.verifier), ("search_verifier", cfg.eval.search_verifier)) if term is not None}
+    methods = set(cfg.eval.methods)
+    needed = {"verifier": bool(methods & {"best_of_n", "weighted_best_of_n"}) or
+              (bool(methods & set(SEARCHES)) and cfg.eval.search_verifier is None),
+              "search_verifier": bool(methods & set(SEARCHES))}
+    resolved = {key: reward_term(term, f"eval.{key}") for key, term in
+                (("verifier", cfg.eval.verifier), ("search_verifier", cfg.eval.search_verifier)) if term is not None}
+    plan.verifiers = {key: term for key, term in resolved.items() if needed[key]}  # one no method uses is not started
     if "budget_forcing" in cfg.eval.methods and max(cfg.eval.budgets) + cfg.eval.answer_tokens > cfg.rollout.max_new_tokens:
         raise ConfigError(f"eval.budgets up to {max(cfg.eval.budgets)} + eval.answer_tokens={cfg.eval.answer_tokens} "
                           f"exceed rollout.max_new_tokens={cfg.rollout.max_new_tokens}; raise it")

@@ -33,6 +33,7 @@ from rlcore.data import (
     load_step_labels,
 )
 from rlcore.reward_inputs import RewardInput, encode_reward_input, step_row
+from rlcore.test_time import within_problem_accuracy
 
 if TYPE_CHECKING:  # the groups import Ray, which the composition root must not import before Ray is set up
     from actors.groups import LearnerGroup
@@ -183,8 +184,18 @@ class StepLabelSource(RewardModelSource):
     def evaluate(self) -> dict[str, float]:
         """Held-out steps, a step predicted good when sigmoid(score) > 0.5 and good when its label is at least 0.5:
         ``eval/step_accuracy``, ``eval/step_f1`` (of the good class) and ``eval/step_positive_rate`` (the share
-        predicted good)."""
+        predicted good). Rows from ``launch.label_steps`` (with ``correct`` and the prompt's ``index``) also give
+        ``eval/outcome_pairwise_accuracy``: how often the last step's score ranks a right response to a problem
+        above a wrong one (``rlcore.test_time.within_problem_accuracy``), which is what best-of-N needs."""
         if self.eval_batch is None:
             return {}
         logits, batch = self.actor.forward(self.eval_batch, "scores"), self.eval_batch.batch
-        return {f"eval/{k}": v for k, v in step_metrics(logits, batch.step_labels, batch.step_mask).items()}
+        out = {f"eval/{k}": v for k, v in step_metrics(logits, batch.step_labels, batch.step_mask).items()}
+        if all("correct" in m and "index" in m for m in batch.metadata):  # rows written by launch.label_steps
+            last = batch.step_mask.shape[1] - 1 - batch.step_mask.flip(-1).argmax(-1)  # [B] each last step's end
+            final = logits.gather(1, last[:, None])[:, 0]  # [B]
+            accuracy, pairs = within_problem_accuracy(final.tolist(), [m["index"] for m in batch.metadata],
+                                                      [bool(m["correct"]) for m in batch.metadata])
+            if pairs:
+                out["eval/outcome_pairwise_accuracy"] = accuracy
+        return out

@@ -218,3 +218,23 @@ def aggregate_steps(scores: Sequence[float], how: str = "min") -> float:
     for s in scores:
         product *= s
     return product
+
+
+def within_problem_accuracy(scores: Sequence[float], problems: Sequence[int], correct: Sequence[bool]) -> tuple[float, int]:
+    """How well a verifier ranks responses to the same problem: the share of (right, wrong) response pairs of one
+    problem that it scores right first (a tie counts half), and the number of such pairs.
+
+    This is what best-of-N needs. A verifier that learnt only which problems are hard ranks every
+    response to a problem alike: high accuracy on all responses pooled, 0.5 here.
+    """
+    by_problem: dict[int, list[tuple[float, bool]]] = {}
+    for score, problem, ok in zip(scores, problems, correct):
+        by_problem.setdefault(problem, []).append((score, bool(ok)))
+    won, pairs = 0.0, 0
+    for members in by_problem.values():
+        for right, ok_r in members:
+            for wrong, ok_w in members:
+                if ok_r and not ok_w:
+                    pairs += 1
+                    won += 1.0 if right > wrong else 0.5 if right == wrong else 0.0
+    return (won / pairs if pairs else float("nan")), pairs

@@ -162,3 +162,15 @@ def test_at_n_rejects_bad_arguments():
         at_n([True, False], ["1", "2"], None, 3)
     with pytest.raises(ValueError):
         at_n([True, False], ["1", "2"], None, 0)
+
+
+def test_within_problem_accuracy_ranks_only_responses_to_the_same_problem():
+    from rlcore.test_time import within_problem_accuracy
+
+    # problem 0: right 0.9 vs wrong 0.2 (won), right 0.1 vs wrong 0.2 (lost); problem 1: a tie (half)
+    scores, problems, correct = [0.9, 0.2, 0.1, 0.5, 0.5], [0, 0, 0, 1, 1], [True, False, True, True, False]
+    assert within_problem_accuracy(scores, problems, correct) == (pytest.approx(1.5 / 3), 3)
+    # a verifier that only knows which problem is easy: pooled it separates right from wrong, within it cannot
+    easy_hard = [0.9, 0.9, 0.9, 0.1, 0.1, 0.1]
+    assert within_problem_accuracy(easy_hard, [0, 0, 0, 1, 1, 1], [True, True, False, True, False, False])[0] == 0.5
+    assert within_problem_accuracy([0.3, 0.4], [0, 1], [True, False])[1] == 0  # no pair within a problem
