@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 
-from rlcore.config import LearnerConfig
+from rlcore.config import ConfigError, LearnerConfig
 
 if TYPE_CHECKING:
     from rlcore.batch import RolloutBatch
@@ -120,6 +120,16 @@ class Algorithm(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
     def loss(self, outputs: Outputs, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+def check_pairs_whole(cfg: Config) -> None:
+    """For algorithms whose groups are chosen/rejected pairs: every rank's micro- and mini-batches must hold whole
+    pairs. Raises a one-line ``ConfigError``."""
+    lc = cfg.learner
+    for key, value in (("learner.micro_batch_size", lc.micro_batch_size),
+                       ("learner.mini_batch_size", lc.mini_batch_size // lc.world_size)):
+        if value % 2:
+            raise ConfigError(f"{key} must keep chosen/rejected pairs whole: make it even per learner rank")
 
 
 @dataclass

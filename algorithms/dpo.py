@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from algorithms.base import AlgorithmBase, LearnerSpec, Outputs
+from algorithms.base import AlgorithmBase, LearnerSpec, Outputs, check_pairs_whole
 from algorithms.losses import DPO_KINDS, dpo_loss
 from rlcore.config import ConfigError
 from rlcore.functional import masked_mean, masked_sum
@@ -92,11 +92,7 @@ class DPO(AlgorithmBase):
             raise ConfigError(f"algorithm.label_smoothing={o.label_smoothing} must be in [0, 0.5)")
         if not cfg.reference.enabled:
             raise ConfigError("DPO compares against the reference policy: set reference.enabled=true")
-        lc = cfg.learner
-        for key, value in (("learner.micro_batch_size", lc.micro_batch_size),
-                           ("learner.mini_batch_size", lc.mini_batch_size // lc.world_size)):
-            if value % 2:
-                raise ConfigError(f"{key} must keep chosen/rejected pairs whole: make it even per learner rank")
+        check_pairs_whole(cfg)
 
     def loss(self, outputs: Outputs, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
         o, mask = self.options, batch.response_mask

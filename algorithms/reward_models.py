@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from algorithms.base import AlgorithmBase, LearnerSpec, Outputs
+from algorithms.base import AlgorithmBase, LearnerSpec, Outputs, check_pairs_whole
 from algorithms.losses import bradley_terry_loss, step_label_loss
 from rlcore.config import ConfigError
 from rlcore.functional import masked_mean, masked_sum
@@ -97,11 +97,7 @@ class ORM(AlgorithmBase):
     def validate(cls, cfg: Config, o: ORMOptions) -> None:
         if o.center_coef < 0:
             raise ConfigError(f"algorithm.center_coef={o.center_coef} must be >= 0")
-        lc = cfg.learner
-        for key, value in (("learner.micro_batch_size", lc.micro_batch_size),
-                           ("learner.mini_batch_size", lc.mini_batch_size // lc.world_size)):
-            if value % 2:
-                raise ConfigError(f"{key} must keep chosen/rejected pairs whole: make it even per learner rank")
+        check_pairs_whole(cfg)
 
     def loss(self, outputs: Outputs, batch: RolloutBatch) -> tuple[torch.Tensor, dict[str, float]]:
         scores = final_scores(outputs["scores"], batch.step_mask)  # [B], pairs [chosen, rejected, ...]

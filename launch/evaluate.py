@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -255,7 +256,8 @@ class Evaluation:
         correct = self.correct(batch)
         return {"method": "budget_forcing", "n": budget, "accuracy": sum(correct) / problems,
                 "tokens_per_problem": sum(tokens) / problems,
-                "thinking_tokens": sum(thought) / problems, "waits": sum(waits) / problems}
+                "thinking_tokens": sum(thought) / problems, "waits": sum(waits) / problems,
+                "min_budget_fraction": ec.min_budget_fraction}
 
     def greedy_pieces(self, asks: list[tuple[int, list[int], int, list[str]]]):
         """One greedy completion per ``(problem, response so far, max new tokens, stop strings)``."""
@@ -293,7 +295,10 @@ def run(evaluation: Evaluation, methods: list[str]) -> list[dict]:
 
 
 def line_name(row: dict) -> str:
-    """A row's line in the plot: its method, and the verifier that judged it."""
+    """A row's line in the plot: its method, and the verifier that judged it (budget forcing: its minimum)."""
+    if "min_budget_fraction" in row:
+        low = row["min_budget_fraction"]
+        return f"{row['method']} ({'cap only' if low == 0 else f'Wait below {low:g}×budget'})"
     return f"{row['method']} ({row['verifier']})" if "verifier" in row else row["method"]
 
 
@@ -302,7 +307,7 @@ def draw(rows: list[dict], out: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12, 4.2), layout="constrained")
+    fig = Figure(figsize=(14, 4.4), layout="constrained")
     FigureCanvasAgg(fig)
     by_n, by_tokens = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     lines = list(dict.fromkeys(line_name(r) for r in rows))
@@ -320,8 +325,26 @@ def draw(rows: list[dict], out: Path) -> None:
     for ax in (by_n, by_tokens):
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+    by_tokens.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))  # one legend, beside the curves
     fig.savefig(out, dpi=100)
+
+
+@contextmanager
+def started(plan: Plan, rows: list[PromptRow]):
+    """The ``Evaluation`` roles for ``rows``, started and ready, on the run's Ray (a local one started here and
+    stopped after)."""
+    own_ray = init_ray(plan.cfg)
+    import ray
+
+    from actors.groups import wait_ready
+
+    try:
+        evaluation = Evaluation(plan.cfg, rows, plan.reward_terms, plan.verifiers)
+        wait_ready([evaluation])
+        yield evaluation
+    finally:
+        if own_ray:
+            ray.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,25 +353,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     plan, data = built
     cfg = plan.cfg
-    started = init_ray(cfg)
-    import ray
-
-    from actors.groups import wait_ready
-
-    rows_in = data.eval[: cfg.data.max_eval_prompts]
-    try:
-        evaluation = Evaluation(cfg, rows_in, plan.reward_terms, plan.verifiers)
-        wait_ready([evaluation])
-        print(f"evaluating {cfg.model.path} on {len(rows_in)} problems: {', '.join(cfg.eval.methods)}", flush=True)
+    problems = data.eval[: cfg.data.max_eval_prompts]
+    with started(plan, problems) as evaluation:
+        print(f"evaluating {cfg.model.path} on {len(problems)} problems: {', '.join(cfg.eval.methods)}", flush=True)
         start = time.perf_counter()
         rows = run(evaluation, cfg.eval.methods)
         elapsed = time.perf_counter() - start
-    finally:
-        if started:
-            ray.shutdown()
     out = Path(cfg.trainer.output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    result = {"model": cfg.model.path, "eval_files": cfg.data.eval_files, "problems": len(rows_in),
+    result = {"model": cfg.model.path, "eval_files": cfg.data.eval_files, "problems": len(problems),
               "seconds": round(elapsed, 2), "rows": rows}
     (out / RESULTS).write_text(json.dumps(result, indent=2) + "\n")
     table = markdown_table(rows)

@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 from launch.build import Plan
-from launch.evaluate import Evaluation
-from launch.train import init_ray, parse_args, plan_and_data
+from launch.evaluate import Evaluation, started
+from launch.train import parse_args, plan_and_data
 from rlcore.config import Config
 from rlcore.data import PromptRow
 from rlcore.test_time import encode_steps, split_steps
@@ -117,20 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     plan, data = built
     cfg = plan.cfg
     rows = data.train[: cfg.label.prompts]
-    started = init_ray(cfg)
-    import ray
-
-    from actors.groups import wait_ready
-
-    try:
-        evaluation = Evaluation(cfg, rows, plan.reward_terms, {})
-        wait_ready([evaluation])
+    plan.verifiers = {}  # labelling grades with the preset's accuracy term only
+    with started(plan, rows) as evaluation:
         start = time.perf_counter()
         step_rows, pair_rows = label(evaluation, cfg, rows)
         elapsed = time.perf_counter() - start
-    finally:
-        if started:
-            ray.shutdown()
     out = Path(cfg.trainer.output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     held_out = {r.index for r in rows[len(rows) - int(len(rows) * cfg.label.eval_fraction):]} if cfg.label.eval_fraction else set()
