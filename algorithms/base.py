@@ -13,7 +13,7 @@ An algorithm is one class. It declares what it needs, and the composition root
   policy's kept samples or a teacher's) or ``module:Class``.
 * ``learners()``: its learner groups, ``{name: LearnerSpec}``, in training
   order. Each names its model kind (``actors.models``: ``causal_lm``,
-  ``causal_lm_untempered``, ``value``), its settings, how its micro-batches
+  ``causal_lm_untempered``, ``value``, ``reward``), its settings, how its micro-batches
   are formed and weighted, the loss method that trains it, and what it
   computes for the batch before the advantages (``provides``). The group
   named ``actor`` is the policy: its weights go to the rollout workers and
@@ -63,7 +63,7 @@ class LearnerSpec:
     """One learner group of an algorithm."""
 
     model: str
-    """Model kind: a registered name (``causal_lm``, ``value``) or ``module:Class``."""
+    """Model kind: a registered name (``causal_lm``, ``value``, ``reward``) or ``module:Class``."""
     settings: LearnerConfig
     """World size, optimizer and batch sizes of the group."""
     settings_key: str = "learner"
