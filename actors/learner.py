@@ -20,6 +20,7 @@ as many samples of about the same length as fit a token budget.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import socket
@@ -134,15 +135,15 @@ class LearnerRank:
                 out[torch.tensor(part), :values.shape[1]] = values
         return out * batch.response_mask
 
-    def accumulate(self, minibatch: RolloutBatch, loss_fn) -> tuple[list[dict[str, float]], list[tuple]]:
+    def accumulate(self, minibatch: RolloutBatch, loss_fn) -> tuple[list[dict[str, float]], list[tuple], bool]:
         """Forward and backward passes over the micro-batches of one mini-batch; the gradients add up to the
         mini-batch's (``LearnerSpec.loss_weight``: each micro-batch's loss weighted by its share of the samples or of
-        the response tokens). Returns each micro-batch's metrics, and (log-probs, the sampler's, mask) of those
-        that carry the sampler's log-probs."""
+        the response tokens). Returns each micro-batch's metrics, (log-probs, the sampler's, mask) of those
+        that carry the sampler's log-probs, and whether every loss was finite."""
         s = self.settings
         by_tokens = self.spec.loss_weight == "tokens"
         total = max(float(minibatch.response_mask.sum()), 1.0) if by_tokens else len(minibatch)
-        metrics, sampled = [], []
+        metrics, sampled, finite = [], [], True
         for micro in self.micro_batches(minibatch):
             share = float(micro.response_mask.sum()) if by_tokens else len(micro)
             micro = _to_device(micro, self.device)
@@ -152,13 +153,24 @@ class LearnerRank:
             if "logprobs" in outputs and micro.rollout_logprobs is not None:
                 sampled.append((outputs["logprobs"].detach(), micro.rollout_logprobs, micro.response_mask))
             (loss * share / total).backward()
+            finite = finite and bool(torch.isfinite(loss.detach()).all())
             metrics.append(micro_metrics)
-        return metrics, sampled
+        return metrics, sampled, finite
+
+    def everywhere(self, local: bool) -> bool:
+        """Whether ``local`` holds on every rank of the group (collective when the group has several ranks)."""
+        if self.world_size == 1:
+            return local
+        flag = torch.tensor([0.0 if local else 1.0], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return flag.item() == 0.0
 
     def train_step(self, batch: RolloutBatch, step: int, state: dict) -> dict[str, float]:
         """``epochs`` passes over shuffled mini-batches of whole groups with the algorithm's loss; metrics averaged.
 
         ``state`` is the driver-side algorithm's ``state_dict()``: the loss sees what the driver sees.
+        A mini-batch with a non-finite loss (on any rank) or gradient norm updates nothing:
+        ``skipped_steps`` counts those optimizer steps, ``grad_norm`` averages the finite norms.
         When the batch carries the sampler's log-probs, ``rollout_gap/…`` compares them with this
         rank's log-probs before its first optimizer step (``rlcore.functional.logprob_gap``).
         """
@@ -169,13 +181,13 @@ class LearnerRank:
         mini = s.mini_batch_size // self.world_size
         rng = random.Random(f"{self.cfg.trainer.seed}/{self.name}/{self.rank}/{step}")
         sums: dict[str, float] = {}
-        count, grad_norms = 0, []
+        count, grad_norms, skipped = 0, [], 0
         before_update = []  # (log-probs, the sampler's, mask) of the micro-batches before the first optimizer step
         for _ in range(s.epochs):
             order = shuffled_groups(batch.group_ids, rng)
             for m0 in range(0, len(batch), mini):
                 minibatch = batch.select(order[m0:m0 + mini])
-                micro_metrics, sampled = self.accumulate(minibatch, loss_fn)
+                micro_metrics, sampled, finite_loss = self.accumulate(minibatch, loss_fn)
                 if not grad_norms:
                     before_update += sampled
                 for metrics in micro_metrics:
@@ -186,11 +198,17 @@ class LearnerRank:
                 if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
                     grad_norm = grad_norm.full_tensor()
                 grad_norms.append(float(grad_norm))
-                self.optimizer.step()
-                self.scheduler.step()
+                # every rank sees the same global norm and, gathered, the same loss check: all skip together
+                if self.everywhere(finite_loss) and math.isfinite(grad_norms[-1]):
+                    self.optimizer.step()
+                    self.scheduler.step()
+                else:  # a non-finite loss or gradient: the update would ruin the weights
+                    skipped += 1
                 self.optimizer.zero_grad(set_to_none=True)
         out = {k: v / count for k, v in sums.items()}
-        out["grad_norm"] = sum(grad_norms) / len(grad_norms)
+        finite = [g for g in grad_norms if math.isfinite(g)]
+        out["grad_norm"] = sum(finite) / len(finite) if finite else float("nan")
+        out["skipped_steps"] = float(skipped)
         out["lr"] = self.scheduler.get_last_lr()[0]
         if before_update:  # the same weights the samples should have come from: any gap is the sampler's
             width = max(lp.shape[1] for lp, _, _ in before_update)  # token-budget micro-batches are cut to their own

@@ -1,12 +1,14 @@
 """Checkpoints: ``checkpoints/step_N/<group>/`` per learner group, then ``trainer_state.json``.
 
-The state file is written last, so a folder without it is incomplete and
-ignored on resume. The newest ``keep`` complete checkpoints are kept.
+The state file is written last, and atomically (written aside, then renamed),
+so a folder without it is incomplete and ignored on resume, however the save
+was cut short. The newest ``keep`` complete checkpoints are kept.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -23,7 +25,9 @@ class Checkpoints:
             shutil.rmtree(path)
         for name, group in self.groups.items():
             group.save_checkpoint(str(path / name))
-        (path / STATE_FILE).write_text(json.dumps({"step": step, **state}))
+        scratch = path / f"{STATE_FILE}.partial"  # renamed into place: a save cut short leaves no state file
+        scratch.write_text(json.dumps({"step": step, **state}))
+        os.replace(scratch, path / STATE_FILE)
         for old in self.completed()[: -self.keep]:
             shutil.rmtree(old)
 

@@ -88,12 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     started = init_ray(plan.cfg)
     import ray
 
-    from launch.trainer import Trainer
+    from launch.trainer import Trainer, TrainingError
 
     try:
         final = Trainer(plan, data).fit()
         if final is not None:
             print(f"final policy exported to {final}", flush=True)
+    except TrainingError as exc:
+        print(f"training error: {exc}", file=sys.stderr)
+        return 1
     finally:
         if started:
             ray.shutdown()

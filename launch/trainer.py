@@ -51,6 +51,7 @@ class Trainer:
         print(f"roles ready in {self.startup_s:.1f}s", flush=True)
         self.checkpoints = Checkpoints(self.out / "checkpoints", self.learners, self.cfg.trainer.keep_checkpoints)
         self.version = 0
+        self.skipped = SkippedUpdates(self.cfg.trainer.max_skipped_steps)
         self.logger = MetricsLogger(self.out, self.cfg.trainer.total_steps, self.cfg.trainer.loggers, asdict(self.cfg))
 
     def fit(self) -> Path | None:
@@ -106,6 +107,7 @@ class Trainer:
             if self.algorithm.trains(name, step):
                 with timed(timings, f"time/{name}"):
                     metrics.update(group.train_step(shipment, step, state))
+        self.skipped.check(step, metrics)
         if self.algorithm.trains(POLICY, step):
             with timed(timings, "time/weight_sync"):
                 self.version += 1
@@ -130,6 +132,30 @@ class Trainer:
         self.source.sync(self.learners[POLICY], self.version)
         print(f"resumed from {path} at step {state['step']}", flush=True)
         return state["step"]
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on; the message is one line that says why and what to do."""
+
+
+class SkippedUpdates:
+    """Stops the run when a learner group skipped its update (``<group>/skipped_steps`` > 0) in ``limit`` training
+    steps in a row (0: never)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.streak = limit, {}
+
+    def check(self, step: int, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            if not key.endswith("/skipped_steps"):
+                continue
+            group = key.split("/")[0]
+            self.streak[group] = self.streak.get(group, 0) + 1 if value > 0 else 0
+            if self.limit and self.streak[group] >= self.limit:
+                raise TrainingError(
+                    f"step {step}: learner group '{group}' skipped its update (a non-finite loss or gradient norm) "
+                    f"{self.streak[group]} steps in a row (trainer.max_skipped_steps={self.limit}); lower its lr or "
+                    "check the rewards, then resume from the last checkpoint with trainer.resume=true")
 
 
 def _due(step: int, every: int) -> bool:

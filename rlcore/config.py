@@ -200,6 +200,8 @@ class TrainerConfig:
     """Checkpoint every N steps, and after the last (0 = only after the last)."""
     keep_checkpoints: int = 2
     """Newest checkpoints to keep on disk."""
+    max_skipped_steps: int = 3
+    """Training steps in a row in which a learner group skipped an update (a non-finite loss or gradient norm, counted in <group>/skipped_steps) before the run stops with one line naming the step. 0: never stop."""
     resume: bool = False
     """Continue from the newest checkpoint in output_dir, with the same step counter and data order."""
     export: bool = True
@@ -403,6 +405,7 @@ def validate(cfg: Config) -> None:
         _check(term.num_workers > 0, f"reward.terms[{i}].num_workers={term.num_workers} must be > 0")
         _check(term.timeout_s > 0, f"reward.terms[{i}].timeout_s={term.timeout_s} must be > 0")
     validate_eval(cfg.eval)
+    _check(cfg.trainer.max_skipped_steps >= 0, f"trainer.max_skipped_steps={cfg.trainer.max_skipped_steps} must be >= 0")
     for name in ("prompts", "samples", "completions", "min_correct"):
         _check(getattr(cfg.label, name) > 0, f"label.{name}={getattr(cfg.label, name)} must be > 0")
     _check(cfg.label.min_correct <= cfg.label.completions,

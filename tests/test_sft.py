@@ -177,7 +177,8 @@ def gradients(tiny_model, budget, weight, micro_batch_size=64):
     rank.model = tiny_model
     tiny_model.zero_grad(set_to_none=True)
     batch = variable_batch()
-    metrics, _ = rank.accumulate(batch, plan.algorithm.loss)
+    metrics, _, finite = rank.accumulate(batch, plan.algorithm.loss)
+    assert finite
     grads = torch.cat([p.grad.flatten() for p in tiny_model.parameters() if p.grad is not None]).clone()
     return grads, len(metrics), rank
 
