@@ -88,15 +88,24 @@ def main(argv: list[str] | None = None) -> int:
     started = init_ray(plan.cfg)
     import ray
 
-    from launch.trainer import Trainer, TrainingError
+    from launch.trainer import Stopped, StopRequest, Trainer, TrainingError
 
+    stop = StopRequest()
+    stop.install()
     try:
-        final = Trainer(plan, data).fit()
+        final = Trainer(plan, data, stop).fit()
         if final is not None:
             print(f"final policy exported to {final}", flush=True)
     except TrainingError as exc:
         print(f"training error: {exc}", file=sys.stderr)
         return 1
+    except Stopped as exc:
+        print(str(exc), file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        print(f"stopped at once by a second signal: the step in progress is lost; resume from the newest checkpoint "
+              f"in {plan.cfg.trainer.output_dir}/checkpoints with trainer.resume=true", file=sys.stderr)
+        return 130
     finally:
         if started:
             ray.shutdown()

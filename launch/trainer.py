@@ -17,6 +17,8 @@ reward by name, and merges the metric dictionaries the parts return.
 
 from __future__ import annotations
 
+import signal
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -34,7 +36,7 @@ POLICY = "actor"
 
 
 class Trainer:
-    def __init__(self, plan: Plan, data: Data):
+    def __init__(self, plan: Plan, data: Data, stop: StopRequest | None = None):
         self.cfg, self.algorithm = plan.cfg, plan.algorithm
         self.out = Path(self.cfg.trainer.output_dir).expanduser().resolve()
         self.out.mkdir(parents=True, exist_ok=True)
@@ -52,6 +54,7 @@ class Trainer:
         self.checkpoints = Checkpoints(self.out / "checkpoints", self.learners, self.cfg.trainer.keep_checkpoints)
         self.version = 0
         self.skipped = SkippedUpdates(self.cfg.trainer.max_skipped_steps)
+        self.stop = stop or StopRequest()  # not installed: only launch.train's main owns the process's signals
         self.logger = MetricsLogger(self.out, self.cfg.trainer.total_steps, self.cfg.trainer.loggers, asdict(self.cfg))
 
     def fit(self) -> Path | None:
@@ -76,9 +79,11 @@ class Trainer:
                     metrics.update(self.evaluate())
                 self.logger.log(step, metrics)
                 self.logger.log_samples(step, collected.summary())
-                if _due(step, tc.save_every) or last:
+                if _due(step, tc.save_every) or last or self.stop.signum is not None:
                     self.checkpoints.save(step, {"policy_version": self.version,
                                                  "algorithm": self.algorithm.state_dict()})
+                if self.stop.signum is not None and not last:
+                    raise Stopped(self.stop.signum, step, self.checkpoints.root / f"step_{step:06d}")
         finally:
             collector.close()
         self.logger.close()
@@ -136,6 +141,34 @@ class Trainer:
 
 class TrainingError(RuntimeError):
     """The run cannot go on; the message is one line that says why and what to do."""
+
+
+class Stopped(Exception):
+    """The run stopped on request (SIGINT or SIGTERM) after a step, with a checkpoint of that step."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path):
+        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint {checkpoint}; "
+                         "resume with the same command and trainer.resume=true")
+        self.signum = signum
+
+
+class StopRequest:
+    """A signal handler for SIGINT and SIGTERM: the first asks the run to stop after the step in progress (with a
+    checkpoint), a second abandons the step at once (``KeyboardInterrupt``)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self)
+
+    def __call__(self, signum: int, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"{signal.Signals(signum).name}: stopping after this step with a checkpoint (again: stop now, "
+              "without one)", file=sys.stderr, flush=True)
 
 
 class SkippedUpdates:
