@@ -92,30 +92,76 @@ def _run_sliced(actors: list, shipment: Shipment, fields: tuple[str, ...], metho
 
 
 class RolloutGroup:
-    """``rollout.num_workers`` vLLM actors; prompts are spread evenly over them."""
+    """``rollout.num_workers`` vLLM actors; prompts are spread evenly over them.
+
+    A worker that dies (its process killed, its node lost) is replaced: the new
+    engine loads the newest weights pushed to the group, with their version,
+    before it gets any prompt, and the dead worker's share of the call is
+    generated again on it with the same seed. ``faults`` counts the
+    replacements (``restarts``) and the prompts or requests generated again
+    (``regenerated``); a share whose replacement dies too fails the call.
+    """
 
     def __init__(self, cfg: Config, model_path: str):
         rc = cfg.rollout
-        actor = ray.remote(num_cpus=rc.num_cpus, num_gpus=rc.num_gpus)(RolloutWorker)
-        self.workers = [actor.remote(model_path, rc, seed=cfg.trainer.seed + i) for i in range(rc.num_workers)]
+        self.model_path, self.settings, self.seed = model_path, rc, cfg.trainer.seed
+        self.actor = ray.remote(num_cpus=rc.num_cpus, num_gpus=rc.num_gpus, max_restarts=0)(RolloutWorker)
+        self.workers = [self._start(i) for i in range(rc.num_workers)]
         self.ready = [w.get_version.remote() for w in self.workers]  # every engine up
+        self.weights: tuple[ray.ObjectRef, int] | None = None  # the newest weights pushed, for a replacement
+        self.faults = {"restarts": 0, "regenerated": 0}
+
+    def _start(self, index: int):
+        return self.actor.remote(self.model_path, self.settings, seed=self.seed + index)
+
+    def _replace(self, index: int) -> None:
+        """A new worker in place of worker ``index``, with the newest weights and version before any traffic."""
+        ray.kill(self.workers[index], no_restart=True)
+        worker = self._start(index)
+        ray.get(worker.update_weights.remote(*self.weights) if self.weights else worker.get_version.remote())
+        self.workers[index] = worker
+        self.faults["restarts"] += 1
+
+    def _spread(self, method: str, items: list, seed: int | None, *args, **kwargs) -> list:
+        """``method(items[a:b], *args, seed=seed + a, **kwargs)`` on each worker's contiguous share; the results in
+        order. A share whose worker died is run again once on its replacement."""
+        shares = [(i, a, b) for i, (a, b) in enumerate(_split(items, len(self.workers))) if b > a]
+
+        def call(i, a, b):
+            return getattr(self.workers[i], method).remote(items[a:b], *args, seed=None if seed is None else seed + a,
+                                                           **kwargs)
+
+        futures = [call(*share) for share in shares]
+        results = []
+        for (i, a, b), future in zip(shares, futures):
+            try:
+                results.append(ray.get(future))
+            except ray.exceptions.RayActorError:
+                print(f"rollout worker {i} died; replacing it and generating its {b - a} items again", flush=True)
+                self._replace(i)
+                self.faults["regenerated"] += b - a
+                results.append(ray.get(call(i, a, b)))
+        return results
 
     def generate(self, prompts: list[PromptRow], n: int, seed: int | None = None, greedy: bool = False) -> RolloutBatch:
         """``n`` samples per prompt, in prompt order; the worker taking prompts ``a:b`` samples with seed ``seed + a``."""
-        futures = [w.generate.remote(prompts[a:b], n, None if seed is None else seed + a, greedy)
-                   for w, (a, b) in zip(self.workers, _split(prompts, len(self.workers))) if b > a]
-        return RolloutBatch.concat(ray.get(futures))
+        return RolloutBatch.concat(self._spread("generate", prompts, seed, n, greedy=greedy))
 
     def complete(self, requests: list[Request], seed: int | None = None) -> list[list[Completion]]:
         """Each request's completions (``RolloutWorker.complete``), in request order; the worker taking
         requests ``a:b`` samples with seed ``seed + a``."""
-        futures = [w.complete.remote(requests[a:b], None if seed is None else seed + a)
-                   for w, (a, b) in zip(self.workers, _split(requests, len(self.workers))) if b > a]
-        return [completions for part in ray.get(futures) for completions in part]
+        return [completions for part in self._spread("complete", requests, seed) for completions in part]
 
     def update_weights(self, state_dict_ref: ray.ObjectRef, version: int) -> None:
         # The ObjectRef goes to every worker; Ray moves the tensors once per node, not via the driver.
-        ray.get([w.update_weights.remote(state_dict_ref, version) for w in self.workers])
+        self.weights = (state_dict_ref, version)
+        futures = [w.update_weights.remote(state_dict_ref, version) for w in self.workers]
+        for i, future in enumerate(futures):
+            try:
+                ray.get(future)
+            except ray.exceptions.RayActorError:
+                print(f"rollout worker {i} died; replacing it", flush=True)
+                self._replace(i)
 
 
 class RewardPool:

@@ -166,7 +166,8 @@ class RolloutSource:
         stats.update({"sampling/rounds": draw + 1, "sampling/dropped_groups": len(dropped),
                       "sampling/filled_groups": filled,
                       "sampling/zero_variance_groups": len(groups_of(batch.select(flat.nonzero().flatten()))),
-                      "throughput/rollout_tokens_per_s": generated / max(stats["time/rollout"], 1e-9)})
+                      "throughput/rollout_tokens_per_s": generated / max(stats["time/rollout"], 1e-9),
+                      **{f"faults/rollout/{k}": float(v) for k, v in self.rollout.faults.items()}})  # since the start
         return Collected(batch, stats)
 
     def evaluate(self) -> dict[str, float]:

@@ -1,4 +1,5 @@
-"""SIGINT and SIGTERM stop a real run after its step in progress, with a checkpoint and one line on how to resume."""
+"""Real runs through faults: a signal stops a run after its step with a checkpoint and one line on how to resume;
+a rollout worker killed mid-run is replaced and its share generated again, no step lost or trained twice."""
 
 import os
 import signal
@@ -14,10 +15,10 @@ from tests.test_e2e import PRESET, REPO, SMALL, read_jsonl, venv_env
 pytestmark = pytest.mark.slow
 
 
-def started_run(out: Path) -> subprocess.Popen:
-    """A long GRPO run in its own process group (as a terminal starts a command), once it has logged two steps."""
+def started_run(out: Path, steps: int = 200) -> subprocess.Popen:
+    """A GRPO run in its own process group (as a terminal starts a command), once it has logged two steps."""
     proc = subprocess.Popen([sys.executable, "-m", "launch.train", "--config", PRESET, *SMALL,
-                             "trainer.total_steps=200", "trainer.save_every=0", "trainer.export=false",
+                             f"trainer.total_steps={steps}", "trainer.save_every=0", "trainer.export=false",
                              f"trainer.output_dir={out}"], cwd=REPO, env=venv_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 300
@@ -46,3 +47,23 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_and_one_line(tmp_path, 
     assert (out / "checkpoints" / f"step_{step:06d}" / "trainer_state.json").is_file()
     assert "Traceback" not in stderr
     assert step < 200
+
+
+def test_a_killed_rollout_worker_is_replaced_and_no_step_is_lost(tmp_path):
+    out = tmp_path / "run"
+    proc = started_run(out, steps=8)
+    found = subprocess.run(["pgrep", "-f", "ray::RolloutWorker", "-s", str(proc.pid)], capture_output=True, text=True)
+    pids = [int(p) for p in found.stdout.split()]
+    assert len(pids) == 1, found
+    os.kill(pids[0], signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    metrics = read_jsonl(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == list(range(1, 9))  # every step once
+    assert [m["policy_version"] for m in metrics] == list(range(1, 9))  # each trained once
+    # killed while generating (its share generated again) or between two calls (replaced at the weight sync)
+    assert metrics[-1]["faults/rollout/restarts"] == 1 and metrics[0]["faults/rollout/restarts"] == 0
+    assert "rollout worker 0 died" in stdout
+    # the replacement samples with the newest weights: the learner's log-probs of its samples match vLLM's
+    assert max(m["actor/rollout_gap/abs_diff_mean"] for m in metrics) < 1e-3, [
+        m["actor/rollout_gap/abs_diff_mean"] for m in metrics]
