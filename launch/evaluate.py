@@ -97,14 +97,13 @@ class Evaluation:
         self.rewards = RewardGroup(terms)
         # The verifiers' own reward workers. Without eval.verifier the preset's weighted reward judges; without
         # eval.search_verifier, eval.verifier. judge_names: what each row says judged it.
-        verifier = RewardGroup([verifiers["verifier"]]) if "verifier" in verifiers else self.rewards
-        search = RewardGroup([verifiers["search_verifier"]]) if "search_verifier" in verifiers else verifier
-        self.judges = {"verifier": verifier, "search_verifier": search}
-        self.judge_names = {"verifier": verifiers["verifier"].name if "verifier" in verifiers else "reward"}
-        self.judge_names["search_verifier"] = (verifiers["search_verifier"].name if "search_verifier" in verifiers
-                                               else self.judge_names["verifier"])
-        self.ready = self.rollout.ready + [ref for group in {id(g): g for g in (self.rewards, verifier, search)}.values()
-                                           for ref in group.ready]
+        groups = {key: RewardGroup([term]) for key, term in verifiers.items()}
+        names = {key: term.name for key, term in verifiers.items()}
+        verifier = groups.get("verifier", self.rewards)
+        self.judges = {"verifier": verifier, "search_verifier": groups.get("search_verifier", verifier)}
+        first = names.get("verifier", "reward")
+        self.judge_names = {"verifier": first, "search_verifier": names.get("search_verifier", first)}
+        self.ready = self.rollout.ready + self.rewards.ready + [ref for g in groups.values() for ref in g.ready]
         accuracy = next(t for t in terms if t.name == cfg.reward.accuracy_term)
         self.answer = answer_reading(accuracy.target)
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
