@@ -263,15 +263,26 @@ class RewardGroup:
 
 
 class ReferenceGroup:
-    """One reference actor (the frozen initial policy)."""
+    """One reference actor (the frozen initial policy). If it dies it is replaced (its weights are the frozen ones
+    on disk) and the step's log-probs computed again; ``faults["restarts"]`` counts this."""
 
     def __init__(self, cfg: Config, model_path: str):
         rc = cfg.reference
-        self.worker = remote(ReferenceWorker, num_cpus=rc.num_cpus, num_gpus=rc.num_gpus).remote(cfg, model_path)
+        self.cfg, self.model_path = cfg, model_path
+        self.actor = remote(ReferenceWorker, num_cpus=rc.num_cpus, num_gpus=rc.num_gpus, max_restarts=0)
+        self.worker = self.actor.remote(cfg, model_path)
         self.ready = [self.worker.__ray_ready__.remote()]
+        self.faults = {"restarts": 0}
 
     def logprobs(self, shipment: Shipment) -> torch.Tensor:
-        return _run_sliced([self.worker], shipment, TOKEN_FIELDS, "logprobs")[0]
+        try:
+            return _run_sliced([self.worker], shipment, TOKEN_FIELDS, "logprobs")[0]
+        except ray.exceptions.RayActorError:
+            print("reference worker died; replacing it and computing the step's log-probs again", flush=True)
+            ray.kill(self.worker, no_restart=True)
+            self.worker = self.actor.remote(self.cfg, self.model_path)
+            self.faults["restarts"] += 1
+            return _run_sliced([self.worker], shipment, TOKEN_FIELDS, "logprobs")[0]
 
 
 class LearnerGroup:

@@ -101,6 +101,7 @@ class Trainer:
         if self.reference is not None:
             with timed(timings, "time/reference"):
                 batch.ref_logprobs = self.reference.logprobs(shipment)
+            metrics["faults/reference/restarts"] = float(self.reference.faults["restarts"])
         for name, group in self.learners.items():
             with timed(timings, f"time/{name}"):
                 for key, output in group.spec.provides.items():

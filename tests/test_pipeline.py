@@ -95,7 +95,7 @@ class FakeLearnerGroup:
 
 class FakeReference:
     def __init__(self, cfg, path):
-        self.ready = []
+        self.ready, self.faults = [], {"restarts": 0}
 
     def logprobs(self, shipment):
         return torch.full_like(shipment.batch.response_mask, -1.0)
