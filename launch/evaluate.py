@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from launch.build import Plan, reward_term
-from launch.sources import reward_stats
+from launch.sources import greedy_eval
 from launch.train import init_ray, parse_args, plan_and_data
 from rewards.api import RewardTerm, answer_reading
 from rewards.text import thinking_token_count
@@ -136,14 +136,13 @@ class Evaluation:
 
     # ---- the methods ------------------------------------------------------------------------
     def greedy(self) -> list[dict]:
-        batch = self.rollout.generate(self.rows, n=1, greedy=True)
-        self.rewards.score(batch)
-        stats = reward_stats(batch, self.cfg.reward.accuracy_term)
-        row = {"method": "greedy", "n": 1, "accuracy": stats.get("accuracy", 0.0),
-               "tokens_per_problem": stats["response_length/mean"], "reward": stats["reward/mean"]}
-        if "response_length/thinking_mean" in stats:
-            row["thinking_tokens"] = stats["response_length/thinking_mean"]
-        row.update({name: v.mean().item() for name, v in batch.reward_terms.items()})
+        """One greedy response per problem, scored as training's evaluation scores it (``greedy_eval``)."""
+        m = greedy_eval(self.rollout, self.rewards, self.rows, self.cfg.reward.accuracy_term)
+        row = {"method": "greedy", "n": 1, "accuracy": m["eval/accuracy"], "tokens_per_problem": m["eval/response_length"],
+               "reward": m["eval/reward"]}
+        if "eval/thinking_length" in m:
+            row["thinking_tokens"] = m["eval/thinking_length"]
+        row.update({key.removeprefix("eval/reward/"): v for key, v in m.items() if key.startswith("eval/reward/")})
         return [row]
 
     def sampled(self, methods: list[str]) -> list[dict]:

@@ -63,7 +63,7 @@ def label(evaluation: Evaluation, cfg: Config, rows: list[PromptRow]) -> tuple[l
     lc, tok = cfg.label, evaluation.tokenizer
     batch = evaluation.rollout.generate(rows, n=lc.samples, seed=lc.seed)
     correct = evaluation.correct(batch)
-    samples = []  # (problem, steps, ids, ends)
+    samples = []  # (problem, sample index, steps, step-encoded ids, step ends)
     for i, text in enumerate(batch.responses):
         steps = split_steps(text, cfg.eval.step_delimiter)
         if steps:
