@@ -116,9 +116,7 @@ def math_accuracy(prompt: str, response: str, ground_truth: str) -> float:
     try:
         from math_verify import verify  # lazy, see _parse_math
 
-        answer = extract_answer(response)
-        if answer is None:
-            answer = _last_boxed(response)
+        answer = tagged_answer(response)
         if answer is not None:
             pred = _parse_math(answer, final_answer=True)
         else:
@@ -131,11 +129,15 @@ def math_accuracy(prompt: str, response: str, ground_truth: str) -> float:
         return 0.0
 
 
-def final_answer(response: str) -> str:
-    r"""The answer ``math_accuracy`` grades: the last ``<answer>`` block, else the last ``\boxed{}``, else the response."""
+def tagged_answer(response: str) -> str | None:
+    r"""The last ``<answer>`` block, else the last ``\boxed{}``; None when the response marks no answer."""
     answer = extract_answer(response)
-    if answer is None:
-        answer = _last_boxed(response)
+    return _last_boxed(response) if answer is None else answer
+
+
+def final_answer(response: str) -> str:
+    r"""The answer ``math_accuracy`` grades: ``tagged_answer``, else the whole response."""
+    answer = tagged_answer(response)
     return response.strip() if answer is None else answer
 
 
