@@ -28,9 +28,9 @@ from rlcore.config import Config
 from rlcore.data import PromptRow
 
 
-def _split(items: list, parts: int) -> list[tuple[int, int]]:
-    """(start, stop) of ``parts`` contiguous slices as even as possible (some may be empty)."""
-    base, extra = divmod(len(items), parts)
+def _split(count: int, parts: int) -> list[tuple[int, int]]:
+    """(start, stop) of ``parts`` contiguous slices of ``count`` items, as even as possible (some may be empty)."""
+    base, extra = divmod(count, parts)
     bounds, start = [], 0
     for i in range(parts):
         stop = start + base + (i < extra)
@@ -66,8 +66,10 @@ class Shipment:
         return names, refs
 
 
-def remote(cls: type, **resources):
-    """``cls`` as a Ray actor class that also takes a batch as field ObjectRefs: ``run(method, names, *refs)``.
+def remote(cls: type, settings):
+    """``cls`` as a Ray actor class placed by a role's ``settings`` (``num_cpus``, ``num_gpus``, ``resources``,
+    ``label_selector``), never restarted by Ray (the groups replace their dead actors themselves), that also takes a
+    batch as field ObjectRefs: ``run(method, names, *refs)``.
 
     Ray resolves the refs (top-level arguments) before the call, so the role
     itself stays a plain class that receives a ``RolloutBatch``.
@@ -78,7 +80,8 @@ def remote(cls: type, **resources):
             return getattr(self, method)(RolloutBatch(**dict(zip(names, values))), **kwargs)
 
     Role.__name__ = Role.__qualname__ = cls.__name__
-    return ray.remote(**resources)(Role)
+    return ray.remote(num_cpus=settings.num_cpus, num_gpus=settings.num_gpus, resources=dict(settings.resources),
+                      label_selector=dict(settings.label_selector) or None, max_restarts=0)(Role)
 
 
 def wait_ready(groups: list) -> None:
@@ -86,62 +89,149 @@ def wait_ready(groups: list) -> None:
     ray.get([ref for group in groups for ref in group.ready])
 
 
-def _run_sliced(actors: list, shipment: Shipment, fields: tuple[str, ...], method: str, **kwargs) -> list:
+def _sliced(actors: list, shipment: Shipment, fields: tuple[str, ...], method: str, **kwargs) -> list[ray.ObjectRef]:
+    """``method`` on each actor's equal slice of the batch; the futures, in actor order."""
     names, refs = shipment.slices(fields, len(actors))
-    return ray.get([actor.run.remote(method, names, *part, **kwargs) for actor, part in zip(actors, refs)])
+    return [actor.run.remote(method, names, *part, **kwargs) for actor, part in zip(actors, refs)]
 
 
 class RolloutGroup:
-    """``rollout.num_workers`` vLLM actors; prompts are spread evenly over them.
+    """``rollout.num_workers`` vLLM actors; each call's prompts are split over them by their measured speed.
 
-    A worker that dies (its process killed, its node lost) is replaced: the new
-    engine loads the newest weights pushed to the group, with their version,
-    before it gets any prompt, and the dead worker's share of the call is
-    generated again on it with the same seed. ``faults`` counts the
-    replacements (``restarts``) and the prompts or requests generated again
-    (``regenerated``); a share whose replacement dies too fails the call.
+    * **Split.** With ``rollout.balance=speed`` each worker's share of a call is
+      proportional to the items per second it managed in its recent calls, so a
+      slow node does not hold the step up; ``even`` gives equal shares.
+    * **Faults.** A worker that dies (its process killed, its node lost) is
+      replaced: the new engine loads the newest weights pushed to the group, with
+      their version, before it gets any prompt, and the dead worker's share of the
+      call is generated again on it with the same seed. When the cluster no longer
+      has the custom resources or GPUs for a replacement (its node left), the pool
+      shrinks instead and the share goes to the fastest worker left. ``faults``
+      counts replacements (``restarts``), items generated again (``regenerated``)
+      and workers given up (``lost``).
+    * **Size.** ``resize(n)`` adds workers (each with the newest weights before
+      any traffic) or lets the last ones go once their calls in flight are done.
+      A call uses the pool as it was when the call began.
     """
 
     def __init__(self, cfg: Config, model_path: str):
         rc = cfg.rollout
         self.model_path, self.settings, self.seed = model_path, rc, cfg.trainer.seed
-        self.actor = ray.remote(num_cpus=rc.num_cpus, num_gpus=rc.num_gpus, max_restarts=0)(RolloutWorker)
+        self.actor = remote(RolloutWorker, rc)
         self.workers = [self._start(i) for i in range(rc.num_workers)]
         self.ready = [w.get_version.remote() for w in self.workers]  # every engine up
         self.weights: tuple[ray.ObjectRef, int] | None = None  # the newest weights pushed, for a replacement
-        self.faults = {"restarts": 0, "regenerated": 0}
+        self.speed: dict = {}  # worker -> items per second, a running mean over its calls
+        self.faults = {"restarts": 0, "regenerated": 0, "lost": 0}
+        self.lock = threading.Lock()  # the pool changes from the driver's thread while the collect thread samples
 
     def _start(self, index: int):
         return self.actor.remote(self.model_path, self.settings, seed=self.seed + index)
 
-    def _replace(self, index: int) -> None:
-        """A new worker in place of worker ``index``, with the newest weights and version before any traffic."""
-        ray.kill(self.workers[index], no_restart=True)
-        worker = self._start(index)
-        ray.get(worker.update_weights.remote(*self.weights) if self.weights else worker.get_version.remote())
-        self.workers[index] = worker
-        self.faults["restarts"] += 1
+    def _loaded(self, workers: list) -> None:
+        """Wait until ``workers`` are up with the newest weights and version."""
+        ray.get([w.update_weights.remote(*self.weights) if self.weights else w.get_version.remote() for w in workers])
+
+    def resize(self, count: int) -> None:
+        """``count`` workers from the next call on: new ones loaded before traffic, leaving ones after their work.
+        Raises ValueError, the pool unchanged, when the cluster has no room for the new ones now."""
+        with self.lock:
+            workers = list(self.workers)
+        if count > len(workers):
+            need = {"CPU": self.settings.num_cpus, "GPU": self.settings.num_gpus, **self.settings.resources}
+            free = ray.available_resources()
+            short = {k: v for k, v in need.items() if v > 0 and free.get(k, 0.0) < v * (count - len(workers))}
+            if short:
+                raise ValueError(f"the cluster has too little free {', '.join(sorted(short))} for "
+                                 f"{count - len(workers)} more rollout workers (each needs "
+                                 f"{', '.join(f'{k}={v:g}' for k, v in need.items() if v > 0)}; free: "
+                                 f"{', '.join(f'{k}={free.get(k, 0.0):g}' for k in sorted(short))})")
+            added = [self._start(i) for i in range(len(workers), count)]
+            self._loaded(added)
+            with self.lock:
+                self.workers += added
+        for worker in workers[count:]:
+            with self.lock:
+                self.workers.remove(worker)
+                self.speed.pop(worker, None)
+            worker.__ray_terminate__.remote()  # runs after the calls already queued on it
+
+    def _hostable(self, count: int) -> bool:
+        """Whether the cluster still has the custom resources and GPUs for ``count`` workers."""
+        need = {**self.settings.resources, "GPU": self.settings.num_gpus}
+        total = ray.cluster_resources()
+        return all(total.get(key, 0.0) >= amount * count for key, amount in need.items() if amount > 0)
+
+    def _replace(self, dead, attempts: int = 3):
+        """A new worker in place of ``dead``, with the newest weights and version; None, and the pool one worker
+        smaller, when the cluster can no longer host it. A replacement that dies before it is up (placed on a node
+        whose loss Ray has not noticed yet) is tried again, up to ``attempts`` times in all."""
+        ray.kill(dead, no_restart=True)
+        for _ in range(attempts):
+            with self.lock:
+                if dead not in self.workers:  # already replaced (by the other thread) or let go
+                    return None
+                if not self._hostable(len(self.workers)):
+                    self.workers.remove(dead)
+                    self.speed.pop(dead, None)
+                    self.faults["lost"] += 1
+                    print(f"no node has the resources for another rollout worker (rollout.resources="
+                          f"{dict(self.settings.resources)}, rollout.num_gpus={self.settings.num_gpus}): going on "
+                          f"with {len(self.workers)}", flush=True)
+                    return None
+                index = self.workers.index(dead)
+            worker = self._start(index)
+            try:
+                self._loaded([worker])
+            except ray.exceptions.RayActorError:
+                ray.kill(worker, no_restart=True)
+                time.sleep(1.0)  # for the cluster's view of its nodes to catch up
+                continue
+            with self.lock:
+                self.workers[self.workers.index(dead)] = worker
+            self.faults["restarts"] += 1
+            return worker
+        raise RuntimeError(f"rollout worker {index}: {attempts} replacements in a row died before they were up")
 
     def _spread(self, method: str, items: list, seed: int | None, *args, **kwargs) -> list:
         """``method(items[a:b], *args, seed=seed + a, **kwargs)`` on each worker's contiguous share; the results in
-        order. A share whose worker died is run again once on its replacement."""
-        shares = [(i, a, b) for i, (a, b) in enumerate(_split(items, len(self.workers))) if b > a]
+        order. A share whose worker died is run again once, on its replacement or on the fastest worker left."""
+        with self.lock:
+            workers = list(self.workers)
+        if not workers:
+            raise RuntimeError("no rollout worker left: every one was lost and no node can host a new one")
+        speeds = [self.speed.get(w) for w in workers] if self.settings.balance == "speed" else [None] * len(workers)
+        shares = [(w, a, b) for w, (a, b) in zip(workers, weighted_split(len(items), speeds)) if b > a]
 
-        def call(i, a, b):
-            return getattr(self.workers[i], method).remote(items[a:b], *args, seed=None if seed is None else seed + a,
-                                                           **kwargs)
+        def call(worker, a, b):
+            return getattr(worker, method).remote(items[a:b], *args, seed=None if seed is None else seed + a, **kwargs)
 
-        futures = [call(*share) for share in shares]
-        results = []
-        for (i, a, b), future in zip(shares, futures):
+        start = time.perf_counter()
+        futures = {call(*share): share for share in shares}
+        results, pending, timed = {}, list(futures), True
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            worker, a, b = futures[done[0]]
             try:
-                results.append(ray.get(future))
+                results[a] = ray.get(done[0])
             except ray.exceptions.RayActorError:
-                print(f"rollout worker {i} died; replacing it and generating its {b - a} items again", flush=True)
-                self._replace(i)
+                print(f"rollout worker {workers.index(worker)} died; replacing it and generating its {b - a} items "
+                      "again", flush=True)
+                other = self._replace(worker) or self._fastest()
                 self.faults["regenerated"] += b - a
-                results.append(ray.get(call(i, a, b)))
-        return results
+                results[a] = ray.get(call(other, a, b))
+                timed = False  # the shares that finish after this waited for it
+                continue
+            if timed:
+                rate = (b - a) / max(time.perf_counter() - start, 1e-6)
+                self.speed[worker] = rate if worker not in self.speed else 0.5 * (self.speed[worker] + rate)
+        return [results[a] for a in sorted(results)]
+
+    def _fastest(self):
+        with self.lock:
+            if not self.workers:
+                raise RuntimeError("no rollout worker left: every one was lost and no node can host a new one")
+            return max(self.workers, key=lambda w: self.speed.get(w, 0.0))
 
     def generate(self, prompts: list[PromptRow], n: int, seed: int | None = None, greedy: bool = False) -> RolloutBatch:
         """``n`` samples per prompt, in prompt order; the worker taking prompts ``a:b`` samples with seed ``seed + a``."""
@@ -155,13 +245,35 @@ class RolloutGroup:
     def update_weights(self, state_dict_ref: ray.ObjectRef, version: int) -> None:
         # The ObjectRef goes to every worker; Ray moves the tensors once per node, not via the driver.
         self.weights = (state_dict_ref, version)
-        futures = [w.update_weights.remote(state_dict_ref, version) for w in self.workers]
-        for i, future in enumerate(futures):
+        with self.lock:
+            workers = list(self.workers)
+        futures = [w.update_weights.remote(state_dict_ref, version) for w in workers]
+        for i, (worker, future) in enumerate(zip(workers, futures)):
             try:
                 ray.get(future)
             except ray.exceptions.RayActorError:
                 print(f"rollout worker {i} died; replacing it", flush=True)
-                self._replace(i)
+                self._replace(worker)
+
+
+def weighted_split(count: int, speeds: list[float | None]) -> list[tuple[int, int]]:
+    """(start, stop) of contiguous slices of ``count`` items, one per worker, sized in proportion to ``speeds``
+    (largest remainders rounded up). A worker not measured yet counts as the mean of the measured ones; with none
+    measured the slices are as even as possible (the first ones take the remainder)."""
+    known = [v for v in speeds if v is not None and v > 0]
+    if not known:
+        return _split(count, len(speeds))
+    mean = sum(known) / len(known)
+    weights = [v if v is not None and v > 0 else mean for v in speeds]
+    exact = [count * w / sum(weights) for w in weights]
+    sizes = [int(x) for x in exact]
+    for i in sorted(range(len(sizes)), key=lambda i: sizes[i] - exact[i])[: count - sum(sizes)]:
+        sizes[i] += 1
+    bounds, start = [], 0
+    for size in sizes:
+        bounds.append((start, start + size))
+        start += size
+    return bounds
 
 
 class RewardPool:
@@ -174,8 +286,7 @@ class RewardPool:
 
     def __init__(self, term: RewardTerm):
         self.term, self.settings = term, term.config
-        self.actor = ray.remote(num_cpus=self.settings.num_cpus, num_gpus=self.settings.num_gpus,
-                                max_restarts=0)(RewardWorker)
+        self.actor = remote(RewardWorker, self.settings)
         self.workers = [self._start() for _ in range(self.settings.num_workers)]
 
     def _start(self):
@@ -188,7 +299,7 @@ class RewardPool:
     def submit(self, samples: list) -> list[tuple[int, int, int, ray.ObjectRef]]:
         """Send each actor its share; returns (actor index, start, stop, future) per share."""
         return [(w, a, b, self.workers[w].score.remote(samples[a:b]))
-                for w, (a, b) in enumerate(_split(samples, len(self.workers))) if b > a]
+                for w, (a, b) in enumerate(_split(len(samples), len(self.workers))) if b > a]
 
     def collect(self, samples: list, pending: list) -> tuple[list[dict[str, float] | None], dict[str, float], str | None]:
         """Wait for the shares (each within ``timeout_s``); returns rows (None = failed), fault counts, a traceback."""
@@ -269,43 +380,99 @@ class ReferenceGroup:
     def __init__(self, cfg: Config, model_path: str):
         rc = cfg.reference
         self.cfg, self.model_path = cfg, model_path
-        self.actor = remote(ReferenceWorker, num_cpus=rc.num_cpus, num_gpus=rc.num_gpus, max_restarts=0)
+        self.actor = remote(ReferenceWorker, rc)
         self.worker = self.actor.remote(cfg, model_path)
         self.ready = [self.worker.__ray_ready__.remote()]
         self.faults = {"restarts": 0}
 
     def logprobs(self, shipment: Shipment) -> torch.Tensor:
         try:
-            return _run_sliced([self.worker], shipment, TOKEN_FIELDS, "logprobs")[0]
+            return ray.get(_sliced([self.worker], shipment, TOKEN_FIELDS, "logprobs")[0])
         except ray.exceptions.RayActorError:
             print("reference worker died; replacing it and computing the step's log-probs again", flush=True)
             ray.kill(self.worker, no_restart=True)
             self.worker = self.actor.remote(self.cfg, self.model_path)
             self.faults["restarts"] += 1
-            return _run_sliced([self.worker], shipment, TOKEN_FIELDS, "logprobs")[0]
+            return ray.get(_sliced([self.worker], shipment, TOKEN_FIELDS, "logprobs")[0])
+
+
+class LearnerDied(RuntimeError):
+    """A rank of a learner group died: its torch.distributed group cannot go on (``LearnerGroup.restart``)."""
+
+    def __init__(self, group: str, ranks: list[int], cause: BaseException):
+        super().__init__(f"learner group '{group}' lost rank{'s' * (len(ranks) > 1)} "
+                         f"{', '.join(map(str, ranks))} ({type(cause).__name__})")
+        self.group = group
 
 
 class LearnerGroup:
-    """``world_size`` ranks of one learner group (``LearnerRank``) forming one torch.distributed group."""
+    """``world_size`` ranks of one learner group (``LearnerRank``) forming one torch.distributed group.
+
+    Every call waits for all ranks and fails as soon as one of them dies, with
+    ``LearnerDied``: the survivors would wait for it in a collective. ``restart``
+    replaces the whole group with fresh ranks (the initial weights), for the
+    driver to load a checkpoint into.
+    """
 
     def __init__(self, cfg: Config, algorithm, name: str, spec: LearnerSpec, model_cls: type):
         self.name, self.spec = name, spec
-        s = spec.settings
-        actor = remote(LearnerRank, num_cpus=s.num_cpus, num_gpus=s.num_gpus)
-        self.ranks = [actor.remote(cfg, algorithm, name, spec, model_cls, rank, s.world_size)
-                      for rank in range(s.world_size)]
+        self.actor = remote(LearnerRank, spec.settings)
+        self.args = (cfg, algorithm, name, spec, model_cls)
+        self.restarts = 0
+        self._start()
+
+    def _start(self) -> None:
+        world_size = self.spec.settings.world_size
+        self.ranks = [self.actor.remote(*self.args, rank, world_size) for rank in range(world_size)]
         address = self.ranks[0].address.remote()  # rank 0 hosts the group; Ray passes the result on
         self.ready = [r.setup.remote(address) for r in self.ranks]
 
+    def restart(self) -> None:
+        """Kill every rank and start a new group from the initial weights; returns once it has formed."""
+        for rank in self.ranks:
+            ray.kill(rank, no_restart=True)
+        self._start()
+        self.restarts += 1
+        self._get(self.ready)
+
+    def _get(self, refs: list[ray.ObjectRef]) -> list:
+        """``ray.get(refs)``, one future per rank, raising ``LearnerDied`` as soon as a rank dies (or a rank fails
+        because another died: its collective broke)."""
+        results, pending = {}, list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                results[done[0]] = ray.get(done[0])
+            except ray.exceptions.RayActorError as exc:
+                raise LearnerDied(self.name, self._dead(), exc) from exc
+            except ray.exceptions.RayTaskError:
+                dead = self._dead()
+                if dead:
+                    raise LearnerDied(self.name, dead, RuntimeError("a collective with it failed")) from None
+                raise
+        return [results[ref] for ref in refs]
+
+    def _dead(self, timeout_s: float = 5.0) -> list[int]:
+        """The ranks that no longer answer because they died (a rank still busy in a collective is alive)."""
+        dead = []
+        for i, rank in enumerate(self.ranks):
+            try:
+                ray.get(rank.__ray_ready__.remote(), timeout=timeout_s)
+            except ray.exceptions.RayActorError:
+                dead.append(i)
+            except ray.exceptions.GetTimeoutError:
+                pass
+        return dead
+
     def forward(self, shipment: Shipment, output: str) -> torch.Tensor:
         """[B, T] model output ``output`` under the current weights, each rank on an equal slice."""
-        return torch.cat(_run_sliced(self.ranks, shipment, TOKEN_FIELDS, "forward", output=output))
+        return torch.cat(self._get(_sliced(self.ranks, shipment, TOKEN_FIELDS, "forward", output=output)))
 
     def train_step(self, shipment: Shipment, step: int, state: dict) -> dict[str, float]:
         """One update on the batch; the ranks' metrics (averaged, ``*_max`` the largest) as ``<group>/<metric>``,
         with the group's throughput."""
         start = time.perf_counter()
-        results = _run_sliced(self.ranks, shipment, TRAIN_FIELDS, "train_step", step=step, state=state)
+        results = self._get(_sliced(self.ranks, shipment, TRAIN_FIELDS, "train_step", step=step, state=state))
         tokens = shipment.batch.num_response_tokens * self.spec.settings.epochs
         metrics = {f"{self.name}/{k}": max(m[k] for m in results) if k.endswith("_max") else
                    sum(m[k] for m in results) / len(results) for k in results[0]}
@@ -315,18 +482,19 @@ class LearnerGroup:
     def state_dict_ref(self) -> ray.ObjectRef:
         """An ObjectRef to the gathered full weights (every rank takes part; rank 0 returns them)."""
         refs = [r.full_state_dict.remote() for r in self.ranks]
-        ray.get(refs[1:])  # surfaces any rank's error here
+        self._get(refs[1:])  # surfaces any rank's error here
         ray.wait(refs[:1])
+        self._get([self.ranks[0].__ray_ready__.remote()])  # rank 0 alive: it did return the weights
         return refs[0]
 
     def export(self, path: str) -> None:
-        ray.get([r.export.remote(path) for r in self.ranks])
+        self._get([r.export.remote(path) for r in self.ranks])
 
     def save_checkpoint(self, path: str) -> None:
-        ray.get([r.save_checkpoint.remote(path) for r in self.ranks])
+        self._get([r.save_checkpoint.remote(path) for r in self.ranks])
 
     def load_checkpoint(self, path: str) -> None:
-        ray.get([r.load_checkpoint.remote(path) for r in self.ranks])
+        self._get([r.load_checkpoint.remote(path) for r in self.ranks])
 
     def shutdown(self) -> None:
-        ray.get([r.shutdown.remote() for r in self.ranks])
+        self._get([r.shutdown.remote() for r in self.ranks])

@@ -71,7 +71,7 @@ def main() -> None:
 
     from actors.groups import RolloutGroup
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         group = RolloutGroup(cfg, model)
         # Seeded per prompt, as in training (a resumed run then repeats its samples).

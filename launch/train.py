@@ -60,7 +60,9 @@ def init_ray(cfg: Config) -> bool:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
-    ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+    # address="local": a new Ray, never the last one `ray start` recorded (/tmp/ray/ray_current_cluster), which a
+    # plain ray.init() joins, and waits for forever when that cluster died without `ray stop`.
+    ray.init(address="local", num_cpus=cfg.ray.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
              runtime_env=env, configure_logging=True, logging_level=logging.WARNING)
     return True
 

@@ -17,16 +17,18 @@ reward by name, and merges the metric dictionaries the parts return.
 
 from __future__ import annotations
 
+import copy
 import signal
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
-from actors.groups import LearnerGroup, ReferenceGroup, Shipment, wait_ready
+from actors.groups import LearnerDied, LearnerGroup, ReferenceGroup, Shipment, wait_ready
 from launch.build import Data, Plan
 from launch.checkpoints import Checkpoints
 from launch.collector import Collector, staleness
+from launch.scale import ScaleRequests
 from launch.sources import Collected, Roles, timed
 from rlcore.config import to_yaml
 from rlcore.metrics import MetricsLogger
@@ -53,8 +55,11 @@ class Trainer:
         print(f"roles ready in {self.startup_s:.1f}s", flush=True)
         self.checkpoints = Checkpoints(self.out / "checkpoints", self.learners, self.cfg.trainer.keep_checkpoints)
         self.version = 0
+        self.step = 0  # the step in progress
+        self.initial_state = copy.deepcopy(self.algorithm.state_dict())  # a restart without a checkpoint goes back to it
         self.skipped = SkippedUpdates(self.cfg.trainer.max_skipped_steps)
         self.stop = stop or StopRequest()  # not installed: only launch.train's main owns the process's signals
+        self.requests = ScaleRequests(self.out)  # launch.scale's requests, taken before each step
         self.logger = MetricsLogger(self.out, self.cfg.trainer.total_steps, self.cfg.trainer.loggers, asdict(self.cfg))
 
     def fit(self) -> Path | None:
@@ -62,13 +67,33 @@ class Trainer:
         first = self.resume() + 1 if tc.resume else 1
         if first == 1 and _due(0, tc.eval_every):
             self.logger.log(0, self.evaluate())
+        try:
+            while first <= tc.total_steps:
+                try:
+                    self.steps(first)
+                    break
+                except LearnerDied as exc:
+                    first = self.recover(exc) + 1
+        finally:
+            self.requests.close()
+        self.logger.close()
+        if not tc.export:
+            return None
+        self.learners[POLICY].export(str(self.out / "final"))
+        return self.out / "final"
+
+    def steps(self, first: int) -> None:
+        """Steps ``first`` … ``total_steps``: collect, learn, log, evaluate and save as due."""
+        tc = self.cfg.trainer
         collector = Collector(self.source, self.cfg.rollout.max_staleness, tc.total_steps)
         collector.start(first)
         try:
             for step in range(first, tc.total_steps + 1):
+                self.step = step
+                pool = self.scaled(step)
                 start = time.perf_counter()
                 collected = collector.take(step)
-                metrics = {"time/collect_wait": time.perf_counter() - start, **self.learn(step, collected)}
+                metrics = {"time/collect_wait": time.perf_counter() - start, **pool, **self.learn(step, collected)}
                 collector.synced(step)
                 metrics["time/step"] = time.perf_counter() - start
                 metrics["throughput/tokens_per_s"] = collected.batch.num_response_tokens / metrics["time/step"]
@@ -86,11 +111,6 @@ class Trainer:
                     raise Stopped(self.stop.signum, step, self.checkpoints.root / f"step_{step:06d}")
         finally:
             collector.close()
-        self.logger.close()
-        if not tc.export:
-            return None
-        self.learners[POLICY].export(str(self.out / "final"))
-        return self.out / "final"
 
     def learn(self, step: int, collected: Collected) -> dict[str, float]:
         """The learn half of a step: reference and pre-update passes, advantages, updates, weights to the rollout."""
@@ -102,6 +122,7 @@ class Trainer:
             with timed(timings, "time/reference"):
                 batch.ref_logprobs = self.reference.logprobs(shipment)
             metrics["faults/reference/restarts"] = float(self.reference.faults["restarts"])
+        metrics.update({f"faults/{name}/restarts": float(g.restarts) for name, g in self.learners.items()})
         for name, group in self.learners.items():
             with timed(timings, f"time/{name}"):
                 for key, output in group.spec.provides.items():
@@ -120,6 +141,30 @@ class Trainer:
                 self.source.sync(self.learners[POLICY], self.version)
         return {**collected.stats, **metrics, **timings, "policy_version": self.version}
 
+    def scaled(self, step: int) -> dict[str, float]:
+        """Apply a pending ``launch.scale`` request to the source's rollout pool (a source that samples keeps its
+        ``RolloutGroup`` as ``rollout``); its size as ``rollout/num_workers``."""
+        rollout = getattr(self.source, "rollout", None)
+        request = self.requests.take()
+        if request is not None:
+            count = request["num_workers"]
+            if rollout is None:
+                self.requests.reply(request, error="this run has no rollout workers (its source does not sample)")
+            elif count > self.cfg.data.prompts_per_step:
+                self.requests.reply(request, error=f"{count} workers would leave some idle: "
+                                    f"data.prompts_per_step={self.cfg.data.prompts_per_step}")
+            else:
+                before = len(rollout.workers)
+                try:
+                    rollout.resize(count)
+                except ValueError as exc:
+                    self.requests.reply(request, error=str(exc))
+                else:
+                    print(f"step {step}: rollout pool resized from {before} to {count} workers (launch.scale)",
+                          flush=True)
+                    self.requests.reply(request, before=before, after=count, step=step)
+        return {"rollout/num_workers": float(len(rollout.workers))} if rollout is not None else {}
+
     def evaluate(self) -> dict[str, float]:
         timings: dict[str, float] = {}
         with timed(timings, "time/eval"):
@@ -132,12 +177,42 @@ class Trainer:
         if found is None:
             print(f"trainer.resume=true but no checkpoint in {self.checkpoints.root}: starting at step 0", flush=True)
             return 0
-        path, state = found
+        path, state = self.restored(*found)
+        print(f"resumed from {path} at step {state['step']}", flush=True)
+        return state["step"]
+
+    def restored(self, path: Path, state: dict) -> tuple[Path, dict]:
+        """The driver's side of a loaded checkpoint: the algorithm's state, the policy version, the rollout weights."""
         self.algorithm.load_state_dict(state["algorithm"])
         self.version = state["policy_version"]
         self.source.sync(self.learners[POLICY], self.version)
-        print(f"resumed from {path} at step {state['step']}", flush=True)
-        return state["step"]
+        return path, state
+
+    def recover(self, died: LearnerDied) -> int:
+        """After a learner rank died in step ``self.step``: restart its group and go back to the newest complete
+        checkpoint (or to the start, every group afresh, when there is none); returns that checkpoint's step.
+        Past ``trainer.max_restarts`` restarts the run stops with a ``TrainingError``."""
+        limit = self.cfg.trainer.max_restarts
+        if sum(g.restarts for g in self.learners.values()) >= limit:
+            raise TrainingError(f"step {self.step}: {died}, after {limit} restarts (trainer.max_restarts={limit}); "
+                                f"resume from the newest checkpoint in {self.checkpoints.root} with "
+                                "trainer.resume=true") from died
+        found = self.checkpoints.completed()
+        for name, group in self.learners.items():
+            if name == died.group or not found:
+                group.restart()
+        if found:
+            path, state = self.restored(*self.checkpoints.restore())
+            back = state["step"]
+        else:
+            path, back = "the initial weights", 0
+            self.algorithm.load_state_dict(self.initial_state)
+            self.version = 0
+            self.source.sync(self.learners[POLICY], self.version)
+        redo = f"step {self.step}" if back == self.step - 1 else f"steps {back + 1}..{self.step}"
+        print(f"step {self.step}: {died}; restarted it ({sum(g.restarts for g in self.learners.values())} of "
+              f"trainer.max_restarts={limit}) from {path}: redoing {redo}", flush=True)
+        return back
 
 
 class TrainingError(RuntimeError):

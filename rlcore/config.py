@@ -30,6 +30,7 @@ EVAL_METHODS = ("greedy", "pass_at_k", "maj_at_k", "best_of_n", "weighted_best_o
                 "budget_forcing", "mcts")
 DTYPES = ("float32", "bfloat16", "float16")
 MIXED_PRECISIONS = ("none", "bf16")
+BALANCES = ("speed", "even")
 
 
 class ConfigError(ValueError):
@@ -100,12 +101,18 @@ class RolloutConfig:
     """Skip CUDA-graph capture / compilation: faster start, slower steady state."""
     prefix_caching: bool = True
     """vLLM's automatic prefix caching: requests that share a prefix (the n samples of a prompt, the continuations of a step-level search) reuse its KV cache instead of recomputing it."""
+    balance: str = "speed"
+    """How a call's prompts are split over the workers. speed: in proportion to each worker's measured items per second (a running mean over its calls), so a slow node does not hold the step up; even: equal shares. Each share samples with its own seed, so with several workers only even splits repeat exactly (a resumed run's samples then match the uninterrupted run's); with one worker both are the same. Resize a running job's pool with ``python -m launch.scale``."""
     max_staleness: int = 0
     """Pipelining: rollout for the next k steps runs while the learners update, with the newest weights the rollout workers have; a sample more than k policy versions behind the policy it trains is never trained on. 0: strictly on-policy, rollout and update take turns."""
     num_cpus: float = 0.25
     """Ray CPUs per rollout actor (fractional: several roles share few cores)."""
     num_gpus: float = 0.0
     """Ray GPUs per rollout actor."""
+    resources: dict[str, float] = field(default_factory=dict)
+    """Ray custom resources each rollout actor needs besides CPUs and GPUs, e.g. ``{rollout_node: 1}``: it starts only on a node that offers them (``ray start --resources '{"rollout_node": 4}'``). Pins the role to chosen nodes."""
+    label_selector: dict[str, str] = field(default_factory=dict)
+    """Ray node labels each rollout actor requires, e.g. ``{zone: a}``: it starts only on a node started with them (``ray start --labels zone=a``)."""
 
 
 @dataclass
@@ -124,6 +131,10 @@ class ReferenceConfig:
     """Ray CPUs for the reference actor."""
     num_gpus: float = 0.0
     """Ray GPUs for the reference actor."""
+    resources: dict[str, float] = field(default_factory=dict)
+    """Ray custom resources each reference actor needs besides CPUs and GPUs, e.g. ``{rollout_node: 1}``: it starts only on a node that offers them (``ray start --resources '{"rollout_node": 4}'``). Pins the role to chosen nodes."""
+    label_selector: dict[str, str] = field(default_factory=dict)
+    """Ray node labels each reference actor requires, e.g. ``{zone: a}``: it starts only on a node started with them (``ray start --labels zone=a``)."""
 
 
 @dataclass
@@ -140,6 +151,10 @@ class RewardTermConfig:
     """Ray CPUs per actor of this reward."""
     num_gpus: float = 0.0
     """Ray GPUs per actor of this reward (a judge model on its own GPU)."""
+    resources: dict[str, float] = field(default_factory=dict)
+    """Ray custom resources each actor of this reward needs besides CPUs and GPUs, e.g. ``{rollout_node: 1}``: it starts only on a node that offers them (``ray start --resources '{"rollout_node": 4}'``). Pins the role to chosen nodes."""
+    label_selector: dict[str, str] = field(default_factory=dict)
+    """Ray node labels each actor of this reward requires, e.g. ``{zone: a}``: it starts only on a node started with them (``ray start --labels zone=a``)."""
     timeout_s: float = 60.0
     """Seconds a batch may take; past it the actor is replaced and its samples get failure_score."""
     failure_score: float = 0.0
@@ -184,6 +199,10 @@ class LearnerConfig:
     """Ray CPUs per learner rank."""
     num_gpus: float = 0.0
     """Ray GPUs per learner rank (1 for a GPU each)."""
+    resources: dict[str, float] = field(default_factory=dict)
+    """Ray custom resources each learner rank needs besides CPUs and GPUs, e.g. ``{rollout_node: 1}``: it starts only on a node that offers them (``ray start --resources '{"rollout_node": 4}'``). Pins the role to chosen nodes."""
+    label_selector: dict[str, str] = field(default_factory=dict)
+    """Ray node labels each learner rank requires, e.g. ``{zone: a}``: it starts only on a node started with them (``ray start --labels zone=a``)."""
 
 
 @dataclass
@@ -202,6 +221,8 @@ class TrainerConfig:
     """Newest checkpoints to keep on disk."""
     max_skipped_steps: int = 3
     """Training steps in a row in which a learner group skipped an update (a non-finite loss or gradient norm, counted in <group>/skipped_steps) before the run stops with one line naming the step. 0: never stop."""
+    max_restarts: int = 2
+    """Times in one run a learner group that lost a rank (its process killed, its node gone) is started again and the run goes back to the newest complete checkpoint, redoing the steps after it; one more loss stops the run with one line on how to resume. 0: the first loss stops it."""
     resume: bool = False
     """Continue from the newest checkpoint in output_dir, with the same step counter and data order."""
     export: bool = True
@@ -385,6 +406,7 @@ def validate(cfg: Config) -> None:
     validate_learner(cfg.learner, "learner")
     _check(cfg.rollout.temperature >= 0, f"rollout.temperature={cfg.rollout.temperature} must be >= 0")
     _check(0 < cfg.rollout.top_p <= 1, f"rollout.top_p={cfg.rollout.top_p} must be in (0, 1]")
+    _check(cfg.rollout.balance in BALANCES, f"rollout.balance='{cfg.rollout.balance}' is not one of {', '.join(BALANCES)}")
     _check(cfg.rollout.max_staleness >= 0, f"rollout.max_staleness={cfg.rollout.max_staleness} must be >= 0")
     for key, value in (("model.dtype", cfg.model.dtype), ("rollout.dtype", cfg.rollout.dtype)):
         _check(value in DTYPES, f"{key}='{value}' is not one of {', '.join(DTYPES)}")
@@ -406,6 +428,7 @@ def validate(cfg: Config) -> None:
         _check(term.timeout_s > 0, f"reward.terms[{i}].timeout_s={term.timeout_s} must be > 0")
     validate_eval(cfg.eval)
     _check(cfg.trainer.max_skipped_steps >= 0, f"trainer.max_skipped_steps={cfg.trainer.max_skipped_steps} must be >= 0")
+    _check(cfg.trainer.max_restarts >= 0, f"trainer.max_restarts={cfg.trainer.max_restarts} must be >= 0")
     for name in ("prompts", "samples", "completions", "min_correct"):
         _check(getattr(cfg.label, name) > 0, f"label.{name}={getattr(cfg.label, name)} must be > 0")
     _check(cfg.label.min_correct <= cfg.label.completions,

@@ -40,6 +40,6 @@ def local_ray():
 
     from launch.train import ACTOR_ENV
 
-    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": ACTOR_ENV})
+    ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": ACTOR_ENV})
     yield ray
     ray.shutdown()

@@ -17,10 +17,11 @@ import pytest
 import torch
 
 import launch.trainer as trainer_module
+from actors.groups import LearnerDied
 from launch.build import configure
 from launch.collector import staleness
 from launch.sources import Collected
-from launch.trainer import Trainer
+from launch.trainer import Trainer, TrainingError
 from rlcore.batch import RolloutBatch
 
 PROMPTS, N, WIDTH = 4, 2, 3
@@ -71,15 +72,25 @@ class FakeSource:
 
 class FakeLearnerGroup:
     delays: tuple[float, float] = (0.0, 0.0)
+    deaths: list[int] = []
+    """Steps at whose update a rank dies (each once)."""
 
     def __init__(self, cfg, algorithm, name, spec, model_cls):
         self.name, self.spec, self.ready = name, spec, []
         self.rng = random.Random(1)
+        self.restarts = 0
+
+    def restart(self):
+        self.restarts += 1
+        FakeSource.events.add("restart", self.name)
 
     def forward(self, shipment, output):
         return torch.full_like(shipment.batch.response_mask, -1.0)
 
     def train_step(self, shipment, step, state):
+        if step in self.deaths:
+            self.deaths.remove(step)
+            raise LearnerDied(self.name, [1], RuntimeError("killed"))
         time.sleep(self.rng.uniform(*self.delays))
         return {f"{self.name}/loss": float(step)}
 
@@ -172,3 +183,38 @@ def test_a_sample_over_the_bound_is_never_trained_on():
     with pytest.raises(RuntimeError, match="step 4: a sample is 2 policy versions old, over rollout.max_staleness=1"):
         staleness(versions, policy_version=3, bound=1, step=4)
     assert staleness(None, policy_version=3, bound=0, step=4) == {}  # preference pairs carry no version
+
+
+def test_a_dead_learner_rank_restarts_from_the_newest_checkpoint_and_redoes_the_steps_after_it(fakes, tmp_path,
+                                                                                                 monkeypatch, capsys):
+    monkeypatch.setattr(FakeLearnerGroup, "deaths", [6])
+    metrics = run(tmp_path, "trainer.total_steps=8", "trainer.save_every=4", "rollout.max_staleness=1")
+    # steps 5 and 6's first try are lost with the rank; 5 is redone from the step-4 checkpoint, then 6 ...
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4, 5, 5, 6, 7, 8]
+    final = {m["step"]: m for m in metrics}
+    assert [final[s]["policy_version"] for s in range(1, 9)] == list(range(1, 9))
+    assert final[4]["faults/actor/restarts"] == 0 and final[8]["faults/actor/restarts"] == 1
+    restart = fakes.log.index(("restart", "actor"))
+    assert fakes.log[restart + 1] == ("sync", 4)  # the checkpoint's weights reach the rollout workers first
+    assert all(m["staleness/max"] <= 1 for m in metrics)
+    assert (f"step 6: learner group 'actor' lost rank 1 (RuntimeError); restarted it (1 of trainer.max_restarts=2) "
+            f"from {tmp_path / 'checkpoints' / 'step_000004'}: redoing steps 5..6") in capsys.readouterr().out
+
+
+def test_without_a_checkpoint_every_group_starts_afresh(fakes, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(FakeLearnerGroup, "deaths", [2])
+    metrics = run(tmp_path, "trainer.total_steps=3", "trainer.save_every=0")
+    assert [m["step"] for m in metrics] == [1, 1, 2, 3]
+    assert [m["policy_version"] for m in metrics] == [1, 1, 2, 3]
+    assert fakes.log[fakes.log.index(("restart", "actor")) + 1] == ("sync", 0)  # the initial weights
+    assert "from the initial weights: redoing steps 1..2" in capsys.readouterr().out
+
+
+def test_past_max_restarts_the_run_stops_with_one_line(fakes, tmp_path, monkeypatch):
+    monkeypatch.setattr(FakeLearnerGroup, "deaths", [2, 3])
+    with pytest.raises(TrainingError) as stop:
+        run(tmp_path, "trainer.total_steps=4", "trainer.save_every=1", "trainer.max_restarts=1")
+    assert str(stop.value) == (f"step 3: learner group 'actor' lost rank 1 (RuntimeError), after 1 restarts "
+                               f"(trainer.max_restarts=1); resume from the newest checkpoint in "
+                               f"{tmp_path / 'checkpoints'} with trainer.resume=true")
+    assert not (tmp_path / "running.json").exists()  # launch.scale sees the job is gone

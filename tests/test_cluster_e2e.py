@@ -1,0 +1,135 @@
+"""A real Ray cluster of several nodes on 127.0.0.1: rollout workers pinned to other nodes than the learners, a node
+that joins mid-run and gets workers through ``launch.scale``, the pool shrunk again, and a node that dies mid-run.
+
+Every node is ``ray start --block`` in a session of its own, so the test finds each node's worker processes (they
+are its raylet's children) and stops exactly the nodes it started.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_e2e import PRESET, REPO, SMALL, read_jsonl, venv_env
+from tests.test_resilience_e2e import scale
+
+pytestmark = pytest.mark.slow
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    """One Ray node on this machine, ``ray start --block`` in its own session."""
+
+    def __init__(self, *args: str):
+        self.proc = subprocess.Popen([RAY, "start", "--block", "--node-ip-address", "127.0.0.1",
+                                      "--object-store-memory", str(200 << 20), "--disable-usage-stats", *args],
+                                     env=venv_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+
+    def processes(self, role: str) -> list[int]:
+        found = subprocess.run(["pgrep", "-f", f"ray::{role}", "-s", str(self.proc.pid)], capture_output=True,
+                               text=True)
+        return [int(p) for p in found.stdout.split()]
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signum)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        try:  # what the session left behind (its raylet's workers)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def worker_node(head: Node, rollout_slots: int) -> Node:
+    """A node joining ``head``'s cluster with no CPUs for other roles and room for ``rollout_slots`` rollout workers
+    (the custom resource ``rollout_node``)."""
+    return Node("--address", head.address, "--num-cpus", "0", "--resources", json.dumps({"rollout_node": rollout_slots}))
+
+
+@pytest.fixture(scope="module")
+def head():
+    """The head node: the driver, the learners, the reference and the reward workers run here."""
+    port = free_port()
+    # a lost node is noticed after 5 missed health checks: 1 s apart here instead of Ray's 3 s
+    node = Node("--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false",
+                "--system-config", json.dumps({"health_check_period_ms": 1000}))
+    node.address = f"127.0.0.1:{port}"
+    try:
+        yield node
+    finally:
+        node.stop()
+        # `ray start` recorded this cluster as the machine's current one; `ray stop` would forget it, a kill does not
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
+
+
+def wait_for(predicate, what: str, timeout_s: float = 300, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the run ended while waiting for {what}: {proc.communicate()[1][-3000:]}")
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_rollout_workers_on_other_nodes_grow_shrink_and_survive_a_lost_node(head, tmp_path):
+    second = worker_node(head, 1)
+    third = None
+    out = tmp_path / "run"
+    steps = 40
+    proc = subprocess.Popen([sys.executable, "-m", "launch.train", "--config", PRESET, *SMALL,
+                             f"trainer.total_steps={steps}", "trainer.save_every=0", "trainer.export=false",
+                             f"trainer.output_dir={out}", f"ray.address={head.address}", "rollout.num_cpus=0",
+                             "rollout.resources={rollout_node: 1}"],
+                            cwd=REPO, env=venv_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(read_jsonl(out / "metrics.jsonl")) >= 2 if (out / "metrics.jsonl").exists() else 0,
+                 "two steps", proc=proc)
+        # the one rollout worker runs on the second node: the learner's weights reach it across nodes
+        assert len(second.processes("RolloutWorker")) == 1 and not head.processes("RolloutWorker")
+        third = worker_node(head, 2)  # joins mid-run with room for two more
+        grown = scale(out, 3)
+        assert len(third.processes("RolloutWorker")) == 2, grown
+        scale(out, 2)  # one of the third node's workers leaves once its work is done
+        wait_for(lambda: len(third.processes("RolloutWorker")) == 1, "the leaving worker to end", 60)
+        logged = len(read_jsonl(out / "metrics.jsonl"))
+        assert logged < steps - 2, f"the run got to step {logged} of {steps} before the node left: raise its steps"
+        third.stop(signal.SIGKILL)  # the node dies with its worker
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        second.stop()
+        if third is not None:
+            third.stop()
+    assert proc.returncode == 0, stderr[-3000:]
+    metrics = read_jsonl(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == list(range(1, steps + 1))  # every step once
+    assert [m["policy_version"] for m in metrics] == list(range(1, steps + 1))  # each trained once
+    sizes = [int(m["rollout/num_workers"]) for m in metrics]
+    assert [n for i, n in enumerate(sizes) if i == 0 or n != sizes[i - 1]] == [1, 3, 2, 1], sizes
+    assert metrics[-1]["faults/rollout/lost"] == 1, metrics[-1]
+    assert "no node has the resources for another rollout worker" in stdout
+    # every worker sampled with the learner's current weights: its log-probs match the learner's
+    assert max(m["actor/rollout_gap/abs_diff_mean"] for m in metrics) < 1e-3
