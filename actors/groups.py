@@ -95,6 +95,10 @@ def _sliced(actors: list, shipment: Shipment, fields: tuple[str, ...], method: s
     return [actor.run.remote(method, names, *part, **kwargs) for actor, part in zip(actors, refs)]
 
 
+START_TIMEOUT_S = 900.0
+"""How long ``RolloutGroup.resize`` waits for new vLLM engines to start and load the weights."""
+
+
 class RolloutGroup:
     """``rollout.num_workers`` vLLM actors; each call's prompts are split over them by their measured speed.
 
@@ -102,16 +106,18 @@ class RolloutGroup:
       proportional to the items per second it managed in its recent calls, so a
       slow node does not hold the step up; ``even`` gives equal shares.
     * **Faults.** A worker that dies (its process killed, its node lost) is
-      replaced: the new engine loads the newest weights pushed to the group, with
-      their version, before it gets any prompt, and the dead worker's share of the
-      call is generated again on it with the same seed. When the cluster no longer
-      has the custom resources or GPUs for a replacement (its node left), the pool
-      shrinks instead and the share goes to the fastest worker left. ``faults``
-      counts replacements (``restarts``), items generated again (``regenerated``)
-      and workers given up (``lost``).
+      replaced. The dead worker's share of the call is generated again at once,
+      with the same seed, by the fastest worker left, while the replacement's
+      engine starts; the replacement loads the newest weights pushed to the group,
+      with their version, and joins the pool for the calls after it is up (with a
+      single worker the call waits for it). When the cluster no longer has the
+      custom resources or GPUs for a replacement (its node left), the pool shrinks
+      instead. ``faults`` counts replacements (``restarts``), items generated
+      again (``regenerated``) and workers given up (``lost``).
     * **Size.** ``resize(n)`` adds workers (each with the newest weights before
       any traffic) or lets the last ones go once their calls in flight are done.
-      A call uses the pool as it was when the call began.
+      A call uses the pool as it was when the call began. ``size`` counts the
+      replacements still starting.
     """
 
     def __init__(self, cfg: Config, model_path: str):
@@ -121,37 +127,56 @@ class RolloutGroup:
         self.workers = [self._start(i) for i in range(rc.num_workers)]
         self.ready = [w.get_version.remote() for w in self.workers]  # every engine up
         self.weights: tuple[ray.ObjectRef, int] | None = None  # the newest weights pushed, for a replacement
+        self.joining: dict = {}  # replacement -> (its newest weight push, tries left); in the pool once that is done
         self.speed: dict = {}  # worker -> items per second, a running mean over its calls
         self.faults = {"restarts": 0, "regenerated": 0, "lost": 0}
-        self.lock = threading.Lock()  # the pool changes from the driver's thread while the collect thread samples
+        self.lock = threading.RLock()  # the pool changes from the driver's thread while the collect thread samples
+
+    @property
+    def size(self) -> int:
+        """Workers in the pool, and replacements starting."""
+        with self.lock:
+            return len(self.workers) + len(self.joining)
 
     def _start(self, index: int):
         return self.actor.remote(self.model_path, self.settings, seed=self.seed + index)
 
-    def _loaded(self, workers: list) -> None:
-        """Wait until ``workers`` are up with the newest weights and version."""
-        ray.get([w.update_weights.remote(*self.weights) if self.weights else w.get_version.remote() for w in workers])
+    def _load(self, worker) -> ray.ObjectRef:
+        """The newest weights and version pushed to ``worker`` (its first call: the engine's start-up included)."""
+        return worker.update_weights.remote(*self.weights) if self.weights else worker.get_version.remote()
 
     def resize(self, count: int) -> None:
         """``count`` workers from the next call on: new ones loaded before traffic, leaving ones after their work.
         Raises ValueError, the pool unchanged, when the cluster has no room for the new ones now."""
+        self._admit()
         with self.lock:
-            workers = list(self.workers)
-        if count > len(workers):
+            members = self.workers + list(self.joining)
+        if count > len(members):
             need = {"CPU": self.settings.num_cpus, "GPU": self.settings.num_gpus, **self.settings.resources}
             free = ray.available_resources()
-            short = {k: v for k, v in need.items() if v > 0 and free.get(k, 0.0) < v * (count - len(workers))}
+            short = {k: v for k, v in need.items() if v > 0 and free.get(k, 0.0) < v * (count - len(members))}
             if short:
                 raise ValueError(f"the cluster has too little free {', '.join(sorted(short))} for "
-                                 f"{count - len(workers)} more rollout workers (each needs "
+                                 f"{count - len(members)} more rollout workers (each needs "
                                  f"{', '.join(f'{k}={v:g}' for k, v in need.items() if v > 0)}; free: "
                                  f"{', '.join(f'{k}={free.get(k, 0.0):g}' for k in sorted(short))})")
-            added = [self._start(i) for i in range(len(workers), count)]
-            self._loaded(added)
+            added = [self._start(i) for i in range(len(members), count)]
+            try:
+                ray.get([self._load(w) for w in added], timeout=START_TIMEOUT_S)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as exc:
+                for worker in added:
+                    ray.kill(worker, no_restart=True)
+                raise ValueError(f"the new rollout workers did not come up in {START_TIMEOUT_S:.0f} s "
+                                 f"({type(exc).__name__}; rollout.label_selector={dict(self.settings.label_selector)})"
+                                 ) from None
             with self.lock:
                 self.workers += added
-        for worker in workers[count:]:
+        for worker in reversed(members[count:]):
             with self.lock:
+                if worker in self.joining:
+                    del self.joining[worker]
+                    ray.kill(worker, no_restart=True)
+                    continue
                 self.workers.remove(worker)
                 self.speed.pop(worker, None)
             worker.__ray_terminate__.remote()  # runs after the calls already queued on it
@@ -162,44 +187,59 @@ class RolloutGroup:
         total = ray.cluster_resources()
         return all(total.get(key, 0.0) >= amount * count for key, amount in need.items() if amount > 0)
 
-    def _replace(self, dead, attempts: int = 3):
-        """A new worker in place of ``dead``, with the newest weights and version; None, and the pool one worker
-        smaller, when the cluster can no longer host it. A replacement that dies before it is up (placed on a node
-        whose loss Ray has not noticed yet) is tried again, up to ``attempts`` times in all."""
+    def _replace(self, dead, tries: int = 3) -> None:
+        """Start a replacement for ``dead`` (a worker of the pool, or a replacement that died starting) without
+        waiting for it; or give it up, the pool one smaller, when the cluster can no longer host it or ``tries`` ran
+        out (a replacement placed on a node whose loss Ray has not noticed yet dies too)."""
         ray.kill(dead, no_restart=True)
-        for _ in range(attempts):
-            with self.lock:
-                if dead not in self.workers:  # already replaced (by the other thread) or let go
-                    return None
-                if not self._hostable(len(self.workers)):
-                    self.workers.remove(dead)
-                    self.speed.pop(dead, None)
-                    self.faults["lost"] += 1
-                    print(f"no node has the resources for another rollout worker (rollout.resources="
-                          f"{dict(self.settings.resources)}, rollout.num_gpus={self.settings.num_gpus}): going on "
-                          f"with {len(self.workers)}", flush=True)
-                    return None
-                index = self.workers.index(dead)
-            worker = self._start(index)
-            try:
-                self._loaded([worker])
-            except ray.exceptions.RayActorError:
-                ray.kill(worker, no_restart=True)
-                time.sleep(1.0)  # for the cluster's view of its nodes to catch up
-                continue
-            with self.lock:
-                self.workers[self.workers.index(dead)] = worker
+        with self.lock:
+            if dead in self.workers:
+                self.workers.remove(dead)
+                self.speed.pop(dead, None)
+            elif dead in self.joining:
+                tries = self.joining.pop(dead)[1]
+            else:  # already replaced (by the other thread) or let go
+                return
+            if tries == 0 or not self._hostable(self.size + 1):
+                self.faults["lost"] += 1
+                print(f"no node has the resources for another rollout worker (rollout.resources="
+                      f"{dict(self.settings.resources)}, rollout.num_gpus={self.settings.num_gpus}): going on with "
+                      f"{self.size}", flush=True)
+                return
+            worker = self._start(self.size)
+            self.joining[worker] = (self._load(worker), tries - 1)
             self.faults["restarts"] += 1
-            return worker
-        raise RuntimeError(f"rollout worker {index}: {attempts} replacements in a row died before they were up")
+
+    def _admit(self, wait: bool = False) -> None:
+        """Replacements whose engines are up (all of them, or one at least with ``wait``) join the pool."""
+        while True:
+            with self.lock:
+                joining = dict(self.joining)
+            if not joining:
+                return
+            done, _ = ray.wait([push for push, _ in joining.values()], num_returns=1, timeout=None if wait else 0)
+            if not done:
+                return
+            for worker, (push, _) in joining.items():
+                if push in done:
+                    try:
+                        ray.get(push)
+                    except ray.exceptions.RayActorError:
+                        self._replace(worker)
+                        continue
+                    with self.lock:
+                        if self.joining.pop(worker, None) is not None:
+                            self.workers.append(worker)
+                    wait = False
 
     def _spread(self, method: str, items: list, seed: int | None, *args, **kwargs) -> list:
         """``method(items[a:b], *args, seed=seed + a, **kwargs)`` on each worker's contiguous share; the results in
-        order. A share whose worker died is run again once, on its replacement or on the fastest worker left."""
+        order. A share whose worker died is run again once, on the fastest worker left."""
+        self._admit()
         with self.lock:
             workers = list(self.workers)
         if not workers:
-            raise RuntimeError("no rollout worker left: every one was lost and no node can host a new one")
+            workers = [self._survivor()]
         speeds = [self.speed.get(w) for w in workers] if self.settings.balance == "speed" else [None] * len(workers)
         shares = [(w, a, b) for w, (a, b) in zip(workers, weighted_split(len(items), speeds)) if b > a]
 
@@ -217,9 +257,9 @@ class RolloutGroup:
             except ray.exceptions.RayActorError:
                 print(f"rollout worker {workers.index(worker)} died; replacing it and generating its {b - a} items "
                       "again", flush=True)
-                other = self._replace(worker) or self._fastest()
+                self._replace(worker)
                 self.faults["regenerated"] += b - a
-                results[a] = ray.get(call(other, a, b))
+                results[a] = ray.get(call(self._survivor(), a, b))
                 timed = False  # the shares that finish after this waited for it
                 continue
             if timed:
@@ -227,11 +267,15 @@ class RolloutGroup:
                 self.speed[worker] = rate if worker not in self.speed else 0.5 * (self.speed[worker] + rate)
         return [results[a] for a in sorted(results)]
 
-    def _fastest(self):
-        with self.lock:
-            if not self.workers:
-                raise RuntimeError("no rollout worker left: every one was lost and no node can host a new one")
-            return max(self.workers, key=lambda w: self.speed.get(w, 0.0))
+    def _survivor(self):
+        """The fastest worker of the pool; with none left, the first replacement to come up."""
+        while True:
+            with self.lock:
+                if self.workers:
+                    return max(self.workers, key=lambda w: self.speed.get(w, 0.0))
+                if not self.joining:
+                    raise RuntimeError("no rollout worker left: every one was lost and no node can host a new one")
+            self._admit(wait=True)
 
     def generate(self, prompts: list[PromptRow], n: int, seed: int | None = None, greedy: bool = False) -> RolloutBatch:
         """``n`` samples per prompt, in prompt order; the worker taking prompts ``a:b`` samples with seed ``seed + a``."""
@@ -244,9 +288,11 @@ class RolloutGroup:
 
     def update_weights(self, state_dict_ref: ray.ObjectRef, version: int) -> None:
         # The ObjectRef goes to every worker; Ray moves the tensors once per node, not via the driver.
-        self.weights = (state_dict_ref, version)
         with self.lock:
+            self.weights = (state_dict_ref, version)
             workers = list(self.workers)
+            for worker, (_, tries) in self.joining.items():  # queued after its start-up: it joins with these
+                self.joining[worker] = (worker.update_weights.remote(state_dict_ref, version), tries)
         futures = [w.update_weights.remote(state_dict_ref, version) for w in workers]
         for i, (worker, future) in enumerate(zip(workers, futures)):
             try:

@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m launch.scale", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", type=Path, help="the running job's trainer.output_dir")
     parser.add_argument("setting", help=f"{KEY}=N (N >= 1)")
-    parser.add_argument("--timeout", type=float, default=900.0,
+    parser.add_argument("--timeout", type=float, default=1200.0,
                         help="seconds to wait for the job to apply it (new vLLM engines must start first)")
     return parser.parse_args(argv)
 

@@ -55,7 +55,7 @@ class Trainer:
         print(f"roles ready in {self.startup_s:.1f}s", flush=True)
         self.checkpoints = Checkpoints(self.out / "checkpoints", self.learners, self.cfg.trainer.keep_checkpoints)
         self.version = 0
-        self.step = 0  # the step in progress
+        self.step = self.restarts = 0  # the step in progress; learner groups restarted after a lost rank
         self.initial_state = copy.deepcopy(self.algorithm.state_dict())  # a restart without a checkpoint goes back to it
         self.skipped = SkippedUpdates(self.cfg.trainer.max_skipped_steps)
         self.stop = stop or StopRequest()  # not installed: only launch.train's main owns the process's signals
@@ -154,7 +154,7 @@ class Trainer:
                 self.requests.reply(request, error=f"{count} workers would leave some idle: "
                                     f"data.prompts_per_step={self.cfg.data.prompts_per_step}")
             else:
-                before = len(rollout.workers)
+                before = rollout.size
                 try:
                     rollout.resize(count)
                 except ValueError as exc:
@@ -163,7 +163,7 @@ class Trainer:
                     print(f"step {step}: rollout pool resized from {before} to {count} workers (launch.scale)",
                           flush=True)
                     self.requests.reply(request, before=before, after=count, step=step)
-        return {"rollout/num_workers": float(len(rollout.workers))} if rollout is not None else {}
+        return {"rollout/num_workers": float(rollout.size)} if rollout is not None else {}
 
     def evaluate(self) -> dict[str, float]:
         timings: dict[str, float] = {}
@@ -177,41 +177,38 @@ class Trainer:
         if found is None:
             print(f"trainer.resume=true but no checkpoint in {self.checkpoints.root}: starting at step 0", flush=True)
             return 0
-        path, state = self.restored(*found)
+        path, state = found
+        self.restored(state)
         print(f"resumed from {path} at step {state['step']}", flush=True)
         return state["step"]
 
-    def restored(self, path: Path, state: dict) -> tuple[Path, dict]:
+    def restored(self, state: dict) -> None:
         """The driver's side of a loaded checkpoint: the algorithm's state, the policy version, the rollout weights."""
         self.algorithm.load_state_dict(state["algorithm"])
         self.version = state["policy_version"]
         self.source.sync(self.learners[POLICY], self.version)
-        return path, state
 
     def recover(self, died: LearnerDied) -> int:
         """After a learner rank died in step ``self.step``: restart its group and go back to the newest complete
         checkpoint (or to the start, every group afresh, when there is none); returns that checkpoint's step.
-        Past ``trainer.max_restarts`` restarts the run stops with a ``TrainingError``."""
+        Past ``trainer.max_restarts`` recoveries the run stops with a ``TrainingError``."""
         limit = self.cfg.trainer.max_restarts
-        if sum(g.restarts for g in self.learners.values()) >= limit:
+        if self.restarts >= limit:
             raise TrainingError(f"step {self.step}: {died}, after {limit} restarts (trainer.max_restarts={limit}); "
                                 f"resume from the newest checkpoint in {self.checkpoints.root} with "
                                 "trainer.resume=true") from died
+        self.restarts += 1
         found = self.checkpoints.completed()
         for name, group in self.learners.items():
             if name == died.group or not found:
                 group.restart()
-        if found:
-            path, state = self.restored(*self.checkpoints.restore())
-            back = state["step"]
-        else:
-            path, back = "the initial weights", 0
-            self.algorithm.load_state_dict(self.initial_state)
-            self.version = 0
-            self.source.sync(self.learners[POLICY], self.version)
+        path, state = self.checkpoints.restore() if found else (
+            "the initial weights", {"step": 0, "policy_version": 0, "algorithm": self.initial_state})
+        self.restored(state)
+        back = state["step"]
         redo = f"step {self.step}" if back == self.step - 1 else f"steps {back + 1}..{self.step}"
-        print(f"step {self.step}: {died}; restarted it ({sum(g.restarts for g in self.learners.values())} of "
-              f"trainer.max_restarts={limit}) from {path}: redoing {redo}", flush=True)
+        print(f"step {self.step}: {died}; restarted it ({self.restarts} of trainer.max_restarts={limit}) from {path}: "
+              f"redoing {redo}", flush=True)
         return back
 
 

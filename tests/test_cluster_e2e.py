@@ -23,6 +23,15 @@ pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).parent / "ray")
 
 
+def cluster_env() -> dict[str, str]:
+    """The venv's environment for a node or a driver of a cluster of several nodes: without Ray's single-machine
+    switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, which a local Ray of this test process sets), under which
+    other nodes cannot join."""
+    env = venv_env()
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -35,7 +44,7 @@ class Node:
     def __init__(self, *args: str):
         self.proc = subprocess.Popen([RAY, "start", "--block", "--node-ip-address", "127.0.0.1",
                                       "--object-store-memory", str(200 << 20), "--disable-usage-stats", *args],
-                                     env=venv_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                     env=cluster_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
 
     def processes(self, role: str) -> list[int]:
@@ -81,31 +90,33 @@ def head():
             current.unlink()
 
 
-def wait_for(predicate, what: str, timeout_s: float = 300, proc: subprocess.Popen | None = None):
+def wait_for(predicate, what: str, timeout_s: float = 180, log: Path | None = None,
+             proc: subprocess.Popen | None = None):
     deadline = time.monotonic() + timeout_s
+    tail = (lambda: log.read_text()[-3000:]) if log is not None else (lambda: "")
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the run ended while waiting for {what}: {proc.communicate()[1][-3000:]}")
+            raise AssertionError(f"the run ended while waiting for {what}: {tail()}")
         time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}: {tail()}")
 
 
 def test_rollout_workers_on_other_nodes_grow_shrink_and_survive_a_lost_node(head, tmp_path):
     second = worker_node(head, 1)
     third = None
-    out = tmp_path / "run"
+    out, log = tmp_path / "run", tmp_path / "run.log"  # a file, not a pipe nobody reads until the end
     steps = 40
     proc = subprocess.Popen([sys.executable, "-m", "launch.train", "--config", PRESET, *SMALL,
                              f"trainer.total_steps={steps}", "trainer.save_every=0", "trainer.export=false",
                              f"trainer.output_dir={out}", f"ray.address={head.address}", "rollout.num_cpus=0",
                              "rollout.resources={rollout_node: 1}"],
-                            cwd=REPO, env=venv_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, env=cluster_env(), stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
     try:
         wait_for(lambda: len(read_jsonl(out / "metrics.jsonl")) >= 2 if (out / "metrics.jsonl").exists() else 0,
-                 "two steps", proc=proc)
+                 "two steps", log=log, proc=proc)
         # the one rollout worker runs on the second node: the learner's weights reach it across nodes
         assert len(second.processes("RolloutWorker")) == 1 and not head.processes("RolloutWorker")
         third = worker_node(head, 2)  # joins mid-run with room for two more
@@ -116,14 +127,15 @@ def test_rollout_workers_on_other_nodes_grow_shrink_and_survive_a_lost_node(head
         logged = len(read_jsonl(out / "metrics.jsonl"))
         assert logged < steps - 2, f"the run got to step {logged} of {steps} before the node left: raise its steps"
         third.stop(signal.SIGKILL)  # the node dies with its worker
-        stdout, stderr = proc.communicate(timeout=600)
+        proc.wait(timeout=600)
+        stdout = log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
         second.stop()
         if third is not None:
             third.stop()
-    assert proc.returncode == 0, stderr[-3000:]
+    assert proc.returncode == 0, stdout[-3000:]
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == list(range(1, steps + 1))  # every step once
     assert [m["policy_version"] for m in metrics] == list(range(1, steps + 1))  # each trained once
