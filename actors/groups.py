@@ -30,13 +30,7 @@ from rlcore.data import PromptRow
 
 def _split(count: int, parts: int) -> list[tuple[int, int]]:
     """(start, stop) of ``parts`` contiguous slices of ``count`` items, as even as possible (some may be empty)."""
-    base, extra = divmod(count, parts)
-    bounds, start = [], 0
-    for i in range(parts):
-        stop = start + base + (i < extra)
-        bounds.append((start, stop))
-        start = stop
-    return bounds
+    return weighted_split(count, [None] * parts)
 
 
 class Shipment:
@@ -152,14 +146,14 @@ class RolloutGroup:
         with self.lock:
             members = self.workers + list(self.joining)
         if count > len(members):
-            need = {"CPU": self.settings.num_cpus, "GPU": self.settings.num_gpus, **self.settings.resources}
             free = ray.available_resources()
-            short = {k: v for k, v in need.items() if v > 0 and free.get(k, 0.0) < v * (count - len(members))}
+            short = self._short(free, count - len(members), "CPU", "GPU", *self.settings.resources)
             if short:
-                raise ValueError(f"the cluster has too little free {', '.join(sorted(short))} for "
+                need = self._need("CPU", "GPU", *self.settings.resources)
+                raise ValueError(f"the cluster has too little free {', '.join(short)} for "
                                  f"{count - len(members)} more rollout workers (each needs "
-                                 f"{', '.join(f'{k}={v:g}' for k, v in need.items() if v > 0)}; free: "
-                                 f"{', '.join(f'{k}={free.get(k, 0.0):g}' for k in sorted(short))})")
+                                 f"{', '.join(f'{k}={v:g}' for k, v in need.items())}; free: "
+                                 f"{', '.join(f'{k}={free.get(k, 0.0):g}' for k in short)})")
             added = [self._start(i) for i in range(len(members), count)]
             try:
                 ray.get([self._load(w) for w in added], timeout=START_TIMEOUT_S)
@@ -181,11 +175,18 @@ class RolloutGroup:
                 self.speed.pop(worker, None)
             worker.__ray_terminate__.remote()  # runs after the calls already queued on it
 
+    def _need(self, *keys: str) -> dict[str, float]:
+        """What one worker asks Ray for, of the resources ``keys`` (those it asks none of left out)."""
+        need = {"CPU": self.settings.num_cpus, "GPU": self.settings.num_gpus, **self.settings.resources}
+        return {key: need[key] for key in keys if need.get(key, 0.0) > 0}
+
+    def _short(self, have: dict[str, float], count: int, *keys: str) -> list[str]:
+        """The resources among ``keys`` of which ``have`` holds less than ``count`` workers need, sorted."""
+        return sorted(k for k, v in self._need(*keys).items() if have.get(k, 0.0) < v * count)
+
     def _hostable(self, count: int) -> bool:
         """Whether the cluster still has the custom resources and GPUs for ``count`` workers."""
-        need = {**self.settings.resources, "GPU": self.settings.num_gpus}
-        total = ray.cluster_resources()
-        return all(total.get(key, 0.0) >= amount * count for key, amount in need.items() if amount > 0)
+        return not self._short(ray.cluster_resources(), count, "GPU", *self.settings.resources)
 
     def _replace(self, dead, tries: int = 3) -> None:
         """Start a replacement for ``dead`` (a worker of the pool, or a replacement that died starting) without
@@ -307,9 +308,7 @@ def weighted_split(count: int, speeds: list[float | None]) -> list[tuple[int, in
     (largest remainders rounded up). A worker not measured yet counts as the mean of the measured ones; with none
     measured the slices are as even as possible (the first ones take the remainder)."""
     known = [v for v in speeds if v is not None and v > 0]
-    if not known:
-        return _split(count, len(speeds))
-    mean = sum(known) / len(known)
+    mean = sum(known) / len(known) if known else 1.0
     weights = [v if v is not None and v > 0 else mean for v in speeds]
     exact = [count * w / sum(weights) for w in weights]
     sizes = [int(x) for x in exact]

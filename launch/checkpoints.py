@@ -10,9 +10,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 STATE_FILE = "trainer_state.json"
+
+
+def write_json(path: Path, value: dict) -> None:
+    """Written aside, then renamed into place: a reader never sees half a file, a write cut short leaves none."""
+    scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    scratch.write_text(json.dumps(value))
+    os.replace(scratch, path)
 
 
 class Checkpoints:
@@ -25,9 +33,7 @@ class Checkpoints:
             shutil.rmtree(path)
         for name, group in self.groups.items():
             group.save_checkpoint(str(path / name))
-        scratch = path / f"{STATE_FILE}.partial"  # renamed into place: a save cut short leaves no state file
-        scratch.write_text(json.dumps({"step": step, **state}))
-        os.replace(scratch, path / STATE_FILE)
+        write_json(path / STATE_FILE, {"step": step, **state})  # a save cut short leaves no state file
         for old in self.completed()[: -self.keep]:
             shutil.rmtree(old)
 

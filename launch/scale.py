@@ -21,15 +21,10 @@ import time
 import uuid
 from pathlib import Path
 
+from launch.checkpoints import write_json
+
 REQUEST, REPLY, RUNNING = "scale_request.json", "scale_reply.json", "running.json"
 KEY = "rollout.num_workers"
-
-
-def write_json(path: Path, value: dict) -> None:
-    """Written aside, then renamed into place: a reader never sees half a file."""
-    scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    scratch.write_text(json.dumps(value))
-    os.replace(scratch, path)
 
 
 def read_json(path: Path) -> dict | None:
