@@ -14,8 +14,17 @@ seed, group name, rank, step), so a resumed run shuffles as the uninterrupted on
 Loss aggregation is per rank and per micro-batch (verl does the same); the
 micro-batch losses of a mini-batch are weighted by their share of its samples,
 or of its response tokens (``LearnerSpec.loss_weight``). Micro-batches hold
-``micro_batch_size`` samples, or, with ``LearnerSpec.max_tokens_per_micro_batch``,
-as many samples of about the same length as fit a token budget.
+``micro_batch_size`` samples, or, with a token budget (``max_tokens_per_micro_batch``
+of the settings or of the ``LearnerSpec``), as many samples of about the same length
+as fit in it.
+
+Memory: the weights, gradients and AdamW state are float32 master copies; with
+``model.dtype`` bfloat16 or float16 the passes compute in it (FSDP2's
+``MixedPrecisionPolicy``, gradients reduced in float32). ``activation_checkpointing``
+recomputes each decoder layer in the backward pass, ``cpu_offload`` keeps the shards in
+CPU memory (GPU only), and log-probs come from the hidden states in chunks of
+``logits_chunk_tokens`` (``rlcore.sequences``). ``packing`` feeds a micro-batch as one
+padding-free row.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from actors.models import autocast, set_threads
+from actors.models import autocast, set_threads, shard
 from algorithms.base import LearnerSpec
 from rlcore.batch import (
     RolloutBatch,
@@ -70,7 +79,7 @@ class LearnerRank:
                  world_size: int):
         self.cfg, self.algorithm, self.name, self.spec = cfg, algorithm, name, spec
         self.settings = spec.settings
-        self.kind = model_cls(cfg)
+        self.kind = model_cls(cfg, spec.settings)
         self.model_path = spec.model_path or cfg.model.path
         self.rank, self.world_size = rank, world_size
         self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
@@ -82,7 +91,7 @@ class LearnerRank:
 
     def setup(self, address: tuple[str, int]) -> None:
         """Join the process group hosted at ``address`` (rank 0's), then build the sharded model and optimizer."""
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import CPUOffloadPolicy
 
         master_addr, master_port = address
 
@@ -96,13 +105,13 @@ class LearnerRank:
         dist.all_gather_object(hosts, socket.gethostname())
         set_threads(self.settings.num_threads, self.device, sharers=hosts.count(socket.gethostname()))
         torch.manual_seed(self.cfg.trainer.seed)
-        model = self.kind.build(self.model_path, self.device)
-        # Shard each decoder layer, then the root (embeddings, norm, head): the FSDP2 recipe.
-        for layer in getattr(getattr(model, "model", model), "layers", []):
-            fully_shard(layer)
-        fully_shard(model)
-        self.model = model
         s = self.settings
+        model = self.kind.build(self.model_path, self.device, dtype="float32")  # the master weights
+        if s.activation_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        offload = CPUOffloadPolicy() if s.cpu_offload and self.device.type == "cuda" else None
+        shard(model, mixed_precision_policy(self.cfg.model.dtype), offload)
+        self.model = model
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda k: min(1.0, (k + 1) / s.warmup_steps) if s.warmup_steps else 1.0)
@@ -116,20 +125,25 @@ class LearnerRank:
 
     # ---- forward and update ---------------------------------------------------------------
     def micro_batches(self, batch: RolloutBatch):
-        """``settings.micro_batch_size`` samples each, in order; or by the spec's token budget, longest first."""
-        return micro_batches(batch, self.settings.micro_batch_size, self.spec.max_tokens_per_micro_batch)
+        """``settings.micro_batch_size`` samples each, in order; or by a token budget, longest first."""
+        return micro_batches(batch, self.settings.micro_batch_size, self.token_budget, packed=self.kind.packed)
+
+    @property
+    def token_budget(self) -> int | None:
+        """Tokens per micro-batch: the settings' ``max_tokens_per_micro_batch``, else the algorithm's, else None."""
+        return self.settings.max_tokens_per_micro_batch or self.spec.max_tokens_per_micro_batch
 
     @torch.no_grad()
     def forward(self, batch: RolloutBatch, output: str) -> torch.Tensor:
         """[B, T] model output ``output`` for this rank's slice under the current weights, 0 on padding. Collective."""
-        budget = self.spec.max_tokens_per_micro_batch
+        budget = self.token_budget
         with autocast(self.device, self.settings.mixed_precision):
             if budget is None:
                 parts = [self.kind.forward(self.model, _to_device(micro, self.device), (output,))[output].float().cpu()
                          for micro in self.micro_batches(batch)]
                 return torch.cat(parts) * batch.response_mask
             out = torch.zeros_like(batch.response_mask)  # token-budget parts: sorted by length, back in place here
-            for part in token_budget_parts(sequence_lengths(batch), budget):
+            for part in token_budget_parts(sequence_lengths(batch), budget, packed=self.kind.packed):
                 micro = _to_device(trim(batch.select(part)), self.device)
                 values = self.kind.forward(self.model, micro, (output,))[output].float().cpu()  # [b, t <= T]
                 out[torch.tensor(part), :values.shape[1]] = values
@@ -256,6 +270,16 @@ class LearnerRank:
     def shutdown(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def mixed_precision_policy(dtype: str):
+    """FSDP2's policy for compute in ``dtype`` over float32 master weights: parameters cast when gathered, gradients
+    reduced in float32. None for float32 (no casts)."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    if dtype == "float32":
+        return None
+    return MixedPrecisionPolicy(param_dtype=getattr(torch, dtype), reduce_dtype=torch.float32)
 
 
 def shuffled_groups(group_ids: torch.Tensor, rng: random.Random) -> list[int]:

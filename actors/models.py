@@ -2,10 +2,12 @@
 
 An algorithm names a kind per learner group (``LearnerSpec.model``); a new kind
 is a new class registered here, or named by import path. A kind is built with
-the run's config and has
+the run's config and the role's settings (``learner``, ``algorithm.critic`` or
+``reference``: their ``packing`` and ``logits_chunk_tokens``), and has
 
-* ``build(path, device) -> torch.nn.Module``, in ``model.dtype`` (a Hugging Face model with
-  ``.model.layers``, which FSDP shards one by one),
+* ``build(path, device, dtype=None) -> torch.nn.Module``, in ``dtype`` (default ``model.dtype``;
+  the learners build float32 master weights): a Hugging Face model with ``.model.layers``,
+  which FSDP shards one by one,
 * ``forward(model, batch, wanted) -> {name: [B, T] tensor}`` for the response
   tokens of ``batch`` (its ``prompt_ids``, ``response_ids``, ``response_mask``),
   computing only the outputs in ``wanted``,
@@ -28,33 +30,59 @@ if TYPE_CHECKING:
     from rlcore.config import Config
 
 
-class CausalLM:
+class ModelKind:
+    """What the built-in kinds share: the dtype, and how sequences reach the model (``packing``)."""
+
+    auto_class = "AutoModelForCausalLM"
+    num_labels: int | None = None
+    with_tokenizer = True
+
+    def __init__(self, cfg: Config, settings=None):
+        self.dtype = cfg.model.dtype
+        self.packing = getattr(settings, "packing", "padded")
+        self.chunk_tokens = getattr(settings, "logits_chunk_tokens", 0)
+        self.packed = self.packing == "packed"
+
+    def build(self, path: str, device: torch.device | str = "cpu", dtype: str | None = None,
+              **kwargs) -> torch.nn.Module:
+        import transformers
+
+        attention = attention_backend(device)
+        self.packed = self.packing == "packed" or (self.packing == "auto" and attention == "flash_attention_2")
+        if self.num_labels is not None and "config" not in kwargs:
+            kwargs.setdefault("num_labels", self.num_labels)
+        model = getattr(transformers, self.auto_class).from_pretrained(
+            path, dtype=getattr(torch, dtype or self.dtype), attn_implementation=attention, **kwargs)
+        return model.to(device)
+
+    def save(self, state_dict: dict[str, torch.Tensor], source_path: str, out_dir: str) -> None:
+        """The weights as a Hugging Face folder in ``model.dtype`` (with the tokenizer when ``with_tokenizer``)."""
+        import transformers
+
+        extra = {} if self.num_labels is None else {"num_labels": self.num_labels}
+        config = transformers.AutoConfig.from_pretrained(source_path, **extra)
+        model = getattr(transformers, self.auto_class).from_config(config, dtype=getattr(torch, self.dtype))
+        model.load_state_dict(state_dict)
+        model.save_pretrained(out_dir)
+        if self.with_tokenizer:
+            transformers.AutoTokenizer.from_pretrained(source_path).save_pretrained(out_dir)
+
+
+class CausalLM(ModelKind):
     """The policy: log-probs (``logprobs``) and entropy (``entropy``) of the response tokens at ``rollout.temperature``."""
 
     outputs = ("logprobs", "entropy")
 
-    def __init__(self, cfg: Config):
-        self.temperature, self.dtype = cfg.rollout.temperature, cfg.model.dtype
-
-    def build(self, path: str, device: torch.device | str = "cpu") -> torch.nn.Module:
-        from transformers import AutoModelForCausalLM
-
-        return AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype)).to(device)
+    def __init__(self, cfg: Config, settings=None):
+        super().__init__(cfg, settings)
+        self.temperature = cfg.rollout.temperature
 
     def forward(self, model, batch: RolloutBatch, wanted: tuple[str, ...] = outputs) -> dict[str, torch.Tensor]:
-        logprobs, entropy = response_logprobs(model, batch.prompt_ids, batch.response_ids, pad_id=_pad_id(model),
-                                              width=batch.response_mask.shape[1], temperature=self.temperature,
-                                              with_entropy="entropy" in wanted)
-        return {"logprobs": logprobs.float(), "entropy": entropy}
-
-    def save(self, state_dict: dict[str, torch.Tensor], source_path: str, out_dir: str) -> None:
-        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source_path),
-                                                 dtype=getattr(torch, self.dtype))
-        model.load_state_dict(state_dict)
-        model.save_pretrained(out_dir)
-        AutoTokenizer.from_pretrained(source_path).save_pretrained(out_dir)
+        logprobs, entropy = as_forward(model, response_logprobs, batch.prompt_ids, batch.response_ids,
+                                       pad_id=_pad_id(model), width=batch.response_mask.shape[1],
+                                       temperature=self.temperature, with_entropy="entropy" in wanted,
+                                       packed=self.packed, chunk_tokens=self.chunk_tokens)
+        return {"logprobs": logprobs, "entropy": entropy}
 
 
 class UntemperedCausalLM(CausalLM):
@@ -62,12 +90,12 @@ class UntemperedCausalLM(CausalLM):
     entropy of the response tokens, for supervised losses (SFT and distillation from samples), which train the
     model's distribution and not a tempered one."""
 
-    def __init__(self, cfg: Config):
-        super().__init__(cfg)
+    def __init__(self, cfg: Config, settings=None):
+        super().__init__(cfg, settings)
         self.temperature = 1.0
 
 
-class ValueModel:
+class ValueModel(ModelKind):
     """A critic: the causal LM's architecture with a one-output head per token (``values``), the head new.
 
     The value of response token ``j`` is read where its log-prob is: at the
@@ -75,27 +103,13 @@ class ValueModel:
     """
 
     outputs = ("values",)
-
-    def __init__(self, cfg: Config):
-        self.dtype = cfg.model.dtype
-
-    def build(self, path: str, device: torch.device | str = "cpu") -> torch.nn.Module:
-        from transformers import AutoModelForTokenClassification
-
-        return AutoModelForTokenClassification.from_pretrained(path, num_labels=1,
-                                                               dtype=getattr(torch, self.dtype)).to(device)
+    auto_class = "AutoModelForTokenClassification"
+    num_labels = 1
+    with_tokenizer = False
 
     def forward(self, model, batch: RolloutBatch, wanted: tuple[str, ...] = outputs) -> dict[str, torch.Tensor]:
         return {"values": response_values(model, batch.prompt_ids, batch.response_ids, pad_id=_pad_id(model),
-                                          width=batch.response_mask.shape[1])}
-
-    def save(self, state_dict: dict[str, torch.Tensor], source_path: str, out_dir: str) -> None:
-        from transformers import AutoConfig, AutoModelForTokenClassification
-
-        config = AutoConfig.from_pretrained(source_path, num_labels=1)
-        model = AutoModelForTokenClassification.from_config(config, dtype=getattr(torch, self.dtype))
-        model.load_state_dict(state_dict)
-        model.save_pretrained(out_dir)
+                                          width=batch.response_mask.shape[1], packed=self.packed)}
 
 
 class RewardModel(ValueModel):
@@ -106,26 +120,21 @@ class RewardModel(ValueModel):
     load with it."""
 
     outputs = ("scores",)
+    with_tokenizer = True
 
-    def build(self, path: str, device: torch.device | str = "cpu") -> torch.nn.Module:
-        from transformers import AutoConfig, AutoModelForTokenClassification
+    def build(self, path: str, device: torch.device | str = "cpu", dtype: str | None = None,
+              **kwargs) -> torch.nn.Module:
+        from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(path, num_labels=1)
         # The head's input dropout (0.1 by default) would stay on in the learners' evaluation passes, which run
         # in training mode: the scores are trained and evaluated without it.
         config.classifier_dropout = 0.0
-        return AutoModelForTokenClassification.from_pretrained(path, config=config,
-                                                               dtype=getattr(torch, self.dtype)).to(device)
+        return ModelKind.build(self, path, device, dtype, config=config, **kwargs)
 
     def forward(self, model, batch: RolloutBatch, wanted: tuple[str, ...] = outputs) -> dict[str, torch.Tensor]:
         return {"scores": response_scores(model, batch.prompt_ids, batch.response_ids, pad_id=_pad_id(model),
-                                          width=batch.response_mask.shape[1])}
-
-    def save(self, state_dict: dict[str, torch.Tensor], source_path: str, out_dir: str) -> None:
-        from transformers import AutoTokenizer
-
-        super().save(state_dict, source_path, out_dir)
-        AutoTokenizer.from_pretrained(source_path).save_pretrained(out_dir)
+                                          width=batch.response_mask.shape[1], packed=self.packed)}
 
 
 def set_threads(requested: int, device: torch.device | str = "cpu", sharers: int = 1) -> int:
@@ -152,6 +161,40 @@ def set_threads(requested: int, device: torch.device | str = "cpu", sharers: int
 def autocast(device: torch.device | str, mixed_precision: str):
     """``torch.autocast`` to bfloat16 for ``mixed_precision="bf16"``, a no-op for ``"none"``."""
     return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=mixed_precision == "bf16")
+
+
+def attention_backend(device: torch.device | str) -> str:
+    """flash-attn's kernels (``flash_attention_2``) on a CUDA device where the package is installed, else ``sdpa``."""
+    if torch.device(device).type == "cuda":
+        try:
+            import flash_attn  # noqa: F401
+            return "flash_attention_2"
+        except ImportError:
+            pass
+    return "sdpa"
+
+
+def as_forward(model: torch.nn.Module, fn, *args, **kwargs):
+    """``fn(model, *args, **kwargs)`` as the model's forward: when FSDP2 shards the model (``shard``), its root's
+    weights (embeddings, final norm, output head) are gathered around ``fn`` as around ``model.forward``, so ``fn``
+    may call submodules such as ``model.base_model`` and read ``lm_head.weight``. A plain call otherwise."""
+    run = getattr(model, "run_as_forward", None)
+    return run(fn, *args, **kwargs) if run is not None else fn(model, *args, **kwargs)
+
+
+def shard(model: torch.nn.Module, mp_policy=None, offload_policy=None) -> None:
+    """FSDP2 in place: each decoder layer, then the root (embeddings, norm, head); ``as_forward`` then runs functions
+    of the model under the root's forward hooks."""
+    import types
+
+    from torch.distributed.fsdp import MixedPrecisionPolicy, OffloadPolicy, fully_shard, register_fsdp_forward_method
+
+    options = {"mp_policy": mp_policy or MixedPrecisionPolicy(), "offload_policy": offload_policy or OffloadPolicy()}
+    for layer in getattr(getattr(model, "model", model), "layers", []):
+        fully_shard(layer, **options)
+    fully_shard(model, **options)
+    model.run_as_forward = types.MethodType(lambda self, fn, *args, **kwargs: fn(self, *args, **kwargs), model)
+    register_fsdp_forward_method(model, "run_as_forward")
 
 
 def _pad_id(model) -> int:

@@ -1,4 +1,8 @@
-"""ReferenceWorker: a frozen copy of the initial policy that scores response tokens."""
+"""ReferenceWorker: a frozen copy of the initial policy that scores response tokens.
+
+It computes in ``model.dtype``, feeds each micro-batch padded or packed (``reference.packing``) and computes its
+log-probs in chunks of ``reference.logits_chunk_tokens`` response tokens (``rlcore.sequences``).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ class ReferenceWorker:
     def __init__(self, cfg: Config, model_path: str):
         device = "cuda" if torch.cuda.is_available() else "cpu"
         set_threads(cfg.reference.num_threads, device)
-        self.kind = CausalLM(cfg)
+        self.kind = CausalLM(cfg, cfg.reference)
         self.model = self.kind.build(model_path, device).eval().requires_grad_(False)
         self.micro_batch_size, self.mixed_precision = cfg.reference.micro_batch_size, cfg.reference.mixed_precision
 

@@ -140,14 +140,15 @@ class RolloutBatch:
         return RolloutBatch(**out)
 
 
-def micro_batches(batch: RolloutBatch, size: int, max_tokens: int | None = None):
+def micro_batches(batch: RolloutBatch, size: int, max_tokens: int | None = None, packed: bool = False):
     """Consecutive parts of at most ``size`` samples, in order (the last may be smaller).
 
     With ``max_tokens``, by a token budget instead: the parts of ``token_budget_parts`` (longest samples first,
-    each part within ``max_tokens`` padded tokens), each cut to its own longest response (``trim``).
+    each part within ``max_tokens`` tokens, ``packed`` or padded), each cut to its own longest response (``trim``).
     """
     if max_tokens is not None:
-        return (trim(batch.select(part)) for part in token_budget_parts(sequence_lengths(batch), max_tokens))
+        return (trim(batch.select(part))
+                for part in token_budget_parts(sequence_lengths(batch), max_tokens, packed=packed))
     return (batch.select(range(start, min(start + size, len(batch)))) for start in range(0, len(batch), size))
 
 
@@ -156,19 +157,26 @@ def sequence_lengths(batch: RolloutBatch) -> list[int]:
     return [len(p) + len(r) for p, r in zip(batch.prompt_ids, batch.response_ids)]
 
 
-def token_budget_parts(lengths: list[int], budget: int) -> list[list[int]]:
-    """Sample indices sorted by length, longest first (ties in index order), cut into consecutive parts whose padded
-    size, samples × the part's longest, is at most ``budget``. A sample longer than ``budget`` is a part of its own.
+def token_budget_parts(lengths: list[int], budget: int, packed: bool = False) -> list[list[int]]:
+    """Sample indices sorted by length, longest first (ties in index order), cut into consecutive parts whose size is
+    at most ``budget``: padded, samples × the part's longest; ``packed``, the sum of the lengths. A sample longer
+    than ``budget`` is a part of its own.
 
     Sorting first keeps the padding small: each part holds samples of about the same length.
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     parts: list[list[int]] = []
+    size = 0
     for i in order:
-        if parts and (len(parts[-1]) + 1) * lengths[parts[-1][0]] <= budget:  # a part's first sample is its longest
-            parts[-1].append(i)
-        else:
-            parts.append([i])
+        if parts:
+            # a part's first sample is its longest
+            grown = size + lengths[i] if packed else (len(parts[-1]) + 1) * lengths[parts[-1][0]]
+            if grown <= budget:
+                parts[-1].append(i)
+                size = grown
+                continue
+        parts.append([i])
+        size = lengths[i]
     return parts
 
 

@@ -30,6 +30,7 @@ EVAL_METHODS = ("greedy", "pass_at_k", "maj_at_k", "best_of_n", "weighted_best_o
                 "budget_forcing", "mcts")
 DTYPES = ("float32", "bfloat16", "float16")
 MIXED_PRECISIONS = ("none", "bf16")
+PACKINGS = ("auto", "packed", "padded")
 BALANCES = ("speed", "even")
 
 
@@ -42,7 +43,7 @@ class ModelConfig:
     path: str = "local://tiny-qwen2-arith"
     """Hugging Face model folder (config, weights, tokenizer) of the initial policy. ``local://tiny-qwen2-arith`` is the small model the project builds and caches itself."""
     dtype: str = "float32"
-    """Parameter dtype of the learner groups and the reference: float32, bfloat16 or float16."""
+    """Compute dtype of the learner groups and the reference, and the dtype of the exported model and of the weights sent to the rollout workers: float32, bfloat16 or float16. The learners keep float32 master weights, gradients and AdamW state whatever it is; with bfloat16 or float16 their forward and backward passes run in that dtype (FSDP2 MixedPrecisionPolicy: parameters cast when gathered, gradients reduced in float32)."""
 
 
 @dataclass
@@ -125,6 +126,10 @@ class ReferenceConfig:
     """Sequences per forward pass."""
     mixed_precision: str = "none"
     """bf16: forward passes under torch.autocast to bfloat16 (the weights stay in model.dtype); none: model.dtype throughout. On CPUs with AVX512-BF16 or AMX, and on GPUs, bf16 matmuls are about twice as fast; the log-probs then differ from fp32 by about 1e-2."""
+    packing: str = "auto"
+    """How a micro-batch's sequences reach the model, as learner.packing: auto, packed (padding-free) or padded."""
+    logits_chunk_tokens: int = 1024
+    """Response tokens whose fp32 logits are computed at once, as learner.logits_chunk_tokens; 0: the whole micro-batch's."""
     num_threads: int = 0
     """torch threads of the reference. 0: on CPU every core the process may use (the roles take turns within a step, so each may use all of them; Ray alone would give an actor with fractional num_cpus one thread); on a GPU, what Ray gives the actor (its num_cpus)."""
     num_cpus: float = 0.25
@@ -192,7 +197,17 @@ class LearnerConfig:
     micro_batch_size: int = 64
     """Sequences per forward/backward pass on one rank (gradient accumulation inside a mini-batch)."""
     mixed_precision: str = "none"
-    """bf16: forward and backward passes under torch.autocast to bfloat16, the weights, gradients and optimizer state staying in model.dtype (usually float32); none: model.dtype throughout. See reference.mixed_precision."""
+    """bf16: forward and backward passes under torch.autocast to bfloat16 (matmuls in bf16 over the float32 weights); none: no autocast. For bf16 compute with float32 master weights on a GPU, model.dtype=bfloat16 (FSDP2 mixed precision) is the usual choice. See reference.mixed_precision."""
+    max_tokens_per_micro_batch: Optional[int] = None  # noqa: UP045 (a '|' would split docs/config.md's table cell)
+    """Micro-batches by a token budget instead of micro_batch_size: each mini-batch is sorted by length and cut into micro-batches of at most this many tokens (packed: the tokens themselves; padded: samples × the longest). None: the algorithm's budget if it sets one, else micro_batch_size samples each."""
+    packing: str = "auto"
+    """How a micro-batch's sequences reach the model. packed: back to back in one row, position ids restarting at each sequence, no padding (flash-attn's variable-length kernel when installed on a GPU; otherwise SDPA with a block-diagonal causal mask, exact but with attention cost growing with the packed length squared). padded: one row per sequence, right-padded. auto: packed where flash-attn runs, padded elsewhere."""
+    logits_chunk_tokens: int = 1024
+    """Response tokens whose fp32 logits are computed at once: log-probs and entropy come from the final hidden states and the output embedding chunk by chunk (recomputed in the backward pass), so a micro-batch's [tokens × vocab] logits never exist whole. 0: the model's full logits (needed for models whose logits are more than hidden @ lm_head, e.g. with soft-capping)."""
+    activation_checkpointing: bool = False
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them (less memory, about a third more compute)."""
+    cpu_offload: bool = False
+    """Keep the sharded parameters, gradients and AdamW state in CPU memory and run the optimizer step there (FSDP2 CPUOffloadPolicy). GPU only."""
     num_threads: int = 0
     """torch threads per rank. 0: on CPU the cores the process may use divided by the group's ranks on the same machine, at least 1 (Ray alone would give an actor with fractional num_cpus one thread); on a GPU, what Ray gives the actor (its num_cpus)."""
     num_cpus: float = 0.25
@@ -423,6 +438,10 @@ def validate(cfg: Config) -> None:
     _check(len(set(names)) == len(names), f"reward.terms lists a reward twice: {names}")
     _check(cfg.reference.mixed_precision in MIXED_PRECISIONS, f"reference.mixed_precision="
            f"'{cfg.reference.mixed_precision}' is not one of {', '.join(MIXED_PRECISIONS)}")
+    _check(cfg.reference.packing in PACKINGS,
+           f"reference.packing='{cfg.reference.packing}' is not one of {', '.join(PACKINGS)}")
+    _check(cfg.reference.logits_chunk_tokens >= 0,
+           f"reference.logits_chunk_tokens={cfg.reference.logits_chunk_tokens} must be >= 0 (0: no chunks)")
     for i, term in enumerate(cfg.reward.terms):
         _check(term.num_workers > 0, f"reward.terms[{i}].num_workers={term.num_workers} must be > 0")
         _check(term.timeout_s > 0, f"reward.terms[{i}].timeout_s={term.timeout_s} must be > 0")
@@ -462,6 +481,10 @@ def validate_learner(lc: LearnerConfig, key: str) -> None:
     _check(lc.backend in ("auto", "gloo", "nccl"), f"{key}.backend='{lc.backend}' is not one of auto, gloo, nccl")
     _check(lc.mixed_precision in MIXED_PRECISIONS,
            f"{key}.mixed_precision='{lc.mixed_precision}' is not one of {', '.join(MIXED_PRECISIONS)}")
+    _check(lc.packing in PACKINGS, f"{key}.packing='{lc.packing}' is not one of {', '.join(PACKINGS)}")
+    _check(lc.logits_chunk_tokens >= 0, f"{key}.logits_chunk_tokens={lc.logits_chunk_tokens} must be >= 0 (0: no chunks)")
+    _check(lc.max_tokens_per_micro_batch is None or lc.max_tokens_per_micro_batch > 0,
+           f"{key}.max_tokens_per_micro_batch={lc.max_tokens_per_micro_batch} must be > 0 (None: by micro_batch_size)")
     _check(lc.mini_batch_size % lc.world_size == 0,
            f"{key}.mini_batch_size={lc.mini_batch_size} must be divisible by {key}.world_size={lc.world_size}")
 

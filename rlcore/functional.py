@@ -14,11 +14,13 @@ called out in the docstrings.
 from __future__ import annotations
 
 import torch
+import torch.utils.checkpoint
 
 __all__ = [
     "KL_KINDS",
     "LOSS_AGG_MODES",
     "aggregate_loss",
+    "chunked_logprobs",
     "IS_LEVELS",
     "entropy_from_logits",
     "kl_penalty",
@@ -201,6 +203,41 @@ def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch
         logits = logits / temperature
     probs = torch.softmax(logits, dim=-1)  # [B, T, V]
     return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(dim=-1)  # [B, T]
+
+
+def chunked_logprobs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    tokens: torch.Tensor,
+    temperature: float = 1.0,
+    chunk: int = 1024,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``logprobs_from_logits`` and ``entropy_from_logits`` of ``logits = hidden @ weight.T + bias``, ``chunk`` rows
+    at a time: ``([N], [N] or None)`` for ``hidden [N, H]``, ``weight [V, H]``, ``tokens [N]``.
+
+    Only one chunk's ``[chunk, V]`` fp32 logits exist at once. With gradients on, each chunk runs under
+    activation checkpointing (``torch.utils.checkpoint``, non-reentrant): its logits are recomputed in the
+    backward pass instead of being kept, so the backward holds one chunk's logits at a time too.
+    """
+    def part(h, w, b, t):
+        logits = torch.nn.functional.linear(h, w, b)
+        return logprobs_from_logits(logits, t, temperature), (entropy_from_logits(logits, temperature)
+                                                              if with_entropy else logits.new_zeros(0))
+
+    grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    logprobs, entropy = [], []
+    for start in range(0, hidden.shape[0], chunk):
+        h, t = hidden[start:start + chunk], tokens[start:start + chunk]
+        lp, ent = (torch.utils.checkpoint.checkpoint(part, h, weight, bias, t, use_reentrant=False) if grad
+                   else part(h, weight, bias, t))
+        logprobs.append(lp)
+        entropy.append(ent)
+    if not logprobs:
+        empty = hidden.new_zeros(0, dtype=torch.float32)
+        return empty, (empty if with_entropy else None)
+    return torch.cat(logprobs), (torch.cat(entropy) if with_entropy else None)
 
 
 def truncated_is_weights(

@@ -119,3 +119,90 @@ def test_bf16_mixed_precision_runs_the_passes_in_bf16_and_keeps_fp32_weights(loc
     assert 0 < gap < 0.1  # bf16 matmuls: close to fp32, not equal to it
     with pytest.raises(ConfigError, match="learner.mixed_precision='fp8' is not one of none, bf16"):
         configure(None, ["learner.mixed_precision=fp8"])
+
+
+def _learner(local_model, *overrides):
+    plan = configure(None, [f"model.path={local_model}", "learner.lr=1e-3", "learner.mini_batch_size=8",
+                            "data.prompts_per_step=1", "learner.micro_batch_size=4",
+                            "algorithm.old_logprobs=recompute", *overrides])
+    group = plan.learners["actor"]
+    learner = LearnerRank(plan.cfg, plan.algorithm, "actor", group.spec, group.model, 0, 1)
+    learner.setup(free_address())
+    return plan, learner
+
+
+def _scored(local_model, plan, learner):
+    batch = sampled_batch(local_model)
+    batch.ref_logprobs = torch.zeros_like(batch.response_mask)
+    plan.algorithm.compute_advantages(batch)
+    batch.old_logprobs = learner.forward(batch, "logprobs")
+    return batch
+
+
+def test_bf16_model_dtype_computes_in_bf16_over_fp32_master_weights(local_model):
+    """model.dtype=bfloat16: FSDP2 casts the float32 master weights to bf16 for the passes; the weights, their
+    gradients and AdamW's state stay float32, so an update far below bf16's resolution still changes them."""
+    plan, learner = _learner(local_model, "model.dtype=bfloat16", "learner.lr=1e-7")
+    try:
+        seen = {}
+        proj = learner.model.model.layers[0].self_attn.q_proj
+        hook = proj.register_forward_hook(lambda m, args, out: seen.update(weight=m.weight.dtype, out=out.dtype))
+        batch = _scored(local_model, plan, learner)
+        hook.remove()
+        assert seen == {"weight": torch.bfloat16, "out": torch.bfloat16}
+        learner.model.reshard()  # the root stays gathered after a forward pass: back to its shards
+        masters = {n: p.detach().to_local().clone() for n, p in learner.model.named_parameters()}
+        assert {t.dtype for t in masters.values()} == {torch.float32}
+        learner.train_step(batch, 1, plan.algorithm.state_dict())
+        state = next(iter(learner.optimizer.state.values()))
+        assert state["exp_avg"].to_local().dtype == torch.float32
+        learner.model.reshard()
+        moved = max((p.detach().to_local() - masters[n]).abs().max().item() for n, p in learner.model.named_parameters())
+        assert 0 < moved < 1e-5  # a bf16 weight near 0.02 moves in steps of about 1e-4: this update would be lost
+        reference = ReferenceWorker(plan.cfg, local_model)  # the reference computes in bf16 too
+        assert next(reference.model.parameters()).dtype == torch.bfloat16
+    finally:
+        learner.shutdown()
+
+
+def test_activation_checkpointing_keeps_the_gradients_and_saves_fewer_activations(local_model):
+    def run(*overrides):
+        plan, learner = _learner(local_model, *overrides)
+        try:
+            batch = _scored(local_model, plan, learner)
+            saved = []
+            learner.model.train()
+            with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+                outputs = learner.kind.forward(learner.model, batch)
+            metrics = learner.train_step(batch, 1, plan.algorithm.state_dict())
+            return sum(saved), outputs["logprobs"].detach(), metrics
+        finally:
+            learner.shutdown()
+
+    plain_saved, plain_lp, plain = run()
+    saved, lp, metrics = run("learner.activation_checkpointing=true")
+    assert torch.allclose(lp, plain_lp, atol=1e-6)
+    for key in ("pg_loss", "grad_norm", "entropy"):
+        assert metrics[key] == pytest.approx(plain[key], rel=1e-4, abs=1e-6), key
+    assert saved < plain_saved / 2, (saved, plain_saved)
+
+
+def test_packed_learner_equals_padded(local_model):
+    plan, padded = _learner(local_model)
+    try:
+        batch = _scored(local_model, plan, padded)
+        want_lp, want = batch.old_logprobs, padded.train_step(batch, 1, plan.algorithm.state_dict())
+    finally:
+        padded.shutdown()
+    plan, packed = _learner(local_model, "learner.packing=packed")
+    try:
+        assert packed.kind.packed
+        batch = _scored(local_model, plan, packed)
+        assert torch.allclose(batch.old_logprobs, want_lp, atol=1e-5)
+        got = packed.train_step(batch, 1, plan.algorithm.state_dict())
+        for key in ("pg_loss", "grad_norm", "entropy"):
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
+        packed.settings.max_tokens_per_micro_batch = 40  # the learner's own budget: 5 samples of 8 tokens each
+        assert [len(m) for m in packed.micro_batches(batch)] == [5, 3]
+    finally:
+        packed.shutdown()

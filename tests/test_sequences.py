@@ -1,36 +1,164 @@
+"""Per-response-token outputs: the padded and packed layouts, and log-probs computed in chunks."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
 import torch
 
-from rlcore.sequences import pack, response_logprobs
+from rlcore.functional import chunked_logprobs, entropy_from_logits, logprobs_from_logits
+from rlcore.sequences import layout, response_logprobs, response_values
 
 
-def test_pack_positions():
-    input_ids, mask, index, targets = pack([[1, 2, 3], [4]], [[5, 6], [7, 8, 9]], pad_id=0)
-    assert input_ids.tolist() == [[1, 2, 3, 5, 6], [4, 7, 8, 9, 0]]
-    assert mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
-    # Response token j of a sample with P prompt tokens is predicted at position P - 1 + j.
-    assert index.tolist() == [[2, 3, 4], [0, 1, 2]]
-    assert targets.tolist() == [[5, 6, 0], [7, 8, 9]]
+def test_padded_layout_positions():
+    lay = layout([[1, 2, 3], [4]], [[5, 6], [7, 8, 9]], pad_id=0, width=4)
+    assert lay.inputs["input_ids"].tolist() == [[1, 2, 3, 5, 6], [4, 7, 8, 9, 0]]
+    assert lay.inputs["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]
+    # Response token j of a sample with P prompt tokens is predicted at position P - 1 + j of its row (rows of 5).
+    assert lay.read.tolist() == [2, 3, 5, 6, 7]
+    assert (lay.rows.tolist(), lay.cols.tolist(), lay.targets.tolist()) == ([0, 0, 1, 1, 1], [0, 1, 0, 1, 2],
+                                                                           [5, 6, 7, 8, 9])
+    assert lay.scatter(torch.arange(1.0, 6.0)).tolist() == [[1, 2, 0, 0], [3, 4, 5, 0]]
+
+
+def test_packed_layout_has_no_padding_and_restarts_positions():
+    lay = layout([[1, 2, 3], [4]], [[5, 6], [7, 8, 9]], pad_id=0, packed=True)
+    assert lay.inputs["input_ids"].tolist() == [[1, 2, 3, 5, 6, 4, 7, 8, 9]]
+    assert lay.inputs["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 3]]
+    assert "attention_mask" not in lay.inputs
+    assert lay.read.tolist() == [2, 3, 5, 6, 7]  # the second sample starts at 5: its token 7 is predicted by 4 at 5
+    assert lay.shape == (2, 3)
+
+
+def test_an_empty_prompt_is_refused():
+    with pytest.raises(ValueError, match="empty prompt"):
+        layout([[1], []], [[2], [3]], pad_id=0)
 
 
 class Bigram(torch.nn.Module):
-    """logits at position t depend only on the token at t: easy to compute by hand."""
+    """logits at position t depend only on the token at t: easy to compute by hand, whatever the layout."""
 
     def __init__(self, vocab=6):
         super().__init__()
         self.table = torch.nn.Parameter(torch.randn(vocab, vocab))
 
-    def forward(self, input_ids, attention_mask=None, use_cache=False):
+    def forward(self, input_ids, use_cache=False, **layout_inputs):
         return type("Out", (), {"logits": self.table[input_ids]})
 
 
-def test_response_logprobs_match_manual():
+@pytest.mark.parametrize("packed", [False, True])
+def test_response_logprobs_match_manual(packed):
     torch.manual_seed(0)
     model = Bigram()
-    lp, ent = response_logprobs(model, [[1, 2], [3]], [[4, 5], [0]], pad_id=0, width=2, temperature=2.0,
-                                with_entropy=True)
-    logp = torch.log_softmax(model.table / 2.0, -1)
-    logp = logp.detach()
-    expected = torch.tensor([[logp[2, 4], logp[4, 5]], [logp[3, 0], 0.0]])
-    assert torch.allclose(lp[0], expected[0]) and torch.allclose(lp[1, 0], expected[1, 0])
+    lp, ent = response_logprobs(model, [[1, 2], [3]], [[4, 5], [0]], pad_id=0, width=3, temperature=2.0,
+                                with_entropy=True, packed=packed)
+    logp = torch.log_softmax(model.table / 2.0, -1).detach()
+    expected = torch.tensor([[logp[2, 4], logp[4, 5], 0.0], [logp[3, 0], 0.0, 0.0]])
+    assert torch.allclose(lp, expected)
     p = logp.exp()
-    assert torch.allclose(ent[0, 0], -(p[2] * logp[2]).sum())
+    assert torch.allclose(ent[0, 0], -(p[2] * logp[2]).sum()) and ent[1, 1] == 0
+
+
+def test_chunked_logprobs_equal_the_full_computation_with_their_gradients():
+    torch.manual_seed(0)
+    hidden = torch.randn(37, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    bias = torch.randn(50, requires_grad=True)
+    tokens = torch.randint(0, 50, (37,))
+    logits = hidden @ weight.T + bias
+    full_lp, full_ent = logprobs_from_logits(logits, tokens, 0.7), entropy_from_logits(logits, 0.7)
+    full_grads = torch.autograd.grad((full_lp * 1.3 + full_ent).sum(), (hidden, weight, bias))
+    lp, ent = chunked_logprobs(hidden, weight, bias, tokens, 0.7, chunk=8, with_entropy=True)  # 5 chunks, one short
+    grads = torch.autograd.grad((lp * 1.3 + ent).sum(), (hidden, weight, bias))
+    assert torch.allclose(lp, full_lp, atol=1e-5) and torch.allclose(ent, full_ent, atol=1e-5)
+    for got, want in zip(grads, full_grads):
+        assert torch.allclose(got, want, atol=1e-4)
+    lp, ent = chunked_logprobs(hidden, weight, None, tokens, chunk=8)
+    assert ent is None and not torch.allclose(lp, full_lp, atol=1e-3)  # without the bias: a different answer
+
+
+def _ragged_batch(vocab: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = [(5, 9), (3, 2), (11, 6), (4, 1), (7, 12)]
+    prompts = [torch.randint(3, vocab, (p,), generator=g).tolist() for p, _ in lengths]
+    responses = [torch.randint(3, vocab, (r,), generator=g).tolist() for _, r in lengths]
+    return prompts, responses
+
+
+def test_packed_and_chunked_equal_padded_on_a_real_model(local_model):
+    """The tiny Qwen2 model: packed (position ids, block-diagonal SDPA mask) and chunked log-probs, entropy and
+    their gradients equal the padded, full-logits computation."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(local_model)
+    prompts, responses = _ragged_batch(model.config.vocab_size)
+
+    def run(packed, chunk):
+        model.zero_grad()
+        lp, ent = response_logprobs(model, prompts, responses, pad_id=0, width=12, temperature=0.9,
+                                    with_entropy=True, packed=packed, chunk_tokens=chunk)
+        (lp.sum() + 0.1 * ent.sum()).backward()
+        return lp.detach(), ent.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    lp0, ent0, grads0 = run(packed=False, chunk=0)
+    assert lp0[1, 2:].eq(0).all() and lp0[0, :9].ne(0).all()
+    for packed, chunk in ((True, 0), (False, 7), (True, 7)):
+        lp, ent, grads = run(packed, chunk)
+        assert torch.allclose(lp, lp0, atol=2e-5), (packed, chunk, (lp - lp0).abs().max())
+        assert torch.allclose(ent, ent0, atol=2e-5)
+        for name, g in grads.items():
+            assert torch.allclose(g, grads0[name], atol=1e-4, rtol=1e-3), (packed, chunk, name)
+
+
+def test_packed_values_equal_padded(local_model):
+    from transformers import AutoModelForTokenClassification
+
+    torch.manual_seed(0)
+    model = AutoModelForTokenClassification.from_pretrained(local_model, num_labels=1).eval()
+    prompts, responses = _ragged_batch(model.config.vocab_size, seed=1)
+    with torch.no_grad():
+        padded = response_values(model, prompts, responses, pad_id=0, width=12)
+        packed = response_values(model, prompts, responses, pad_id=0, width=12, packed=True)
+    assert torch.allclose(packed, padded, atol=1e-5) and padded.abs().sum() > 0
+
+
+PEAK = textwrap.dedent("""
+    import resource, sys, torch
+    from rlcore.functional import chunked_logprobs, logprobs_from_logits, entropy_from_logits
+    torch.manual_seed(0)
+    tokens, hidden_size, vocab = 2048, 64, 65536
+    hidden = torch.randn(tokens, hidden_size, requires_grad=True)
+    weight = (torch.randn(vocab, hidden_size) * 0.05).requires_grad_()
+    targets = torch.randint(0, vocab, (tokens,))
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if sys.argv[1] == "chunked":
+        lp, ent = chunked_logprobs(hidden, weight, None, targets, 1.0, chunk=128, with_entropy=True)
+    else:
+        logits = hidden @ weight.T
+        lp, ent = logprobs_from_logits(logits, targets), entropy_from_logits(logits)
+    (lp.sum() + ent.sum()).backward()
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)
+""")
+
+
+def _peak_bytes(mode: str) -> int:
+    """Peak resident memory of the computation, in a fresh process. A fixed mmap threshold makes glibc hand every
+    large buffer back when it is freed (its default adapts the threshold and keeps freed buffers in the heap), so the
+    resident peak follows the live tensors."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    out = subprocess.run([sys.executable, "-c", PEAK, mode], capture_output=True, text=True, check=True, env=env)
+    return int(out.stdout.split()[-1])
+
+
+def test_chunked_logprobs_bound_peak_memory():
+    """2048 response tokens, a 65,536-token vocabulary: the full fp32 logits alone are 512 MiB. In chunks of 128
+    tokens, forward and backward together stay under 512 MiB above the inputs: a chunk's logits are 32 MiB, and the
+    softmax, log-softmax and their gradients take several such buffers at once (measured: 384 MiB, of which about 150 MiB is the first matmul's fixed cost). The full
+    computation peaks at several times the bound (measured: about 3.5 GiB)."""
+    bound = 512 * 2**20
+    chunked = _peak_bytes("chunked")
+    assert chunked < bound, f"chunked peak {chunked / 2**20:.0f} MiB"
+    full = _peak_bytes("full")
+    assert full > 3 * bound, f"full peak {full / 2**20:.0f} MiB"  # the bound is one the full computation breaks

@@ -135,6 +135,10 @@ def test_token_budget_parts_sort_longest_first_within_the_budget():
     assert token_budget_parts([3, 10, 4, 10, 2], 20) == [[1, 3], [2, 0, 4]]
     assert token_budget_parts([30, 5], 20) == [[0], [1]]  # too long for the budget: a part of its own
     assert token_budget_parts([], 8) == []
+    # packed, a part's size is its tokens, not samples × the longest: [10, 4] fits 20 where padded [10, 4, 4] would not
+    assert token_budget_parts([3, 10, 4, 10, 2], 20, packed=True) == [[1, 3], [2, 0, 4]]
+    assert token_budget_parts([10, 4, 4, 3], 20, packed=True) == [[0, 1, 2], [3]]
+    assert token_budget_parts([10, 4, 4, 3], 20) == [[0, 1], [2, 3]]
 
 
 def variable_batch() -> RolloutBatch:
