@@ -164,3 +164,17 @@ def test_user_reward_from_the_job_working_dir(ray_cluster, tmp_path):
     assert last["reward/my_rewards:CloseEnough/parsed"] > 0.9
     assert last["reward/mean"] == pytest.approx(last["reward/exact_match"] + 0.5 * last["reward/my_rewards:CloseEnough"],
                                                 abs=1e-4)
+
+
+def test_lora_run_trains_the_adapter_and_vllm_samples_with_it(tmp_path):
+    """A GRPO run with a LoRA adapter on the policy: after every update the merged weights reach the vLLM engine, so
+    the learner's log-probs before its next update match the sampler's as closely as in step 1, while the policy
+    moves away from the reference far more than that gap."""
+    out = tmp_path / "lora"
+    train(out, "trainer.total_steps=4", "learner.lora_rank=8", "learner.lr=5e-3", "trainer.save_every=0")
+    metrics = read_jsonl(out / "metrics.jsonl")
+    gaps = [r["actor/rollout_gap/abs_diff_max"] for r in metrics]
+    assert max(gaps) < 1e-3, gaps
+    assert metrics[-1]["actor/kl"] > 100 * max(gaps[1:]), (metrics[-1]["actor/kl"], gaps)
+    assert (out / "final" / "adapter" / "adapter_model.safetensors").is_file()
+    assert (out / "final" / "model.safetensors").is_file()
