@@ -239,9 +239,12 @@ class LearnerRank:
         """Gathered full weights with Hugging Face names on rank 0 (None elsewhere), a LoRA adapter merged in.
         Collective."""
         sd = self.gathered()
-        if sd is not None and self.settings.lora_rank:
-            sd = merge_lora(sd, self.settings.lora_alpha / self.settings.lora_rank)
-        return sd
+        return None if sd is None else self.merged(sd)
+
+    def merged(self, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``sd`` under the base model's names, the LoRA adapter (if any) merged in: W + lora_alpha / lora_rank · BA."""
+        s = self.settings
+        return merge_lora(sd, s.lora_alpha / s.lora_rank) if s.lora_rank else sd
 
     def gathered(self) -> dict[str, torch.Tensor] | None:
         """Every parameter gathered whole on rank 0 under the module's own names (peft's, with an adapter). Collective."""
@@ -255,10 +258,9 @@ class LearnerRank:
         adapter alone in ``path/adapter`` (peft's format). Collective."""
         sd = self.gathered()
         if self.rank == 0:
-            s = self.settings
-            self.kind.save(merge_lora(sd, s.lora_alpha / s.lora_rank) if s.lora_rank else sd, self.model_path, path)
-            if s.lora_rank:
-                save_adapter(adapter_weights(sd), s, self.model_path, Path(path) / "adapter")
+            self.kind.save(self.merged(sd), self.model_path, path)
+            if self.settings.lora_rank:
+                save_adapter(adapter_weights(sd), self.settings, self.model_path, Path(path) / "adapter")
         dist.barrier()
 
     # ---- checkpoints ----------------------------------------------------------------------
