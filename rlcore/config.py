@@ -443,12 +443,7 @@ def validate(cfg: Config) -> None:
     names = [t.name for t in cfg.reward.terms]
     _check(len(names) > 0, "reward.terms is empty: give at least one reward function")
     _check(len(set(names)) == len(names), f"reward.terms lists a reward twice: {names}")
-    _check(cfg.reference.mixed_precision in MIXED_PRECISIONS, f"reference.mixed_precision="
-           f"'{cfg.reference.mixed_precision}' is not one of {', '.join(MIXED_PRECISIONS)}")
-    _check(cfg.reference.packing in PACKINGS,
-           f"reference.packing='{cfg.reference.packing}' is not one of {', '.join(PACKINGS)}")
-    _check(cfg.reference.logits_chunk_tokens >= 0,
-           f"reference.logits_chunk_tokens={cfg.reference.logits_chunk_tokens} must be >= 0 (0: no chunks)")
+    validate_forward(cfg.reference, "reference")
     for i, term in enumerate(cfg.reward.terms):
         _check(term.num_workers > 0, f"reward.terms[{i}].num_workers={term.num_workers} must be > 0")
         _check(term.timeout_s > 0, f"reward.terms[{i}].timeout_s={term.timeout_s} must be > 0")
@@ -480,17 +475,24 @@ def validate_eval(ec: EvalConfig) -> None:
     _check(ec.temperature is None or ec.temperature >= 0, f"eval.temperature={ec.temperature} must be >= 0")
 
 
+def validate_forward(settings: LearnerConfig | ReferenceConfig, key: str) -> None:
+    """Checks of how a role runs its model (``mixed_precision``, ``packing``, ``logits_chunk_tokens``): a learner
+    group's or the reference's, at ``key``."""
+    _check(settings.mixed_precision in MIXED_PRECISIONS,
+           f"{key}.mixed_precision='{settings.mixed_precision}' is not one of {', '.join(MIXED_PRECISIONS)}")
+    _check(settings.packing in PACKINGS, f"{key}.packing='{settings.packing}' is not one of {', '.join(PACKINGS)}")
+    _check(settings.logits_chunk_tokens >= 0,
+           f"{key}.logits_chunk_tokens={settings.logits_chunk_tokens} must be >= 0 (0: no chunks)")
+
+
 def validate_learner(lc: LearnerConfig, key: str) -> None:
     """Checks of one learner group's settings; ``key`` is where they sit (``learner``, ``algorithm.critic``)."""
     for name in ("world_size", "lr", "mini_batch_size", "micro_batch_size", "epochs"):
         _check(getattr(lc, name) > 0, f"{key}.{name}={getattr(lc, name)} must be > 0")
     _check(lc.num_threads >= 0, f"{key}.num_threads={lc.num_threads} must be >= 0 (0: all cores)")
     _check(lc.backend in ("auto", "gloo", "nccl"), f"{key}.backend='{lc.backend}' is not one of auto, gloo, nccl")
-    _check(lc.mixed_precision in MIXED_PRECISIONS,
-           f"{key}.mixed_precision='{lc.mixed_precision}' is not one of {', '.join(MIXED_PRECISIONS)}")
+    validate_forward(lc, key)
     _check(lc.lora_rank >= 0, f"{key}.lora_rank={lc.lora_rank} must be >= 0 (0: full fine-tuning)")
-    _check(lc.packing in PACKINGS, f"{key}.packing='{lc.packing}' is not one of {', '.join(PACKINGS)}")
-    _check(lc.logits_chunk_tokens >= 0, f"{key}.logits_chunk_tokens={lc.logits_chunk_tokens} must be >= 0 (0: no chunks)")
     _check(lc.max_tokens_per_micro_batch is None or lc.max_tokens_per_micro_batch > 0,
            f"{key}.max_tokens_per_micro_batch={lc.max_tokens_per_micro_batch} must be > 0 (None: by micro_batch_size)")
     _check(lc.mini_batch_size % lc.world_size == 0,

@@ -99,6 +99,12 @@ def layout(prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: i
     return Layout(inputs, as_long(read), as_long(rows), as_long(cols), as_long(targets), (len(seqs), width))
 
 
+def layout_on(model: torch.nn.Module, prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int,
+              width: int | None, packed: bool) -> Layout:
+    """``layout`` of the sequences, on the device of ``model``'s weights."""
+    return layout(prompt_ids, response_ids, pad_id, width, packed).to(next(model.parameters()).device)
+
+
 def read_outputs(module: torch.nn.Module, lay: Layout, own_position: bool = False) -> torch.Tensor:
     """``[R, D]`` outputs of ``module`` (its ``logits``, or a base model's ``last_hidden_state``) at the response
     tokens: where each is predicted, or with ``own_position`` at the token itself."""
@@ -125,8 +131,7 @@ def response_logprobs(
     tokens at a time; the model's logits must be ``hidden @ lm_head.weight.T (+ bias)``, as in Llama, Qwen and
     Mistral. 0: from the model's full logits.
     """
-    device = next(model.parameters()).device
-    lay = layout(prompt_ids, response_ids, pad_id, width, packed).to(device)
+    lay = layout_on(model, prompt_ids, response_ids, pad_id, width, packed)
     if chunk_tokens:
         head = model.get_output_embeddings()
         hidden = read_outputs(model.base_model, lay)  # [R, H]
@@ -146,8 +151,7 @@ def response_values(model: torch.nn.Module, prompt_ids: list[list[int]], respons
     The value of response token ``j`` is read where its log-prob is: at the
     position just before it (the state in which it is chosen), as in verl.
     """
-    device = next(model.parameters()).device
-    lay = layout(prompt_ids, response_ids, pad_id, width, packed).to(device)
+    lay = layout_on(model, prompt_ids, response_ids, pad_id, width, packed)
     return lay.scatter(read_outputs(model, lay)[:, 0].float())
 
 
@@ -159,6 +163,5 @@ def response_scores(model: torch.nn.Module, prompt_ids: list[list[int]], respons
     output at ``P + j``, the state after the token, so a reward model's score of a step is read
     at the step's last token, once the step is written (``rlcore.reward_inputs``). 0 on padding.
     """
-    device = next(model.parameters()).device
-    lay = layout(prompt_ids, response_ids, pad_id, width, packed).to(device)
+    lay = layout_on(model, prompt_ids, response_ids, pad_id, width, packed)
     return lay.scatter(read_outputs(model, lay, own_position=True)[:, 0].float())
