@@ -23,7 +23,7 @@ from actors.reward import RewardWorker
 from actors.rollout import Completion, Request, RolloutWorker
 from algorithms.base import LearnerSpec
 from rewards.api import RewardSample, RewardTerm, term_value
-from rlcore.batch import TOKEN_FIELDS, TRAIN_FIELDS, RolloutBatch, equal_parts, take
+from rlcore.batch import TOKEN_FIELDS, TRAIN_FIELDS, RolloutBatch, rank_parts, sequence_lengths, take
 from rlcore.config import Config
 from rlcore.data import PromptRow
 
@@ -36,28 +36,44 @@ def _split(count: int, parts: int) -> list[tuple[int, int]]:
 class Shipment:
     """One step's batch in the object store: each field of each slice is put once, however many calls read it.
 
-    A field that the driver replaces (``batch.advantages = ...``) is put again on
-    its next use; fields nobody asks for never leave the driver.
+    The ``count`` slices (one per actor) are ``rank_parts``: whole groups, equal sample counts, about equal
+    tokens. A field that the driver replaces (``batch.advantages = ...``) is put again on its next use; fields
+    nobody asks for never leave the driver.
     """
 
     def __init__(self, batch: RolloutBatch):
         self.batch = batch
         self._puts: dict[tuple[str, int], tuple[object, list[ray.ObjectRef]]] = {}
+        self._parts: dict[int, list[list[int]]] = {}
+
+    def parts(self, count: int) -> list[list[int]]:
+        """The sample indices of each of ``count`` slices."""
+        if count not in self._parts:
+            b = self.batch
+            self._parts[count] = rank_parts(sequence_lengths(b), b.group_ids.tolist(), count)
+        return self._parts[count]
 
     def slices(self, fields: tuple[str, ...], count: int) -> tuple[list[str], list[list[ray.ObjectRef]]]:
-        """The set fields among ``fields``, and for each of ``count`` equal slices the refs of their values."""
+        """The set fields among ``fields``, and for each of ``count`` slices the refs of their values."""
         names = [f for f in fields if getattr(self.batch, f) is not None]
-        parts = equal_parts(len(self.batch), count)
+        parts = self.parts(count)
         refs: list[list[ray.ObjectRef]] = [[] for _ in parts]
         for name in names:
             value = getattr(self.batch, name)
             held = self._puts.get((name, count))
             if held is None or held[0] is not value:
-                held = (value, [ray.put(take(value, torch.as_tensor(p), list(p))) for p in parts])
+                held = (value, [ray.put(take(value, torch.as_tensor(p, dtype=torch.long), p)) for p in parts])
                 self._puts[(name, count)] = held
             for part_refs, ref in zip(refs, held[1]):
                 part_refs.append(ref)
         return names, refs
+
+    def joined(self, results: list[torch.Tensor]) -> torch.Tensor:
+        """The slices' per-sample results (``[b, ...]`` each, in slice order) as one tensor in the batch's order."""
+        order = torch.tensor([i for part in self.parts(len(results)) for i in part], dtype=torch.long)
+        out = torch.empty_like(torch.cat(results))
+        out[order] = torch.cat(results)
+        return out
 
 
 def remote(cls: type, settings):
@@ -84,7 +100,7 @@ def wait_ready(groups: list) -> None:
 
 
 def _sliced(actors: list, shipment: Shipment, fields: tuple[str, ...], method: str, **kwargs) -> list[ray.ObjectRef]:
-    """``method`` on each actor's equal slice of the batch; the futures, in actor order."""
+    """``method`` on each actor's slice of the batch (``Shipment.parts``); the futures, in actor order."""
     names, refs = shipment.slices(fields, len(actors))
     return [actor.run.remote(method, names, *part, **kwargs) for actor, part in zip(actors, refs)]
 
@@ -510,8 +526,8 @@ class LearnerGroup:
         return dead
 
     def forward(self, shipment: Shipment, output: str) -> torch.Tensor:
-        """[B, T] model output ``output`` under the current weights, each rank on an equal slice."""
-        return torch.cat(self._get(_sliced(self.ranks, shipment, TOKEN_FIELDS, "forward", output=output)))
+        """[B, T] model output ``output`` under the current weights, each rank on its slice."""
+        return shipment.joined(self._get(_sliced(self.ranks, shipment, TOKEN_FIELDS, "forward", output=output)))
 
     def train_step(self, shipment: Shipment, step: int, state: dict) -> dict[str, float]:
         """One update on the batch; the ranks' metrics (averaged, ``*_max`` the largest) as ``<group>/<metric>``,

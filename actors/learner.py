@@ -7,16 +7,17 @@ by the group's ``LearnerSpec`` turns them into a loss. The policy (``actor``)
 and PPO's critic are both such groups. The same class runs under Ray
 (``actors.groups.LearnerGroup``) or under torchrun (``LearnerRank.from_env``).
 
-Each rank gets an equal, contiguous slice of the batch; FSDP averages the
-gradients. Mini-batches are made of whole groups (all samples of one prompt, or
+Each rank gets whole groups, as many samples as every other rank and about as
+many tokens (``rlcore.batch.rank_parts``). Mini-batches are made of whole groups (all samples of one prompt, or
 one chosen/rejected pair), shuffled at the group level with a seed of (run
 seed, group name, rank, step), so a resumed run shuffles as the uninterrupted one did.
-Loss aggregation is per rank and per micro-batch (verl does the same); the
-micro-batch losses of a mini-batch are weighted by their share of its samples,
-or of its response tokens (``LearnerSpec.loss_weight``). Micro-batches hold
-``micro_batch_size`` samples, or, with a token budget (``max_tokens_per_micro_batch``
-of the settings or of the ``LearnerSpec``), as many samples of about the same length
-as fit in it.
+Loss aggregation is per micro-batch (verl does the same); the micro-batch losses
+of a mini-batch are weighted by their share of its samples, or of its response
+tokens (``LearnerSpec.loss_weight``), counted over all the ranks, so the update is
+the same however the samples fall on them. Micro-batches hold ``micro_batch_size``
+samples, or, with a token budget (``max_tokens_per_micro_batch`` of the settings or
+of the ``LearnerSpec``), as many samples of about the same length as fit in it, in
+as many micro-batches on every rank.
 
 Memory: the weights, gradients and AdamW state are float32 master copies; with
 ``model.dtype`` bfloat16 or float16 the passes compute in it (FSDP2's
@@ -44,7 +45,6 @@ from algorithms.base import LearnerSpec
 from rlcore.batch import (
     RolloutBatch,
     group_runs,
-    micro_batches,
     sequence_lengths,
     token_budget_parts,
     trim,
@@ -85,6 +85,7 @@ class LearnerRank:
         self.rank, self.world_size = rank, world_size
         self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         self.model = self.optimizer = self.scheduler = None
+        self.transfer = None  # colocated placement: vLLM's weight-transfer engine, made on the first send
 
     # ---- set-up ---------------------------------------------------------------------------
     def address(self) -> tuple[str, int]:
@@ -128,9 +129,17 @@ class LearnerRank:
         return worker
 
     # ---- forward and update ---------------------------------------------------------------
-    def micro_batches(self, batch: RolloutBatch):
-        """``settings.micro_batch_size`` samples each, in order; or by a token budget, longest first."""
-        return micro_batches(batch, self.settings.micro_batch_size, self.token_budget, packed=self.kind.packed)
+    def parts(self, batch: RolloutBatch) -> list[list[int]]:
+        """This rank's micro-batches as sample indices: ``settings.micro_batch_size`` samples each, in order; or by a
+        token budget, longest first, in as many parts as the rank that needs the most (each pass is a collective:
+        FSDP gathers the weights in it, so every rank runs as many). Collective with a budget."""
+        budget = self.token_budget
+        if budget is None:
+            size = self.settings.micro_batch_size
+            return [list(range(a, min(a + size, len(batch)))) for a in range(0, len(batch), size)]
+        lengths, packed = sequence_lengths(batch), self.kind.packed
+        needed = len(token_budget_parts(lengths, budget, packed=packed))
+        return token_budget_parts(lengths, budget, packed=packed, count=int(self.reduced(needed, dist.ReduceOp.MAX)))
 
     @property
     def token_budget(self) -> int | None:
@@ -140,14 +149,9 @@ class LearnerRank:
     @torch.no_grad()
     def forward(self, batch: RolloutBatch, output: str) -> torch.Tensor:
         """[B, T] model output ``output`` for this rank's slice under the current weights, 0 on padding. Collective."""
-        budget = self.token_budget
+        out = torch.zeros_like(batch.response_mask)
         with autocast(self.device, self.settings.mixed_precision):
-            if budget is None:
-                parts = [self.kind.forward(self.model, _to_device(micro, self.device), (output,))[output].float().cpu()
-                         for micro in self.micro_batches(batch)]
-                return torch.cat(parts) * batch.response_mask
-            out = torch.zeros_like(batch.response_mask)  # token-budget parts: sorted by length, back in place here
-            for part in token_budget_parts(sequence_lengths(batch), budget, packed=self.kind.packed):
+            for part in self.parts(batch):
                 micro = _to_device(trim(batch.select(part)), self.device)
                 values = self.kind.forward(self.model, micro, (output,))[output].float().cpu()  # [b, t <= T]
                 out[torch.tensor(part), :values.shape[1]] = values
@@ -155,33 +159,39 @@ class LearnerRank:
 
     def accumulate(self, minibatch: RolloutBatch, loss_fn) -> tuple[list[dict[str, float]], list[tuple], bool]:
         """Forward and backward passes over the micro-batches of one mini-batch; the gradients add up to the
-        mini-batch's (``LearnerSpec.loss_weight``: each micro-batch's loss weighted by its share of the samples or of
-        the response tokens). Returns each micro-batch's metrics, (log-probs, the sampler's, mask) of those
-        that carry the sampler's log-probs, and whether every loss was finite."""
-        s = self.settings
+        mini-batch's over all ranks (``LearnerSpec.loss_weight``: each micro-batch's loss weighted by its share of
+        the group's samples or response tokens in this mini-batch, whatever each rank holds). Returns each
+        micro-batch's metrics, (log-probs, the sampler's, mask) of those that carry the sampler's log-probs, and
+        whether every loss was finite. Collective."""
         by_tokens = self.spec.loss_weight == "tokens"
-        total = max(float(minibatch.response_mask.sum()), 1.0) if by_tokens else len(minibatch)
+        local = float(minibatch.response_mask.sum()) if by_tokens else len(minibatch)
+        # FSDP averages the ranks' gradients: world_size / the group's total makes that average the shares' sum
+        scale = self.world_size / max(self.reduced(local), 1.0)
         metrics, sampled, finite = [], [], True
-        for micro in self.micro_batches(minibatch):
+        for part in self.parts(minibatch):
+            micro = _to_device(trim(minibatch.select(part)), self.device)
             share = float(micro.response_mask.sum()) if by_tokens else len(micro)
-            micro = _to_device(micro, self.device)
-            with autocast(self.device, s.mixed_precision):
+            with autocast(self.device, self.settings.mixed_precision):
                 outputs = self.kind.forward(self.model, micro)
             loss, micro_metrics = loss_fn(outputs, micro)
             if "logprobs" in outputs and micro.rollout_logprobs is not None:
                 sampled.append((outputs["logprobs"].detach(), micro.rollout_logprobs, micro.response_mask))
-            (loss * share / total).backward()
+            (loss * share * scale).backward()
             finite = finite and bool(torch.isfinite(loss.detach()).all())
             metrics.append(micro_metrics)
         return metrics, sampled, finite
 
-    def everywhere(self, local: bool) -> bool:
-        """Whether ``local`` holds on every rank of the group (collective when the group has several ranks)."""
+    def reduced(self, value: float, op=dist.ReduceOp.SUM) -> float:
+        """``value`` reduced over the group's ranks (``value`` itself with one rank). Collective."""
         if self.world_size == 1:
-            return local
-        flag = torch.tensor([0.0 if local else 1.0], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return flag.item() == 0.0
+            return value
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=op)
+        return t.item()
+
+    def everywhere(self, local: bool) -> bool:
+        """Whether ``local`` holds on every rank of the group. Collective."""
+        return self.reduced(0.0 if local else 1.0, dist.ReduceOp.MAX) == 0.0
 
     def train_step(self, batch: RolloutBatch, step: int, state: dict) -> dict[str, float]:
         """``epochs`` passes over shuffled mini-batches of whole groups with the algorithm's loss; metrics averaged.
@@ -240,6 +250,16 @@ class LearnerRank:
         Collective."""
         sd = self.gathered()
         return None if sd is None else self.merged(sd)
+
+    def send_weights(self, workers: list, version: int) -> None:
+        """Colocated placement (GPU only): the weights, in ``model.dtype``, to the vLLM engines beside the ranks through
+        CUDA IPC (``actors.weight_transfer``); rank 0 drives ``workers`` and tags the weights ``version``. Collective."""
+        from actors.weight_transfer import RolloutClient, ipc_sender
+
+        if self.transfer is None:
+            self.transfer = ipc_sender(self.model, self.rank, getattr(torch, self.cfg.model.dtype), RolloutClient(workers))
+        self.transfer.client.workers, self.transfer.client.version = workers, version
+        self.transfer.send_weights()
 
     def merged(self, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``sd`` under the base model's names, the LoRA adapter (if any) merged in: W + lora_alpha / lora_rank · BA."""

@@ -68,14 +68,12 @@ class RolloutWorker:
     must be set before vLLM is imported, hence the import inside ``__init__``.
     """
 
-    def __init__(self, model_path: str, cfg: RolloutConfig, seed: int = 0):
+    def __init__(self, model_path: str, cfg: RolloutConfig, seed: int = 0, colocated: bool = False):
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
         from vllm import LLM
 
-        kwargs = {}
-        if torch.cuda.is_available():
-            kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        kwargs = engine_options(cfg, torch.cuda.is_available(), colocated)
         self.cfg = cfg
         # processed_logprobs: log-probs after temperature, what the learner's ratio compares against.
         # Prefix caching (vLLM's default for this model when not given) reuses whole KV blocks: 128 tokens on
@@ -189,3 +187,35 @@ class RolloutWorker:
 
     def get_version(self) -> int:
         return self.version
+
+    # ---- colocated placement (GPU only): sleep while the learners work, weights through CUDA IPC ----------------
+    def sleep(self) -> None:
+        """Free the GPU for the learners: vLLM's level-2 sleep drops the weights and the KV cache (buffers kept)."""
+        self.llm.sleep(level=2)
+
+    def wake(self, tags: list[str] | None = None) -> None:
+        """Take GPU memory back: ``["weights"]`` before a weight transfer, None (everything) before generating."""
+        self.llm.wake_up(tags)
+
+    def init_weight_transfer(self, init_info: dict) -> None:
+        self.llm.collective_rpc("init_weight_transfer_engine", args=(init_info,))
+
+    def start_weight_update(self) -> None:
+        self.llm.collective_rpc("start_weight_update")
+
+    def receive_weights(self, update_info) -> None:
+        """One chunk of the learner's weights: CUDA IPC handles, of which the engine loads its own GPU's."""
+        self.llm.collective_rpc("update_weights", args=(update_info,))
+
+    def finish_weight_update(self, version: int) -> None:
+        self.llm.collective_rpc("finish_weight_update")
+        self.version = version
+
+
+def engine_options(cfg: RolloutConfig, cuda: bool, colocated: bool) -> dict:
+    """``vllm.LLM``'s options beyond the model's: the GPU share on CUDA; with colocation, sleep mode and the CUDA
+    IPC weight-transfer engine."""
+    options = {"gpu_memory_utilization": cfg.gpu_memory_utilization} if cuda else {}
+    if colocated:
+        options.update(enable_sleep_mode=True, weight_transfer_config={"backend": "ipc"})
+    return options

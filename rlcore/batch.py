@@ -157,27 +157,57 @@ def sequence_lengths(batch: RolloutBatch) -> list[int]:
     return [len(p) + len(r) for p, r in zip(batch.prompt_ids, batch.response_ids)]
 
 
-def token_budget_parts(lengths: list[int], budget: int, packed: bool = False) -> list[list[int]]:
+def token_budget_parts(lengths: list[int], budget: int, packed: bool = False,
+                       count: int | None = None) -> list[list[int]]:
     """Sample indices sorted by length, longest first (ties in index order), cut into consecutive parts whose size is
     at most ``budget``: padded, samples × the part's longest; ``packed``, the sum of the lengths. A sample longer
     than ``budget`` is a part of its own.
 
-    Sorting first keeps the padding small: each part holds samples of about the same length.
+    Sorting first keeps the padding small: each part holds samples of about the same length. With ``count`` (at
+    least the number of parts the budget needs), the largest parts are halved until there are ``count``: the ranks
+    of a learner group agree on one count, as each pass is a collective.
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     parts: list[list[int]] = []
-    size = 0
     for i in order:
-        if parts:
-            # a part's first sample is its longest
-            grown = size + lengths[i] if packed else (len(parts[-1]) + 1) * lengths[parts[-1][0]]
-            if grown <= budget:
-                parts[-1].append(i)
-                size = grown
-                continue
-        parts.append([i])
-        size = lengths[i]
+        if parts and _part_size(parts[-1] + [i], lengths, packed) <= budget:
+            parts[-1].append(i)
+        else:
+            parts.append([i])
+    while count is not None and len(parts) < count:
+        halvable = [k for k, part in enumerate(parts) if len(part) > 1]
+        if not halvable:
+            raise ValueError(f"cannot cut {len(lengths)} samples into {count} micro-batches")
+        k = max(halvable, key=lambda k: (_part_size(parts[k], lengths, packed), -k))
+        part = parts[k]
+        parts[k:k + 1] = [part[:len(part) // 2], part[len(part) // 2:]]
     return parts
+
+
+def _part_size(part: list[int], lengths: list[int], packed: bool) -> int:
+    """Tokens a part takes: the sum of its lengths packed, its samples × its longest (the first) padded."""
+    return sum(lengths[i] for i in part) if packed else len(part) * lengths[part[0]]
+
+
+def rank_parts(lengths: list[int], group_ids: list[int], count: int) -> list[list[int]]:
+    """Sample indices for each of ``count`` ranks: whole groups (runs of equal ids), the same number of samples on
+    each rank, and about the same tokens (``lengths``), so that no rank waits for another.
+
+    Heaviest group first, each goes to the lightest rank with room for it; each rank's samples stay in batch order.
+    When groups of mixed sizes do not fill the ranks that way, contiguous equal slices (``equal_parts``).
+    """
+    room = len(equal_parts(len(lengths), count)[0]) if count else 0
+    runs = sorted(group_runs(group_ids), key=lambda r: (-sum(lengths[r[0]:r[1]]), r[0]))
+    parts: list[list[int]] = [[] for _ in range(count)]
+    load = [0] * count
+    for a, b in runs:
+        fits = [k for k in range(count) if len(parts[k]) + b - a <= room]
+        if not fits:
+            return [list(r) for r in equal_parts(len(lengths), count)]
+        k = min(fits, key=lambda k: (load[k], k))
+        parts[k] += range(a, b)
+        load[k] += sum(lengths[a:b])
+    return [sorted(part) for part in parts]
 
 
 def trim(batch: RolloutBatch) -> RolloutBatch:

@@ -32,6 +32,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 MIXED_PRECISIONS = ("none", "bf16")
 PACKINGS = ("auto", "packed", "padded")
 BALANCES = ("speed", "even")
+PLACEMENTS = ("separate", "colocated")
 
 
 class ConfigError(ValueError):
@@ -253,6 +254,8 @@ class TrainerConfig:
     """Where metrics go, any of: console (one line per step), jsonl (output_dir/metrics.jsonl, which ``python -m launch.plot`` draws), tensorboard (output_dir/tensorboard; skipped with a note without the package) and wandb (a run under output_dir/wandb, offline unless WANDB_MODE says otherwise; project and run name from WANDB_PROJECT / WANDB_NAME)."""
     cache_dir: str = "~/.cache/rlcore"
     """Where ``local://`` models and datasets are built and cached."""
+    placement: str = "separate"
+    """Where the roles run. separate: each role takes its own CPUs and GPUs (the only choice on CPU), and the new weights reach the rollout workers through Ray's object store. colocated (GPU only): the learner ranks, the rollout workers and the reference share the GPUs (one rollout worker beside each learner rank, so rollout.num_workers = learner.world_size); vLLM sleeps while the learners work, and the weights move GPU to GPU through vLLM's weight-transfer API (CUDA IPC). Needs rollout.max_staleness=0, the rollout source, and rollout.gpu_memory_utilization low enough for the learner's state to fit beside vLLM."""
 
 
 @dataclass
@@ -450,6 +453,7 @@ def validate(cfg: Config) -> None:
     validate_eval(cfg.eval)
     _check(cfg.trainer.max_skipped_steps >= 0, f"trainer.max_skipped_steps={cfg.trainer.max_skipped_steps} must be >= 0")
     _check(cfg.trainer.max_restarts >= 0, f"trainer.max_restarts={cfg.trainer.max_restarts} must be >= 0")
+    validate_placement(cfg)
     for name in ("prompts", "samples", "completions", "min_correct"):
         _check(getattr(cfg.label, name) > 0, f"label.{name}={getattr(cfg.label, name)} must be > 0")
     _check(cfg.label.min_correct <= cfg.label.completions,
@@ -459,6 +463,21 @@ def validate(cfg: Config) -> None:
     from rlcore.metrics import MetricsLogger
 
     MetricsLogger.check(cfg.trainer.loggers)
+
+
+def validate_placement(cfg: Config) -> None:
+    """``trainer.placement`` and what colocation asks of the other sections."""
+    placement = cfg.trainer.placement
+    _check(placement in PLACEMENTS, f"trainer.placement='{placement}' is not one of {', '.join(PLACEMENTS)}")
+    if placement != "colocated":
+        return
+    _check(cfg.rollout.num_workers == cfg.learner.world_size,
+           f"trainer.placement=colocated puts one rollout worker beside each learner rank: set rollout.num_workers="
+           f"{cfg.learner.world_size} (learner.world_size), not {cfg.rollout.num_workers}")
+    _check(cfg.rollout.max_staleness == 0, f"trainer.placement=colocated takes turns on the GPUs (rollout, then the "
+           f"update): set rollout.max_staleness=0, not {cfg.rollout.max_staleness}")
+    _check(cfg.learner.lora_rank == 0, "trainer.placement=colocated sends the learner's own weights to vLLM and "
+           "cannot merge a LoRA adapter on the way yet: use trainer.placement=separate with learner.lora_rank")
 
 
 def validate_eval(ec: EvalConfig) -> None:

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from rlcore.batch import RolloutBatch, pad_2d
@@ -98,3 +99,39 @@ def test_equal_parts_and_run_ids():
     with pytest.raises(ValueError, match="cannot split 5 samples into 2 equal parts"):
         equal_parts(5, 2)
     assert run_ids(torch.tensor([4, 4, 2, 2, 2, 4])).tolist() == [0, 0, 1, 1, 1, 2]
+
+
+def test_rank_parts_give_each_rank_whole_groups_as_many_samples_and_about_as_many_tokens():
+    from rlcore.batch import rank_parts
+
+    lengths = [50, 50, 40, 40, 10, 10, 5, 5]  # four groups of two; contiguous halves would hold 180 and 30 tokens
+    groups = [0, 0, 1, 1, 2, 2, 3, 3]
+    parts = rank_parts(lengths, groups, 2)
+    assert parts == [[0, 1, 6, 7], [2, 3, 4, 5]]  # 110 and 100 tokens
+    assert rank_parts(lengths, groups, 1) == [list(range(8))]
+    assert rank_parts([1, 1, 1, 1], [0, 0, 0, 1], 2) == [[0, 1], [2, 3]]  # a group of 3 fits no rank of 2: halves
+    with pytest.raises(ValueError, match="equal parts"):
+        rank_parts([1, 1, 1], [0, 1, 2], 2)
+
+
+def test_token_budget_parts_halve_the_largest_parts_to_reach_a_count():
+    from rlcore.batch import token_budget_parts
+
+    assert token_budget_parts([3, 10, 4, 10, 2], 20) == [[1, 3], [2, 0, 4]]
+    assert token_budget_parts([3, 10, 4, 10, 2], 20, count=4) == [[1], [3], [2], [0, 4]]
+    assert token_budget_parts([3, 10, 4, 10, 2], 20, count=2) == [[1, 3], [2, 0, 4]]
+    with pytest.raises(ValueError, match="5 samples into 6"):
+        token_budget_parts([3, 10, 4, 10, 2], 20, count=6)
+
+
+def test_shipment_joins_the_slices_results_in_batch_order():
+    from actors.groups import Shipment
+
+    lengths = [50, 40, 10, 5]
+    batch = RolloutBatch(prompt_ids=[[1] * n for n in lengths], response_ids=[[2]] * 4,
+                         group_ids=torch.tensor([0, 1, 2, 3]))
+    shipment = Shipment(batch)
+    parts = shipment.parts(2)
+    assert parts == [[0, 3], [1, 2]]
+    results = [torch.tensor(part, dtype=torch.float).unsqueeze(1) for part in parts]  # each row: its sample index
+    assert shipment.joined(results).squeeze(1).tolist() == [0.0, 1.0, 2.0, 3.0]

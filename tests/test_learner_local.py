@@ -203,7 +203,7 @@ def test_packed_learner_equals_padded(local_model):
         for key in ("pg_loss", "grad_norm", "entropy"):
             assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
         packed.settings.max_tokens_per_micro_batch = 40  # the learner's own budget: 5 samples of 8 tokens each
-        assert [len(m) for m in packed.micro_batches(batch)] == [5, 3]
+        assert [len(m) for m in packed.parts(batch)] == [5, 3]
     finally:
         packed.shutdown()
 
@@ -255,3 +255,63 @@ def test_lora_is_for_the_policy_only():
         configure(None, ["algorithm.name=ppo", "algorithm.critic.lora_rank=8"])
     with pytest.raises(ConfigError, match="learner.lora_rank=-1 must be >= 0"):
         configure(None, ["learner.lora_rank=-1"])
+
+
+def _uneven_sft_batch() -> RolloutBatch:
+    """Eight SFT rows: four long (12 tokens) and four short (3 tokens)."""
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(3, 15, (n,), generator=g).tolist() for n in [4, 5, 3, 4, 1, 2, 1, 1]]
+    responses = [torch.randint(3, 15, (12 - len(p) if i < 4 else 3 - len(p),), generator=g).tolist()
+                 for i, p in enumerate(prompts)]
+    return RolloutBatch(prompt_ids=prompts, response_ids=responses, response_mask=pad_2d([[1.0] * len(r) for r in responses]),
+                        group_ids=torch.arange(8))
+
+
+def _sft_rank(rank: int, slices: list[list[int]], address: tuple[str, int], model_path: str, out: str) -> None:
+    """One rank of an SFT learner group under a 24-token budget: its slice's log-probs, one update, the weights."""
+    torch.set_num_threads(1)
+    plan = configure(None, [f"model.path={model_path}", "algorithm.name=sft", "reference.enabled=false",
+                            "data.prompts_per_step=8", "learner.mini_batch_size=8", "learner.lr=1e-2",
+                            "learner.max_tokens_per_micro_batch=24"])
+    group = plan.learners["actor"]
+    learner = LearnerRank(plan.cfg, plan.algorithm, "actor", group.spec, group.model, rank, len(slices))
+    learner.setup(address)
+    try:
+        batch = _uneven_sft_batch().select(slices[rank])
+        result = {"logprobs": learner.forward(batch, "logprobs"), "parts": len(learner.parts(batch))}
+        result["metrics"] = learner.train_step(batch, 1, plan.algorithm.state_dict())
+        result["weights"] = learner.full_state_dict()
+        torch.save(result, f"{out}.{rank}")
+    finally:
+        learner.shutdown()
+
+
+def _run_ranks(slices: list[list[int]], model_path: str, out: str) -> list[dict]:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    address = free_address()
+    procs = [ctx.Process(target=_sft_rank, args=(r, slices, address, model_path, out)) for r in range(len(slices))]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=180)
+        if p.is_alive():  # a rank left waiting in a collective the other never entered
+            for q in procs:
+                q.kill()
+            pytest.fail("a rank hung in a collective")
+    assert [p.exitcode for p in procs] == [0] * len(procs)
+    return [torch.load(f"{out}.{r}") for r in range(len(slices))]
+
+
+def test_two_ranks_with_uneven_tokens_update_as_one_rank_does(local_model, tmp_path):
+    """Rank 0 holds the long rows, rank 1 the short ones: under a token budget rank 0 needs two micro-batches and
+    rank 1 one, yet both run two (each pass is a collective), and the token-weighted loss counts the group's tokens,
+    so the update is the one rank's on the whole batch."""
+    one = _run_ranks([list(range(8))], local_model, str(tmp_path / "one"))[0]
+    two = _run_ranks([[0, 1, 2, 3], [4, 5, 6, 7]], local_model, str(tmp_path / "two"))
+    assert [r["parts"] for r in two] == [2, 2] and one["parts"] == 3
+    assert torch.allclose(torch.cat([r["logprobs"] for r in two]), one["logprobs"], atol=1e-5)
+    assert two[0]["metrics"]["grad_norm"] == pytest.approx(one["metrics"]["grad_norm"], rel=1e-4)
+    for name, weight in one["weights"].items():
+        assert torch.allclose(two[0]["weights"][name], weight, atol=1e-4), name  # lr 1e-2: a wrong weighting moves them ~1e-2
