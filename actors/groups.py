@@ -18,6 +18,7 @@ import ray
 import torch
 
 from actors.learner import LearnerRank
+from actors.placement import Colocated, Separate
 from actors.reference import ReferenceWorker
 from actors.reward import RewardWorker
 from actors.rollout import Completion, Request, RolloutWorker
@@ -130,9 +131,10 @@ class RolloutGroup:
       replacements still starting.
     """
 
-    def __init__(self, cfg: Config, model_path: str):
+    def __init__(self, cfg: Config, model_path: str, place: Separate | Colocated | None = None):
         rc = cfg.rollout
         self.model_path, self.settings, self.seed = model_path, rc, cfg.trainer.seed
+        self.place = place or Separate()
         self.actor = remote(RolloutWorker, rc)
         self.workers = [self._start(i) for i in range(rc.num_workers)]
         self.ready = [w.get_version.remote() for w in self.workers]  # every engine up
@@ -149,7 +151,21 @@ class RolloutGroup:
             return len(self.workers) + len(self.joining)
 
     def _start(self, index: int):
-        return self.actor.remote(self.model_path, self.settings, seed=self.seed + index)
+        return self.actor.options(**self.place.options("rollout", index)).remote(
+            self.model_path, self.settings, seed=self.seed + index, colocated=isinstance(self.place, Colocated))
+
+    def members(self) -> list:
+        """The workers in the pool now."""
+        with self.lock:
+            return list(self.workers)
+
+    def sleep(self) -> None:
+        """Colocated placement: every worker's vLLM frees its GPU memory."""
+        ray.get([w.sleep.remote() for w in self.members()])
+
+    def wake(self, tags: list[str] | None = None) -> None:
+        """Colocated placement: every worker's vLLM takes back its ``tags`` memory (None: all of it)."""
+        ray.get([w.wake.remote(tags) for w in self.members()])
 
     def _load(self, worker) -> ray.ObjectRef:
         """The newest weights and version pushed to ``worker`` (its first call: the engine's start-up included)."""
@@ -158,6 +174,9 @@ class RolloutGroup:
     def resize(self, count: int) -> None:
         """``count`` workers from the next call on: new ones loaded before traffic, leaving ones after their work.
         Raises ValueError, the pool unchanged, when the cluster has no room for the new ones now."""
+        if isinstance(self.place, Colocated) and count != self.size:
+            raise ValueError("a colocated run keeps one rollout worker beside each learner rank: its pool does not "
+                             "change size (trainer.placement=separate scales)")
         self._admit()
         with self.lock:
             members = self.workers + list(self.joining)
@@ -438,10 +457,10 @@ class ReferenceGroup:
     """One reference actor (the frozen initial policy). If it dies it is replaced (its weights are the frozen ones
     on disk) and the step's log-probs computed again; ``faults["restarts"]`` counts this."""
 
-    def __init__(self, cfg: Config, model_path: str):
+    def __init__(self, cfg: Config, model_path: str, place: Separate | Colocated | None = None):
         rc = cfg.reference
         self.cfg, self.model_path = cfg, model_path
-        self.actor = remote(ReferenceWorker, rc)
+        self.actor = remote(ReferenceWorker, rc).options(**(place or Separate()).options("reference", 0))
         self.worker = self.actor.remote(cfg, model_path)
         self.ready = [self.worker.__ray_ready__.remote()]
         self.faults = {"restarts": 0}
@@ -475,8 +494,10 @@ class LearnerGroup:
     driver to load a checkpoint into.
     """
 
-    def __init__(self, cfg: Config, algorithm, name: str, spec: LearnerSpec, model_cls: type):
+    def __init__(self, cfg: Config, algorithm, name: str, spec: LearnerSpec, model_cls: type,
+                 place: Separate | Colocated | None = None):
         self.name, self.spec = name, spec
+        self.place = place or Separate()
         self.actor = remote(LearnerRank, spec.settings)
         self.args = (cfg, algorithm, name, spec, model_cls)
         self.restarts = 0
@@ -484,7 +505,8 @@ class LearnerGroup:
 
     def _start(self) -> None:
         world_size = self.spec.settings.world_size
-        self.ranks = [self.actor.remote(*self.args, rank, world_size) for rank in range(world_size)]
+        self.ranks = [self.actor.options(**self.place.options("learner", rank)).remote(*self.args, rank, world_size)
+                      for rank in range(world_size)]
         address = self.ranks[0].address.remote()  # rank 0 hosts the group; Ray passes the result on
         self.ready = [r.setup.remote(address) for r in self.ranks]
 
@@ -547,6 +569,10 @@ class LearnerGroup:
         ray.wait(refs[:1])
         self._get([self.ranks[0].__ray_ready__.remote()])  # rank 0 alive: it did return the weights
         return refs[0]
+
+    def send_weights(self, workers: list, version: int) -> None:
+        """Colocated placement: every rank hands the weights to the vLLM engine on its GPU (``LearnerRank.send_weights``)."""
+        self._get([r.send_weights.remote(workers, version) for r in self.ranks])
 
     def export(self, path: str) -> None:
         self._get([r.export.remote(path) for r in self.ranks])

@@ -83,6 +83,7 @@ class RolloutWorker:
                        enable_prefix_caching=cfg.prefix_caching, **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.version = 0
+        self.asleep = False  # colocated placement: vLLM's sleep mode between a rollout and the weight sync
 
     def generate(self, prompts: list[PromptRow], n: int, seed: int | None = None,
                  greedy: bool = False) -> RolloutBatch:
@@ -100,6 +101,7 @@ class RolloutWorker:
 
         params = SamplingParams(n=n, temperature=0.0 if greedy else self.cfg.temperature,
                                 top_p=1.0 if greedy else self.cfg.top_p, max_tokens=self.cfg.max_new_tokens, logprobs=0)
+        self.wake()
         if seed is not None:
             torch.manual_seed(seed)
         inputs = [{"prompt_token_ids": encode_prompt(p.prompt, p.templated, self.tokenizer)} for p in prompts]
@@ -160,6 +162,7 @@ class RolloutWorker:
 
         params = [SamplingParams(n=r.n, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens,
                                  stop=list(r.stop), include_stop_str_in_output=True, logprobs=0) for r in requests]
+        self.wake()
         if seed is not None:
             torch.manual_seed(seed)
         outputs = self.llm.generate([{"prompt_token_ids": list(r.prompt_ids)} for r in requests], params,
@@ -190,12 +193,16 @@ class RolloutWorker:
 
     # ---- colocated placement (GPU only): sleep while the learners work, weights through CUDA IPC ----------------
     def sleep(self) -> None:
-        """Free the GPU for the learners: vLLM's level-2 sleep drops the weights and the KV cache (buffers kept)."""
-        self.llm.sleep(level=2)
+        """Free the GPU for the learners: vLLM's level-1 sleep moves the weights to CPU memory and drops the KV cache.
+        (Level 2 would drop the weights too, but a step that does not update the policy samples with them again.)"""
+        self.llm.sleep(level=1)
+        self.asleep = True
 
     def wake(self, tags: list[str] | None = None) -> None:
-        """Take GPU memory back: ``["weights"]`` before a weight transfer, None (everything) before generating."""
-        self.llm.wake_up(tags)
+        """Take GPU memory back: ``["weights"]`` before a weight transfer, None (everything) before generating.
+        Nothing when awake."""
+        if self.asleep:
+            self.asleep = not self.llm.wake_up(tags)
 
     def init_weight_transfer(self, init_info: dict) -> None:
         self.llm.collective_rpc("init_weight_transfer_engine", args=(init_info,))

@@ -67,7 +67,10 @@ def synthetic_batch(args):
     from rlcore.batch import RolloutBatch, pad_2d
 
     gen = torch.Generator().manual_seed(args.seed)
-    ids = lambda k: torch.randint(3, args.vocab, (k,), generator=gen).tolist()  # noqa: E731
+
+    def ids(k: int) -> list[int]:
+        return torch.randint(3, args.vocab, (k,), generator=gen).tolist()
+
     prompt_ids, response_ids = [], []
     for _ in range(args.prompts):
         prompt = ids(args.prompt_tokens)
@@ -90,6 +93,18 @@ def rss_kib() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
+def busy_seconds() -> float:
+    """CPU seconds all processes of the machine have run (user, nice, system, irq, softirq), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:8]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def own_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def child(args) -> None:
     """One setting in this (fresh) process: build the learner, fill the batch, time ``train_step``."""
     import torch
@@ -97,6 +112,7 @@ def child(args) -> None:
     torch.set_num_threads(args.threads)
     from actors.learner import LearnerRank, free_address
     from launch.build import configure
+    from rlcore.batch import sequence_lengths
 
     samples = args.prompts * args.n
     plan = configure(None, [f"model.path={args.model_dir}", f"data.prompts_per_step={args.prompts}",
@@ -113,20 +129,22 @@ def child(args) -> None:
         batch.rollout_logprobs = batch.old_logprobs.clone()
         plan.algorithm.compute_advantages(batch)
         state = plan.algorithm.state_dict()
-        tokens = sum(len(p) + len(r) for p, r in zip(batch.prompt_ids, batch.response_ids))
+        tokens = sum(sequence_lengths(batch))
+        padded = sum(len(m) * max(sequence_lengths(m)) for m in learner.micro_batches(batch))  # as padded rows
         before, peak_before = rss_kib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         learner.train_step(batch, 0, state)  # warm-up
-        times = []
+        times, busy, own = [], busy_seconds(), own_seconds()
         for step in range(1, args.steps + 1):
             start = time.perf_counter()
             metrics = learner.train_step(batch, step, state)
             times.append(time.perf_counter() - start)
+        others = (busy_seconds() - busy - (own_seconds() - own)) / sum(times)  # cores other processes kept busy
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     finally:
         learner.shutdown()
     print(RESULT + json.dumps({
-        "seconds": statistics.median(times), "tokens": tokens, "extra_mib": (peak - before) / 1024,
-        "rss_before_mib": before / 1024, "peak_mib": peak / 1024,
+        "seconds": statistics.median(times), "tokens": tokens, "padded": padded, "extra_mib": (peak - before) / 1024,
+        "rss_before_mib": before / 1024, "others": others, "peak_mib": peak / 1024,
         "peak_not_raised": peak <= peak_before,  # set-up or the log-prob pass peaked higher: extra_mib is a floor
         "packed": learner.kind.packed, "pg_loss": metrics.get("pg_loss"),
         "trained_params": sum(p.numel() for g in learner.optimizer.param_groups for p in g["params"])}), flush=True)
@@ -136,7 +154,7 @@ def run_setting(name: str, model_dir: str, args) -> dict:
     """``name`` measured in a fresh process; ``{"error": ...}`` if it failed."""
     cmd = [sys.executable, __file__, "--child", name, "--model-dir", model_dir, *args.passthrough]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **CHILD_ENV},
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env={**os.environ, **CHILD_ENV},
                           cwd=Path(__file__).resolve().parents[1])
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT):
@@ -176,7 +194,7 @@ def main() -> None:
         parser.error(f"unknown settings {unknown}; choose from {', '.join(SETTINGS)}")
     args.passthrough = [item for dest in CHILD_ARGS for item in (f"--{dest.replace('_', '-')}", str(vars(args)[dest]))]
 
-    start, load_before = time.perf_counter(), os.getloadavg()[0]
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="learner-memory-") as model_dir:
         params = build_model(Path(model_dir), args)
         samples = args.prompts * args.n
@@ -196,25 +214,27 @@ def main() -> None:
 
     base = results["baseline"]
     print()
-    print("| setting | s/step | tokens/s | peak extra RSS (MiB) | time vs baseline | memory vs baseline |")
-    print("|---|---|---|---|---|---|")
+    print("| setting | s/step | tokens/s | peak extra RSS (MiB) | time vs baseline | memory vs baseline | "
+          "other CPU load |")
+    print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         if "error" in r:
-            print(f"| {name} | failed: {r['error']} | | | | |")
+            print(f"| {name} | failed: {r['error']} | | | | | |")
             continue
         mark = "*" if r["peak_not_raised"] else ""
         if "error" in base:
-            ratios = "| |"
+            ratios = " | "
         else:
-            ratios = f"{r['seconds'] / base['seconds']:.2f}x | {r['extra_mib'] / base['extra_mib']:.2f}x |"
+            ratios = f"{r['seconds'] / base['seconds']:.2f}x | {r['extra_mib'] / base['extra_mib']:.2f}x"
         print(f"| {name} | {r['seconds']:.2f} | {r['tokens'] / r['seconds']:,.0f} | {r['extra_mib']:,.0f}{mark} | "
-              + ratios)
+              f"{ratios} | {max(r['others'], 0.0):.2f} |")
+    print("\nother CPU load: cores that other processes kept busy during the timed steps (0 to the core count); "
+          "above about 0.1 the timings are slowed by them")
     if any(r.get("peak_not_raised") for r in results.values()):
         print("\n* the peak was reached before the first train_step: the figure is a lower bound")
-    tokens = next((r["tokens"] for r in results.values() if "tokens" in r), 0)
-    print(f"\n{tokens} real tokens per step (prompt + response); whole run {time.perf_counter() - start:.0f} s; "
-          f"load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after (other work on the cores slows "
-          "the timings)")
+    done = next((r for r in results.values() if "tokens" in r), {"tokens": 0, "padded": 0})
+    print(f"\n{done['tokens']} real tokens per step (prompt + response), {done['padded']} as padded rows; "
+          f"whole run {time.perf_counter() - start:.0f} s")
     for name, r in results.items():
         if "error" in r:
             print(f"\n{name} failed:\n{r['stderr'][-3000:]}", file=sys.stderr)

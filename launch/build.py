@@ -64,6 +64,7 @@ def configure(path: str | Path | None = None, overrides: list[str] | None = None
     learners = {name: Group(spec, MODELS.resolve(spec.model, f"{type(algorithm).__name__}.learners()['{name}'].model"))
                 for name, spec in algorithm.learners().items()}
     check_batch_shapes(cfg, algorithm, learners)
+    check_colocation(cfg, algorithm, learners)
     source = SOURCES.resolve(algorithm.source, f"{type(algorithm).__name__}.source")
     return Plan(cfg, algorithm, source, learners, reward_terms(cfg), data_transforms(cfg))
 
@@ -91,6 +92,20 @@ def check_batch_shapes(cfg: Config, algorithm: Algorithm, learners: dict[str, Gr
                               f"{per_group} = {samples}")
         if s.lora_rank:
             check_lora(key, g.model)
+
+
+def check_colocation(cfg: Config, algorithm: Algorithm, learners: dict[str, Group]) -> None:
+    """``trainer.placement=colocated`` runs the rollout source, and every learner group within the policy's ranks."""
+    if cfg.trainer.placement != "colocated":
+        return
+    if algorithm.source != "rollout":
+        raise ConfigError(f"trainer.placement=colocated runs with the rollout source; algorithm.name="
+                          f"{cfg.algorithm['name']} uses '{algorithm.source}': use trainer.placement=separate")
+    for g in learners.values():
+        if g.spec.settings.world_size > cfg.learner.world_size:
+            raise ConfigError(f"trainer.placement=colocated: {g.spec.settings_key}.world_size="
+                              f"{g.spec.settings.world_size} must be at most learner.world_size="
+                              f"{cfg.learner.world_size} (one GPU per policy rank)")
 
 
 def check_lora(key: str, model_cls: type) -> None:

@@ -44,6 +44,7 @@ from rlcore.plugins import Registry
 
 if TYPE_CHECKING:  # the groups import Ray, which the composition root must not import before Ray is set up
     from actors.groups import LearnerGroup, ReferenceGroup
+    from actors.placement import Colocated, Separate
 
 
 @dataclass
@@ -53,6 +54,8 @@ class Roles:
     reward_terms: list[RewardTerm]
     learners: dict[str, LearnerGroup]
     reference: ReferenceGroup | None
+    place: Separate | Colocated | None = None
+    """Where the rollout workers run and how weights reach them (``trainer.placement``); None: separate."""
 
 
 @dataclass
@@ -120,12 +123,14 @@ class RolloutSource:
 
     def __init__(self, cfg: Config, algorithm, roles: Roles, rows: list[PromptRow], eval_rows: list[PromptRow]):
         from actors.groups import RewardGroup, RolloutGroup
+        from actors.placement import Separate
 
         self.cfg, self.algorithm = cfg, algorithm
         self.sampler = PromptSampler(rows, cfg.data.prompts_per_step, cfg.trainer.seed, cfg.data.shuffle)
         self.eval_rows = eval_rows[: cfg.data.max_eval_prompts]
         self.rewards = RewardGroup(roles.reward_terms)
-        self.rollout = RolloutGroup(cfg, cfg.model.path)
+        self.place = roles.place or Separate()
+        self.rollout = RolloutGroup(cfg, cfg.model.path, self.place)
         self.ready = self.rollout.ready + self.rewards.ready
 
     @classmethod
@@ -162,6 +167,7 @@ class RolloutSource:
         filled = max(0, per_step - len(kept))
         batch = RolloutBatch.concat((kept + [pool[i % len(pool)] for i in range(filled)])[:per_step])
         flat = zero_variance_groups(batch.scores, batch.group_ids)  # [B]
+        self.place.rest(self.rollout)  # colocated: vLLM frees the GPUs until the weight sync
         stats.update(reward_stats(first, self.cfg.reward.accuracy_term))  # the first round, as sampled
         stats.update({"sampling/rounds": draw + 1, "sampling/dropped_groups": len(dropped),
                       "sampling/filled_groups": filled,
@@ -177,7 +183,7 @@ class RolloutSource:
         return greedy_eval(self.rollout, self.rewards, self.eval_rows, self.cfg.reward.accuracy_term)
 
     def sync(self, actor: LearnerGroup, version: int) -> None:
-        self.rollout.update_weights(actor.state_dict_ref(), version)
+        self.place.push(actor, self.rollout, version)
 
 
 class PreferenceSource:

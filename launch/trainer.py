@@ -25,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from actors.groups import LearnerDied, LearnerGroup, ReferenceGroup, Shipment, wait_ready
+from actors.placement import placement
 from launch.build import Data, Plan
 from launch.checkpoints import Checkpoints
 from launch.collector import Collector, staleness
@@ -45,10 +46,12 @@ class Trainer:
         (self.out / "config.yaml").write_text(to_yaml(self.cfg))
         # Every role starts at once (vLLM engines, learner groups, reference, reward workers), then we wait for all.
         start = time.perf_counter()
-        self.learners = {name: LearnerGroup(self.cfg, plan.algorithm, name, g.spec, g.model)
+        place = placement(self.cfg, {name: g.spec.settings for name, g in plan.learners.items()})
+        self.learners = {name: LearnerGroup(self.cfg, plan.algorithm, name, g.spec, g.model, place)
                          for name, g in plan.learners.items()}
-        self.reference = ReferenceGroup(self.cfg, self.cfg.reference.path or self.cfg.model.path) if self.cfg.reference.enabled else None
-        roles = Roles(plan.reward_terms, self.learners, self.reference)
+        self.reference = (ReferenceGroup(self.cfg, self.cfg.reference.path or self.cfg.model.path, place)
+                          if self.cfg.reference.enabled else None)
+        roles = Roles(plan.reward_terms, self.learners, self.reference, place)
         self.source = plan.source(self.cfg, plan.algorithm, roles, data.train, data.eval)
         wait_ready([*self.learners.values(), *([self.reference] if self.reference else []), self.source])
         self.startup_s = time.perf_counter() - start

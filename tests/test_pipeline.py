@@ -75,7 +75,7 @@ class FakeLearnerGroup:
     deaths: list[int] = []
     """Steps at whose update a rank dies (each once)."""
 
-    def __init__(self, cfg, algorithm, name, spec, model_cls):
+    def __init__(self, cfg, algorithm, name, spec, model_cls, place=None):
         self.name, self.spec, self.ready = name, spec, []
         self.rng = random.Random(1)
         self.restarts = 0
@@ -105,7 +105,7 @@ class FakeLearnerGroup:
 
 
 class FakeReference:
-    def __init__(self, cfg, path):
+    def __init__(self, cfg, path, place=None):
         self.ready, self.faults = [], {"restarts": 0}
 
     def logprobs(self, shipment):
