@@ -129,8 +129,10 @@ def child(args) -> None:
         batch.rollout_logprobs = batch.old_logprobs.clone()
         plan.algorithm.compute_advantages(batch)
         state = plan.algorithm.state_dict()
-        tokens = sum(sequence_lengths(batch))
-        padded = sum(len(m) * max(sequence_lengths(m)) for m in learner.micro_batches(batch))  # as padded rows
+        lengths = sequence_lengths(batch)
+        tokens = sum(lengths)
+        parts = [lengths[i:i + args.micro_batch] for i in range(0, len(lengths), args.micro_batch)]
+        padded = sum(len(part) * max(part) for part in parts)  # as padded rows (micro-batches in batch order)
         before, peak_before = rss_kib(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         learner.train_step(batch, 0, state)  # warm-up
         times, busy, own = [], busy_seconds(), own_seconds()
