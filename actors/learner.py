@@ -8,9 +8,10 @@ and PPO's critic are both such groups. The same class runs under Ray
 (``actors.groups.LearnerGroup``) or under torchrun (``LearnerRank.from_env``).
 
 Each rank gets whole groups, as many samples as every other rank and about as
-many tokens (``rlcore.batch.rank_parts``). Mini-batches are made of whole groups (all samples of one prompt, or
-one chosen/rejected pair), shuffled at the group level with a seed of (run
-seed, group name, rank, step), so a resumed run shuffles as the uninterrupted one did.
+many tokens (``rlcore.batch.rank_parts``). Mini-batches are made of whole
+groups (all samples of one prompt, or one chosen/rejected pair), shuffled at
+the group level with a seed of (run seed, group name, rank, step), so a resumed
+run shuffles as the uninterrupted one did.
 Loss aggregation is per micro-batch (verl does the same); the micro-batch losses
 of a mini-batch are weighted by their share of its samples, or of its response
 tokens (``LearnerSpec.loss_weight``), counted over all the ranks, so the update is
