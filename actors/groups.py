@@ -18,7 +18,7 @@ import ray
 import torch
 
 from actors.learner import LearnerRank
-from actors.placement import Colocated, Separate
+from actors.placement import SEPARATE, Colocated, Separate
 from actors.reference import ReferenceWorker
 from actors.reward import RewardWorker
 from actors.rollout import Completion, Request, RolloutWorker
@@ -72,9 +72,7 @@ class Shipment:
     def joined(self, results: list[torch.Tensor]) -> torch.Tensor:
         """The slices' per-sample results (``[b, ...]`` each, in slice order) as one tensor in the batch's order."""
         order = torch.tensor([i for part in self.parts(len(results)) for i in part], dtype=torch.long)
-        out = torch.empty_like(torch.cat(results))
-        out[order] = torch.cat(results)
-        return out
+        return torch.cat(results)[order.argsort()]  # row k of the slices is sample order[k]
 
 
 def remote(cls: type, settings):
@@ -131,10 +129,10 @@ class RolloutGroup:
       replacements still starting.
     """
 
-    def __init__(self, cfg: Config, model_path: str, place: Separate | Colocated | None = None):
+    def __init__(self, cfg: Config, model_path: str, place: Separate | Colocated = SEPARATE):
         rc = cfg.rollout
         self.model_path, self.settings, self.seed = model_path, rc, cfg.trainer.seed
-        self.place = place or Separate()
+        self.place = place
         self.actor = remote(RolloutWorker, rc)
         self.workers = [self._start(i) for i in range(rc.num_workers)]
         self.ready = [w.get_version.remote() for w in self.workers]  # every engine up
@@ -457,10 +455,10 @@ class ReferenceGroup:
     """One reference actor (the frozen initial policy). If it dies it is replaced (its weights are the frozen ones
     on disk) and the step's log-probs computed again; ``faults["restarts"]`` counts this."""
 
-    def __init__(self, cfg: Config, model_path: str, place: Separate | Colocated | None = None):
+    def __init__(self, cfg: Config, model_path: str, place: Separate | Colocated = SEPARATE):
         rc = cfg.reference
         self.cfg, self.model_path = cfg, model_path
-        self.actor = remote(ReferenceWorker, rc).options(**(place or Separate()).options("reference", 0))
+        self.actor = remote(ReferenceWorker, rc).options(**place.options("reference", 0))
         self.worker = self.actor.remote(cfg, model_path)
         self.ready = [self.worker.__ray_ready__.remote()]
         self.faults = {"restarts": 0}
@@ -495,9 +493,9 @@ class LearnerGroup:
     """
 
     def __init__(self, cfg: Config, algorithm, name: str, spec: LearnerSpec, model_cls: type,
-                 place: Separate | Colocated | None = None):
+                 place: Separate | Colocated = SEPARATE):
         self.name, self.spec = name, spec
-        self.place = place or Separate()
+        self.place = place
         self.actor = remote(LearnerRank, spec.settings)
         self.args = (cfg, algorithm, name, spec, model_cls)
         self.restarts = 0

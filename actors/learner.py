@@ -46,6 +46,7 @@ from algorithms.base import LearnerSpec
 from rlcore.batch import (
     RolloutBatch,
     group_runs,
+    halved,
     sequence_lengths,
     token_budget_parts,
     trim,
@@ -139,8 +140,8 @@ class LearnerRank:
             size = self.settings.micro_batch_size
             return [list(range(a, min(a + size, len(batch)))) for a in range(0, len(batch), size)]
         lengths, packed = sequence_lengths(batch), self.kind.packed
-        needed = len(token_budget_parts(lengths, budget, packed=packed))
-        return token_budget_parts(lengths, budget, packed=packed, count=int(self.reduced(needed, dist.ReduceOp.MAX)))
+        parts = token_budget_parts(lengths, budget, packed=packed)
+        return halved(parts, int(self.reduced(len(parts), dist.ReduceOp.MAX)), lengths, packed)
 
     @property
     def token_budget(self) -> int | None:

@@ -126,7 +126,7 @@ class RewardModel(ValueModel):
               **kwargs) -> torch.nn.Module:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(path, num_labels=1)
+        config = AutoConfig.from_pretrained(path, num_labels=self.num_labels)
         # The head's input dropout (0.1 by default) would stay on in the learners' evaluation passes, which run
         # in training mode: the scores are trained and evaluated without it.
         config.classifier_dropout = 0.0

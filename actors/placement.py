@@ -98,6 +98,10 @@ class Colocated:
         rollout.wake()
 
 
+SEPARATE = Separate()
+"""The groups' default placement (``Separate`` holds no state)."""
+
+
 def placement(cfg: Config, learner_groups: dict[str, object]) -> Separate | Colocated:
     """The placement ``trainer.placement`` names (Ray must be up)."""
-    return Colocated.start(cfg, learner_groups) if cfg.trainer.placement == "colocated" else Separate()
+    return Colocated.start(cfg, learner_groups) if cfg.trainer.placement == "colocated" else SEPARATE

@@ -123,13 +123,13 @@ class RolloutSource:
 
     def __init__(self, cfg: Config, algorithm, roles: Roles, rows: list[PromptRow], eval_rows: list[PromptRow]):
         from actors.groups import RewardGroup, RolloutGroup
-        from actors.placement import Separate
+        from actors.placement import SEPARATE
 
         self.cfg, self.algorithm = cfg, algorithm
         self.sampler = PromptSampler(rows, cfg.data.prompts_per_step, cfg.trainer.seed, cfg.data.shuffle)
         self.eval_rows = eval_rows[: cfg.data.max_eval_prompts]
         self.rewards = RewardGroup(roles.reward_terms)
-        self.place = roles.place or Separate()
+        self.place = roles.place or SEPARATE
         self.rollout = RolloutGroup(cfg, cfg.model.path, self.place)
         self.ready = self.rollout.ready + self.rewards.ready
 

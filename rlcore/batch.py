@@ -140,15 +140,14 @@ class RolloutBatch:
         return RolloutBatch(**out)
 
 
-def micro_batches(batch: RolloutBatch, size: int, max_tokens: int | None = None, packed: bool = False):
+def micro_batches(batch: RolloutBatch, size: int, max_tokens: int | None = None):
     """Consecutive parts of at most ``size`` samples, in order (the last may be smaller).
 
     With ``max_tokens``, by a token budget instead: the parts of ``token_budget_parts`` (longest samples first,
-    each part within ``max_tokens`` tokens, ``packed`` or padded), each cut to its own longest response (``trim``).
+    each part within ``max_tokens`` padded tokens), each cut to its own longest response (``trim``).
     """
     if max_tokens is not None:
-        return (trim(batch.select(part))
-                for part in token_budget_parts(sequence_lengths(batch), max_tokens, packed=packed))
+        return (trim(batch.select(part)) for part in token_budget_parts(sequence_lengths(batch), max_tokens))
     return (batch.select(range(start, min(start + size, len(batch)))) for start in range(0, len(batch), size))
 
 
@@ -169,15 +168,28 @@ def token_budget_parts(lengths: list[int], budget: int, packed: bool = False,
     """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     parts: list[list[int]] = []
+    size = 0  # of the last part
     for i in order:
-        if parts and _part_size(parts[-1] + [i], lengths, packed) <= budget:
-            parts[-1].append(i)
-        else:
-            parts.append([i])
-    while count is not None and len(parts) < count:
+        if parts:
+            # a part's first sample is its longest
+            grown = size + lengths[i] if packed else (len(parts[-1]) + 1) * lengths[parts[-1][0]]
+            if grown <= budget:
+                parts[-1].append(i)
+                size = grown
+                continue
+        parts.append([i])
+        size = lengths[i]
+    return parts if count is None else halved(parts, count, lengths, packed)
+
+
+def halved(parts: list[list[int]], count: int, lengths: list[int], packed: bool = False) -> list[list[int]]:
+    """``parts`` with the largest (``_part_size``) of those holding two or more samples cut in two, in place, until
+    there are ``count``. Raises ValueError when too few samples are left to cut."""
+    parts = list(parts)
+    while len(parts) < count:
         halvable = [k for k, part in enumerate(parts) if len(part) > 1]
         if not halvable:
-            raise ValueError(f"cannot cut {len(lengths)} samples into {count} micro-batches")
+            raise ValueError(f"cannot cut {sum(map(len, parts))} samples into {count} micro-batches")
         k = max(halvable, key=lambda k: (_part_size(parts[k], lengths, packed), -k))
         part = parts[k]
         parts[k:k + 1] = [part[:len(part) // 2], part[len(part) // 2:]]
@@ -196,17 +208,18 @@ def rank_parts(lengths: list[int], group_ids: list[int], count: int) -> list[lis
     Heaviest group first, each goes to the lightest rank with room for it; each rank's samples stay in batch order.
     When groups of mixed sizes do not fill the ranks that way, contiguous equal slices (``equal_parts``).
     """
-    room = len(equal_parts(len(lengths), count)[0]) if count else 0
-    runs = sorted(group_runs(group_ids), key=lambda r: (-sum(lengths[r[0]:r[1]]), r[0]))
+    contiguous = [list(r) for r in equal_parts(len(lengths), count)]  # raises unless the samples divide evenly
+    room = len(contiguous[0])
+    runs = sorted(((sum(lengths[a:b]), a, b) for a, b in group_runs(group_ids)), key=lambda r: (-r[0], r[1]))
     parts: list[list[int]] = [[] for _ in range(count)]
     load = [0] * count
-    for a, b in runs:
+    for tokens, a, b in runs:
         fits = [k for k in range(count) if len(parts[k]) + b - a <= room]
         if not fits:
-            return [list(r) for r in equal_parts(len(lengths), count)]
+            return contiguous
         k = min(fits, key=lambda k: (load[k], k))
         parts[k] += range(a, b)
-        load[k] += sum(lengths[a:b])
+        load[k] += tokens
     return [sorted(part) for part in parts]
 
 
