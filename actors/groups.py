@@ -11,6 +11,7 @@ texts, which only the reward workers read.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 
@@ -73,6 +74,11 @@ class Shipment:
         """The slices' per-sample results (``[b, ...]`` each, in slice order) as one tensor in the batch's order."""
         order = torch.tensor([i for part in self.parts(len(results)) for i in part], dtype=torch.long)
         return torch.cat(results)[order.argsort()]  # row k of the slices is sample order[k]
+
+
+def per_node(count: int) -> int:
+    """How many of ``count`` actors share a node when they spread over the cluster's live nodes (at least 1)."""
+    return math.ceil(count / max(1, sum(node["Alive"] for node in ray.nodes())))
 
 
 def remote(cls: type, settings):
@@ -150,7 +156,8 @@ class RolloutGroup:
 
     def _start(self, index: int):
         return self.actor.options(**self.place.options("rollout", index)).remote(
-            self.model_path, self.settings, seed=self.seed + index, colocated=isinstance(self.place, Colocated))
+            self.model_path, self.settings, seed=self.seed + index, colocated=isinstance(self.place, Colocated),
+            sharers=per_node(self.settings.num_workers))
 
     def members(self) -> list:
         """The workers in the pool now."""

@@ -37,18 +37,27 @@ class ModelKind:
     num_labels: int | None = None
     with_tokenizer = True
 
+    layout = "padded"
+    """How sequences reach the model (``rlcore.sequences.LAYOUTS``), decided by ``build`` from ``packing``."""
+
     def __init__(self, cfg: Config, settings=None):
         self.dtype = cfg.model.dtype
         self.packing = getattr(settings, "packing", "padded")
         self.chunk_tokens = getattr(settings, "logits_chunk_tokens", 0)
-        self.packed = self.packing == "packed"
+
+    @property
+    def packed(self) -> bool:
+        return self.layout == "packed"
 
     def build(self, path: str, device: torch.device | str = "cpu", dtype: str | None = None,
               **kwargs) -> torch.nn.Module:
         import transformers
 
         attention = attention_backend(device)
-        self.packed = self.packing == "packed" or (self.packing == "auto" and attention == "flash_attention_2")
+        if attention == "flash_attention_2" and self.packing == "grouped":
+            attention = "sdpa"  # flash-attn takes no 4D mask
+        # auto: flash-attn's variable-length kernel where it runs; elsewhere grouped or padded, micro-batch by micro-batch
+        self.layout = "packed" if self.packing == "auto" and attention == "flash_attention_2" else self.packing
         if self.num_labels is not None and "config" not in kwargs:
             kwargs.setdefault("num_labels", self.num_labels)
         model = getattr(transformers, self.auto_class).from_pretrained(
@@ -81,7 +90,7 @@ class CausalLM(ModelKind):
         logprobs, entropy = as_forward(model, response_logprobs, batch.prompt_ids, batch.response_ids,
                                        pad_id=_pad_id(model), width=batch.response_mask.shape[1],
                                        temperature=self.temperature, with_entropy="entropy" in wanted,
-                                       packed=self.packed, chunk_tokens=self.chunk_tokens)
+                                       packing=self.layout, chunk_tokens=self.chunk_tokens)
         return {"logprobs": logprobs, "entropy": entropy}
 
 
@@ -109,7 +118,7 @@ class ValueModel(ModelKind):
 
     def forward(self, model, batch: RolloutBatch, wanted: tuple[str, ...] = outputs) -> dict[str, torch.Tensor]:
         return {"values": response_values(model, batch.prompt_ids, batch.response_ids, pad_id=_pad_id(model),
-                                          width=batch.response_mask.shape[1], packed=self.packed)}
+                                          width=batch.response_mask.shape[1], packing=self.layout)}
 
 
 class RewardModel(ValueModel):
@@ -134,7 +143,7 @@ class RewardModel(ValueModel):
 
     def forward(self, model, batch: RolloutBatch, wanted: tuple[str, ...] = outputs) -> dict[str, torch.Tensor]:
         return {"scores": response_scores(model, batch.prompt_ids, batch.response_ids, pad_id=_pad_id(model),
-                                          width=batch.response_mask.shape[1], packed=self.packed)}
+                                          width=batch.response_mask.shape[1], packing=self.layout)}
 
 
 def set_threads(requested: int, device: torch.device | str = "cpu", sharers: int = 1) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from actors.models import set_threads
 from rlcore.batch import RolloutBatch, pad_2d
 from rewards.text import thinking_token_count
 from rlcore.chat import encode_prompt
@@ -68,9 +69,13 @@ class RolloutWorker:
     must be set before vLLM is imported, hence the import inside ``__init__``.
     """
 
-    def __init__(self, model_path: str, cfg: RolloutConfig, seed: int = 0, colocated: bool = False):
+    def __init__(self, model_path: str, cfg: RolloutConfig, seed: int = 0, colocated: bool = False, sharers: int = 1):
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
+        if not torch.cuda.is_available():
+            # ``rollout.num_threads``, or the cores over the ``sharers`` (rollout workers on this node). vLLM keeps
+            # torch's thread count for serving only when OMP_NUM_THREADS gives it, and Ray set that to 1 here.
+            os.environ["OMP_NUM_THREADS"] = str(set_threads(cfg.num_threads, "cpu", sharers))
         from vllm import LLM
 
         kwargs = engine_options(cfg, torch.cuda.is_available(), colocated)

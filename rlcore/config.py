@@ -30,7 +30,7 @@ EVAL_METHODS = ("greedy", "pass_at_k", "maj_at_k", "best_of_n", "weighted_best_o
                 "budget_forcing", "mcts")
 DTYPES = ("float32", "bfloat16", "float16")
 MIXED_PRECISIONS = ("none", "bf16")
-PACKINGS = ("auto", "packed", "padded")
+PACKINGS = ("auto", "packed", "padded", "grouped")
 BALANCES = ("speed", "even")
 PLACEMENTS = ("separate", "colocated")
 
@@ -105,6 +105,8 @@ class RolloutConfig:
     """vLLM's automatic prefix caching: requests that share a prefix (the n samples of a prompt, the continuations of a step-level search) reuse its KV cache instead of recomputing it."""
     balance: str = "speed"
     """How a call's prompts are split over the workers. speed: in proportion to each worker's measured items per second (a running mean over its calls), so a slow node does not hold the step up; even: equal shares. Each share samples with its own seed, so with several workers only even splits repeat exactly (a resumed run's samples then match the uninterrupted run's); with one worker both are the same. Resize a running job's pool with ``python -m launch.scale``."""
+    num_threads: int = 0
+    """torch and OpenMP threads of each rollout worker's vLLM engine on CPU. 0: the cores the process may use over the rollout workers per node (``num_workers`` over the cluster's nodes), at least 1. Ray alone would give an actor with fractional num_cpus one thread (OMP_NUM_THREADS=1), which ran the main job's rollout 1.5x slower on 2 cores. On a GPU, what Ray gives the actor (its num_cpus)."""
     max_staleness: int = 0
     """Pipelining: rollout for the next k steps runs while the learners update, with the newest weights the rollout workers have; a sample more than k policy versions behind the policy it trains is never trained on. 0: strictly on-policy, rollout and update take turns."""
     num_cpus: float = 0.25
@@ -128,7 +130,7 @@ class ReferenceConfig:
     mixed_precision: str = "none"
     """bf16: forward passes under torch.autocast to bfloat16 (the weights stay in model.dtype); none: model.dtype throughout. On CPUs with AVX512-BF16 or AMX, and on GPUs, bf16 matmuls are about twice as fast; the log-probs then differ from fp32 by about 1e-2."""
     packing: str = "auto"
-    """How a micro-batch's sequences reach the model, as learner.packing: auto, packed (padding-free) or padded."""
+    """How a micro-batch's sequences reach the model, as learner.packing: auto, packed (padding-free), padded or grouped (the prompt once per group)."""
     logits_chunk_tokens: int = 1024
     """Response tokens whose fp32 logits are computed at once, as learner.logits_chunk_tokens; 0: the whole micro-batch's."""
     num_threads: int = 0
@@ -202,7 +204,7 @@ class LearnerConfig:
     max_tokens_per_micro_batch: Optional[int] = None  # noqa: UP045 (a '|' would split docs/config.md's table cell)
     """Micro-batches by a token budget instead of micro_batch_size: each mini-batch is sorted by length and cut into micro-batches of at most this many tokens (packed: the tokens themselves; padded: samples × the longest). None: the algorithm's budget if it sets one, else micro_batch_size samples each."""
     packing: str = "auto"
-    """How a micro-batch's sequences reach the model. packed: back to back in one row, position ids restarting at each sequence, no padding (flash-attn's variable-length kernel when installed on a GPU; otherwise SDPA with a block-diagonal causal mask, exact but with attention cost growing with the packed length squared). padded: one row per sequence, right-padded. auto: packed where flash-attn runs, padded elsewhere."""
+    """How a micro-batch's sequences reach the model. packed: back to back in one row, position ids restarting at each sequence, no padding (flash-attn's variable-length kernel when installed on a GPU; otherwise SDPA with a block-diagonal causal mask, exact but with attention cost growing with the packed length squared). padded: one row per sequence, right-padded. grouped: the samples of one prompt in one row, the prompt once and then each response, which sees the prompt and itself (a 4D mask, SDPA): the prompt is computed once per group, not once per sample; the outputs are the padded layout's. auto: packed where flash-attn runs; elsewhere grouped for a micro-batch where it computes fewer positions than padding, weighing attention's cost of longer rows (rlcore.sequences.grouped_pays: the main job's arithmetic micro-batches ran forward and backward 2.4x faster), padded otherwise."""
     logits_chunk_tokens: int = 1024
     """Response tokens whose fp32 logits are computed at once: log-probs and entropy come from the final hidden states and the output embedding chunk by chunk (recomputed in the backward pass), so a micro-batch's [tokens × vocab] logits never exist whole. 0: the model's full logits (needed for models whose logits are more than hidden @ lm_head, e.g. with soft-capping)."""
     activation_checkpointing: bool = False
@@ -427,6 +429,7 @@ def validate(cfg: Config) -> None:
     """
     _positive(cfg, "data.prompts_per_step", "rollout.num_workers", "rollout.n", "rollout.max_new_tokens",
               "rollout.kv_cache_gib", "trainer.total_steps", "reference.micro_batch_size")
+    _check(cfg.rollout.num_threads >= 0, f"rollout.num_threads={cfg.rollout.num_threads} must be >= 0 (0: all cores)")
     _check(cfg.reference.num_threads >= 0, f"reference.num_threads={cfg.reference.num_threads} must be >= 0 (0: all cores)")
     validate_learner(cfg.learner, "learner")
     _check(cfg.rollout.temperature >= 0, f"rollout.temperature={cfg.rollout.temperature} must be >= 0")

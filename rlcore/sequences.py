@@ -6,7 +6,7 @@ Each sample is ``prompt + response``. The response token ``j`` of a sample with
 score of token ``j`` is read at ``P + j`` itself, once the token is written
 (``response_scores``).
 
-Two layouts feed the model the same sequences (``layout``):
+Three layouts feed the model the same sequences (``layout``):
 
 * **padded**: one row per sample, right-padded to the longest, with an attention mask;
 * **packed** (padding-free): all samples in one row, back to back, with position ids
@@ -14,6 +14,13 @@ Two layouts feed the model the same sequences (``layout``):
   sequence boundaries: flash-attn's variable-length kernel when the model was built
   with ``attn_implementation="flash_attention_2"``, a block-diagonal causal mask with
   SDPA or eager attention. No compute is spent on padding tokens.
+* **grouped** (shared prompt): consecutive samples with the same prompt (a GRPO group)
+  share one row: the prompt once, then each response, with a 4D attention mask in which
+  a response sees the prompt and its own earlier tokens, and position ids that start
+  each response where the prompt ends. The prompt's pass is computed once for the
+  group instead of once per sample; every output is what the padded layout gives
+  (SDPA or eager attention: flash-attn takes no 4D mask). ``grouped_pays`` says when it
+  costs less than padding.
 
 Outputs are read only at the response tokens (``[R]`` for the R response tokens of
 the batch) and scattered back to ``[B, T]``, 0 elsewhere. With ``chunk_tokens``,
@@ -37,9 +44,12 @@ class Layout:
 
     inputs: dict[str, torch.Tensor]
     """The model's keyword inputs: ``input_ids`` and ``attention_mask`` ``[B, S]`` (padded), or ``input_ids`` and
-    ``position_ids`` ``[1, N]`` (packed)."""
+    ``position_ids`` ``[1, N]`` (packed), or ``input_ids``, ``position_ids`` ``[G, S]`` and a boolean
+    ``attention_mask`` ``[G, 1, S, S]`` (grouped)."""
     read: torch.Tensor
     """``[R]`` flat position (into the ``rows × S`` positions) whose output predicts each response token."""
+    own: torch.Tensor
+    """``[R]`` flat position of each response token itself."""
     rows: torch.Tensor
     """``[R]`` the sample of each response token."""
     cols: torch.Tensor
@@ -50,8 +60,8 @@ class Layout:
     """``(B, T)`` of the per-token outputs."""
 
     def to(self, device: torch.device | str) -> Layout:
-        return Layout({k: v.to(device) for k, v in self.inputs.items()}, self.read.to(device), self.rows, self.cols,
-                      self.targets.to(device), self.shape)
+        return Layout({k: v.to(device) for k, v in self.inputs.items()}, self.read.to(device), self.own.to(device),
+                      self.rows, self.cols, self.targets.to(device), self.shape)
 
     def scatter(self, values: torch.Tensor | None) -> torch.Tensor | None:
         """``[R]`` values per response token as ``[B, T]``, 0 where no response token is."""
@@ -62,47 +72,121 @@ class Layout:
         return out
 
 
+LAYOUTS = ("padded", "packed", "grouped", "auto")
+"""``layout``'s choices; ``auto`` is grouped where ``grouped_pays``, padded elsewhere."""
+
+
 def layout(prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int, width: int | None = None,
-           packed: bool = False) -> Layout:
-    """The sequences ``prompt_ids[i] + response_ids[i]`` padded into rows, or ``packed`` into one row.
+           packing: str = "padded", hidden_size: int = 0) -> Layout:
+    """The sequences ``prompt_ids[i] + response_ids[i]`` padded into rows, ``packed`` into one row, or ``grouped`` into
+    a row per run of samples with the same prompt (``LAYOUTS``; ``auto`` asks ``grouped_pays`` with ``hidden_size``).
 
     ``width`` is T of the ``[B, T]`` outputs (default: the longest response).
     """
     if any(not p for p in prompt_ids):
         raise ValueError("a sample has an empty prompt: its first response token has no position that predicts it")
-    seqs = [p + r for p, r in zip(prompt_ids, response_ids)]
-    lengths = [len(s) for s in seqs]
+    if packing not in LAYOUTS:
+        raise ValueError(f"layout '{packing}' is not one of {', '.join(LAYOUTS)}")
     width = max(map(len, response_ids), default=0) if width is None else width
-    if packed:
-        starts = [0]
-        for n in lengths[:-1]:
-            starts.append(starts[-1] + n)
-        inputs = {"input_ids": torch.tensor([[t for s in seqs for t in s]], dtype=torch.long),
-                  "position_ids": torch.tensor([[i for n in lengths for i in range(n)]], dtype=torch.long)}
+    if packing == "auto":
+        packing = "grouped" if grouped_pays(prompt_ids, response_ids, hidden_size) else "padded"
+    if packing == "grouped":
+        inputs, read, own = _grouped(prompt_ids, response_ids, pad_id)
     else:
-        seq_len = max(lengths)
-        starts = [i * seq_len for i in range(len(seqs))]
-        input_ids = torch.full((len(seqs), seq_len), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(seqs), seq_len), dtype=torch.long)
-        for i, s in enumerate(seqs):
-            input_ids[i, :len(s)] = torch.tensor(s)
-            attention_mask[i, :len(s)] = 1
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-    read, rows, cols, targets = [], [], [], []
-    for i, (p, r) in enumerate(zip(prompt_ids, response_ids)):
-        first = starts[i] + len(p) - 1
-        read += range(first, first + len(r))
-        rows += [i] * len(r)
-        cols += range(len(r))
-        targets += r
+        inputs, starts = (_packed if packing == "packed" else _padded)([p + r for p, r in zip(prompt_ids, response_ids)],
+                                                                      pad_id)
+        read = [k for s, p, r in zip(starts, prompt_ids, response_ids) for k in range(s + len(p) - 1, s + len(p) - 1 + len(r))]
+        own = [k + 1 for k in read]
+    rows = [i for i, r in enumerate(response_ids) for _ in r]
+    cols = [j for r in response_ids for j in range(len(r))]
     as_long = lambda x: torch.tensor(x, dtype=torch.long)  # noqa: E731
-    return Layout(inputs, as_long(read), as_long(rows), as_long(cols), as_long(targets), (len(seqs), width))
+    return Layout(inputs, as_long(read), as_long(own), as_long(rows), as_long(cols),
+                  as_long([t for r in response_ids for t in r]), (len(prompt_ids), width))
+
+
+def _padded(seqs: list[list[int]], pad_id: int) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """One right-padded row per sequence, with its attention mask; and each sequence's first flat position."""
+    seq_len = max(map(len, seqs))
+    input_ids = torch.full((len(seqs), seq_len), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(seqs), seq_len), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        input_ids[i, :len(s)] = torch.tensor(s)
+        attention_mask[i, :len(s)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}, [i * seq_len for i in range(len(seqs))]
+
+
+def _packed(seqs: list[list[int]], pad_id: int) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """All sequences back to back in one row, position ids restarting at each; and each one's first position."""
+    starts = [0]
+    for s in seqs[:-1]:
+        starts.append(starts[-1] + len(s))
+    return {"input_ids": torch.tensor([[t for s in seqs for t in s]], dtype=torch.long),
+            "position_ids": torch.tensor([[i for s in seqs for i in range(len(s))]], dtype=torch.long)}, starts
+
+
+def prompt_runs(prompt_ids: list[list[int]]) -> list[tuple[int, int]]:
+    """``[start, end)`` of each run of consecutive samples with the same prompt."""
+    runs = []
+    for i, p in enumerate(prompt_ids):
+        if runs and prompt_ids[runs[-1][0]] == p:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([i, i + 1])
+    return [(a, b) for a, b in runs]
+
+
+def grouped_pays(prompt_ids: list[list[int]], response_ids: list[list[int]], hidden_size: int) -> bool:
+    """Whether the grouped layout costs less than the padded one, by a count of positions, each weighted by
+    ``1 + row length / (6 · hidden_size)``: the attention a position computes grows with its row, where a decoder
+    layer's matmuls cost about ``24 · hidden²`` per position and its attention ``4 · row · hidden``. On the 2-core
+    machine, 256 arithmetic samples (8 per prompt, 5-token prompts, up to 6 new tokens, hidden 256) ran their forward
+    and backward 2.4x faster grouped; 64 samples of 64 new tokens on hidden 768 took as long either way."""
+    if not hidden_size:
+        return False
+    lengths = [len(p) + len(r) for p, r in zip(prompt_ids, response_ids)]
+    rows = [len(prompt_ids[a]) + sum(len(r) for r in response_ids[a:b]) for a, b in prompt_runs(prompt_ids)]
+    if len(rows) == len(lengths):
+        return False
+    cost = lambda count, row: count * row * (1 + row / (6 * hidden_size))  # noqa: E731
+    return cost(len(rows), max(rows)) < cost(len(lengths), max(lengths))
+
+
+def _grouped(prompt_ids: list[list[int]], response_ids: list[list[int]],
+             pad_id: int) -> tuple[dict[str, torch.Tensor], list[int], list[int]]:
+    """One row per run of samples with the same prompt: the prompt, then each response (see the module's
+    docstring); the inputs with a boolean ``[rows, 1, S, S]`` mask, and the flat positions that predict each response
+    token and that hold it. A padding position sees the prompt and the padding before it, so no softmax row is empty."""
+    runs = prompt_runs(prompt_ids)
+    rows = [len(prompt_ids[a]) + sum(len(r) for r in response_ids[a:b]) for a, b in runs]
+    seq_len = max(rows)
+    input_ids = torch.full((len(runs), seq_len), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(runs), seq_len), dtype=torch.long)
+    segment = torch.full((len(runs), seq_len), -1, dtype=torch.long)  # 0: the prompt, k + 1: response k, -1: padding
+    read, own = [], []
+    for g, (a, b) in enumerate(runs):
+        prompt, base = prompt_ids[a], g * seq_len
+        tokens, positions, segments = list(prompt), list(range(len(prompt))), [0] * len(prompt)
+        for k, response in enumerate(response_ids[a:b]):
+            at = len(tokens)
+            read += ([base + len(prompt) - 1] + list(range(base + at, base + at + len(response) - 1)))[:len(response)]
+            own += range(base + at, base + at + len(response))
+            tokens += response
+            positions += range(len(prompt), len(prompt) + len(response))
+            segments += [k + 1] * len(response)
+        input_ids[g, :len(tokens)] = torch.tensor(tokens)
+        position_ids[g, :len(tokens)] = torch.tensor(positions)
+        segment[g, :len(tokens)] = torch.tensor(segments)
+    query, key = segment[:, :, None], segment[:, None, :]
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
+    mask = causal & ((key == 0) | (key == query))
+    return {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": mask[:, None]}, read, own
 
 
 def layout_on(model: torch.nn.Module, prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int,
-              width: int | None, packed: bool) -> Layout:
+              width: int | None, packing: str) -> Layout:
     """``layout`` of the sequences, on the device of ``model``'s weights."""
-    return layout(prompt_ids, response_ids, pad_id, width, packed).to(next(model.parameters()).device)
+    return layout(prompt_ids, response_ids, pad_id, width, packing,
+                  getattr(getattr(model, "config", None), "hidden_size", 0)).to(next(model.parameters()).device)
 
 
 def read_outputs(module: torch.nn.Module, lay: Layout, own_position: bool = False) -> torch.Tensor:
@@ -110,7 +194,7 @@ def read_outputs(module: torch.nn.Module, lay: Layout, own_position: bool = Fals
     tokens: where each is predicted, or with ``own_position`` at the token itself."""
     out = module(**lay.inputs, use_cache=False)
     values = out.logits if hasattr(out, "logits") else out.last_hidden_state  # [rows, S, D]
-    return values.reshape(-1, values.shape[-1])[lay.read + int(own_position)]
+    return values.reshape(-1, values.shape[-1])[lay.own if own_position else lay.read]
 
 
 def response_logprobs(
@@ -122,7 +206,7 @@ def response_logprobs(
     width: int,
     temperature: float = 1.0,
     with_entropy: bool = False,
-    packed: bool = False,
+    packing: str = "padded",
     chunk_tokens: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(logprobs [B, T], entropy [B, T] or None)`` of the response tokens, fp32, 0 on padding.
@@ -131,7 +215,7 @@ def response_logprobs(
     tokens at a time; the model's logits must be ``hidden @ lm_head.weight.T (+ bias)``, as in Llama, Qwen and
     Mistral. 0: from the model's full logits.
     """
-    lay = layout_on(model, prompt_ids, response_ids, pad_id, width, packed)
+    lay = layout_on(model, prompt_ids, response_ids, pad_id, width, packing)
     if chunk_tokens:
         head = model.get_output_embeddings()
         hidden = read_outputs(model.base_model, lay)  # [R, H]
@@ -145,23 +229,23 @@ def response_logprobs(
 
 
 def response_values(model: torch.nn.Module, prompt_ids: list[list[int]], response_ids: list[list[int]], *,
-                    pad_id: int, width: int, packed: bool = False) -> torch.Tensor:
+                    pad_id: int, width: int, packing: str = "padded") -> torch.Tensor:
     """``[B, T]`` value estimates of a one-label token-classification model (the PPO critic), 0 on padding.
 
     The value of response token ``j`` is read where its log-prob is: at the
     position just before it (the state in which it is chosen), as in verl.
     """
-    lay = layout_on(model, prompt_ids, response_ids, pad_id, width, packed)
+    lay = layout_on(model, prompt_ids, response_ids, pad_id, width, packing)
     return lay.scatter(read_outputs(model, lay)[:, 0].float())
 
 
 def response_scores(model: torch.nn.Module, prompt_ids: list[list[int]], response_ids: list[list[int]], *,
-                    pad_id: int, width: int, packed: bool = False) -> torch.Tensor:
+                    pad_id: int, width: int, packing: str = "padded") -> torch.Tensor:
     """``[B, T]`` outputs of a one-label token-classification model at each response token's own position.
 
     Unlike ``response_values``, nothing is shifted: the score of response token ``j`` is the
     output at ``P + j``, the state after the token, so a reward model's score of a step is read
     at the step's last token, once the step is written (``rlcore.reward_inputs``). 0 on padding.
     """
-    lay = layout_on(model, prompt_ids, response_ids, pad_id, width, packed)
+    lay = layout_on(model, prompt_ids, response_ids, pad_id, width, packing)
     return lay.scatter(read_outputs(model, lay, own_position=True)[:, 0].float())

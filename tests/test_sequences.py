@@ -1,4 +1,4 @@
-"""Per-response-token outputs: the padded and packed layouts, and log-probs computed in chunks."""
+"""Per-response-token outputs: the padded, packed and grouped layouts, and log-probs computed in chunks."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rlcore.functional import chunked_logprobs, entropy_from_logits, logprobs_from_logits
-from rlcore.sequences import layout, response_logprobs, response_values
+from rlcore.sequences import grouped_pays, layout, response_logprobs, response_scores, response_values
 
 
 def test_padded_layout_positions():
@@ -24,12 +24,45 @@ def test_padded_layout_positions():
 
 
 def test_packed_layout_has_no_padding_and_restarts_positions():
-    lay = layout([[1, 2, 3], [4]], [[5, 6], [7, 8, 9]], pad_id=0, packed=True)
+    lay = layout([[1, 2, 3], [4]], [[5, 6], [7, 8, 9]], pad_id=0, packing="packed")
     assert lay.inputs["input_ids"].tolist() == [[1, 2, 3, 5, 6, 4, 7, 8, 9]]
     assert lay.inputs["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 3]]
     assert "attention_mask" not in lay.inputs
     assert lay.read.tolist() == [2, 3, 5, 6, 7]  # the second sample starts at 5: its token 7 is predicted by 4 at 5
     assert lay.shape == (2, 3)
+
+
+def test_grouped_layout_shares_the_prompt_of_consecutive_samples():
+    lay = layout([[1, 2, 3], [1, 2, 3], [1, 2, 3], [4]], [[5, 6], [], [7], [8, 9, 10]], pad_id=0, packing="grouped")
+    assert lay.inputs["input_ids"].tolist() == [[1, 2, 3, 5, 6, 7], [4, 8, 9, 10, 0, 0]]
+    # every response starts where the prompt ends
+    assert lay.inputs["position_ids"].tolist() == [[0, 1, 2, 3, 4, 3], [0, 1, 2, 3, 0, 0]]
+    # the first token of each response is predicted by the prompt's last position (2, shared); the rest by the
+    # response's own previous token; the empty response has none (rows of 6)
+    assert lay.read.tolist() == [2, 3, 2, 6, 7, 8]
+    assert lay.own.tolist() == [3, 4, 5, 7, 8, 9]
+    assert (lay.rows.tolist(), lay.cols.tolist()) == ([0, 0, 2, 3, 3, 3], [0, 1, 0, 0, 1, 2])
+    mask = lay.inputs["attention_mask"][:, 0].int().tolist()
+    assert mask[0][4] == [1, 1, 1, 1, 1, 0]  # the first response's second token: the prompt and itself
+    assert mask[0][5] == [1, 1, 1, 0, 0, 1]  # the third response's token sees the prompt, not the first response
+    assert mask[1][4] == [1, 0, 0, 0, 1, 0]  # padding sees the prompt and padding: no empty softmax row
+    assert lay.scatter(torch.arange(1.0, 7.0)).tolist() == [[1, 2, 0], [0, 0, 0], [3, 0, 0], [4, 5, 6]]
+
+
+def test_auto_groups_where_it_computes_less():
+    """The main job's shape (8 samples per 5-token prompt, up to 6 new tokens, hidden 256) groups; 64 new tokens on
+    hidden 768 (the mid benchmark), distinct prompts, or an unknown hidden size do not."""
+    prompts = [[1, 2, 3, 4, 5]] * 8 + [[6, 7, 8, 9, 10]] * 8
+    short = [[3] * (1 + i % 6) for i in range(16)]
+    long = [[3] * 64 for _ in range(16)]
+    assert grouped_pays(prompts, short, 256)
+    assert not grouped_pays(prompts, long, 768)
+    assert not grouped_pays([[1, i] for i in range(16)], short, 256)
+    assert not grouped_pays(prompts, short, 0)
+    assert layout(prompts, short, pad_id=0, packing="auto", hidden_size=256).inputs["input_ids"].shape[0] == 2
+    assert layout(prompts, long, pad_id=0, packing="auto", hidden_size=768).inputs["input_ids"].shape[0] == 16
+    with pytest.raises(ValueError, match="layout 'shared' is not one of"):
+        layout(prompts, short, pad_id=0, packing="shared")
 
 
 def test_an_empty_prompt_is_refused():
@@ -48,14 +81,14 @@ class Bigram(torch.nn.Module):
         return type("Out", (), {"logits": self.table[input_ids]})
 
 
-@pytest.mark.parametrize("packed", [False, True])
-def test_response_logprobs_match_manual(packed):
+@pytest.mark.parametrize("packing", ["padded", "packed", "grouped"])
+def test_response_logprobs_match_manual(packing):
     torch.manual_seed(0)
     model = Bigram()
-    lp, ent = response_logprobs(model, [[1, 2], [3]], [[4, 5], [0]], pad_id=0, width=3, temperature=2.0,
-                                with_entropy=True, packed=packed)
+    lp, ent = response_logprobs(model, [[1, 2], [3], [3]], [[4, 5], [0], [5, 1]], pad_id=0, width=3, temperature=2.0,
+                                with_entropy=True, packing=packing)
     logp = torch.log_softmax(model.table / 2.0, -1).detach()
-    expected = torch.tensor([[logp[2, 4], logp[4, 5], 0.0], [logp[3, 0], 0.0, 0.0]])
+    expected = torch.tensor([[logp[2, 4], logp[4, 5], 0.0], [logp[3, 0], 0.0, 0.0], [logp[3, 5], logp[5, 1], 0.0]])
     assert torch.allclose(lp, expected)
     p = logp.exp()
     assert torch.allclose(ent[0, 0], -(p[2] * logp[2]).sum()) and ent[1, 1] == 0
@@ -80,48 +113,52 @@ def test_chunked_logprobs_equal_the_full_computation_with_their_gradients():
 
 
 def _ragged_batch(vocab: int, seed: int = 0):
+    """Five samples of ragged lengths, the first three of one prompt (a group), the last two of another."""
     g = torch.Generator().manual_seed(seed)
-    lengths = [(5, 9), (3, 2), (11, 6), (4, 1), (7, 12)]
-    prompts = [torch.randint(3, vocab, (p,), generator=g).tolist() for p, _ in lengths]
-    responses = [torch.randint(3, vocab, (r,), generator=g).tolist() for _, r in lengths]
-    return prompts, responses
+    prompts = [torch.randint(3, vocab, (p,), generator=g).tolist() for p in (5, 3)]
+    responses = [torch.randint(3, vocab, (r,), generator=g).tolist() for r in (9, 2, 6, 1, 12)]
+    return [prompts[0]] * 3 + [prompts[1]] * 2, responses
 
 
 def test_packed_and_chunked_equal_padded_on_a_real_model(local_model):
-    """The tiny Qwen2 model: packed (position ids, block-diagonal SDPA mask) and chunked log-probs, entropy and
-    their gradients equal the padded, full-logits computation."""
+    """The tiny Qwen2 model: packed (position ids, block-diagonal SDPA mask), grouped (shared prompts, a 4D mask) and
+    chunked log-probs, entropy and their gradients equal the padded, full-logits computation."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(local_model)
     prompts, responses = _ragged_batch(model.config.vocab_size)
 
-    def run(packed, chunk):
+    def run(packing, chunk):
         model.zero_grad()
         lp, ent = response_logprobs(model, prompts, responses, pad_id=0, width=12, temperature=0.9,
-                                    with_entropy=True, packed=packed, chunk_tokens=chunk)
+                                    with_entropy=True, packing=packing, chunk_tokens=chunk)
         (lp.sum() + 0.1 * ent.sum()).backward()
         return lp.detach(), ent.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
-    lp0, ent0, grads0 = run(packed=False, chunk=0)
+    lp0, ent0, grads0 = run("padded", chunk=0)
     assert lp0[1, 2:].eq(0).all() and lp0[0, :9].ne(0).all()
-    for packed, chunk in ((True, 0), (False, 7), (True, 7)):
-        lp, ent, grads = run(packed, chunk)
-        assert torch.allclose(lp, lp0, atol=2e-5), (packed, chunk, (lp - lp0).abs().max())
+    for packing, chunk in (("packed", 0), ("padded", 7), ("packed", 7), ("grouped", 0), ("grouped", 7)):
+        lp, ent, grads = run(packing, chunk)
+        assert torch.allclose(lp, lp0, atol=2e-5), (packing, chunk, (lp - lp0).abs().max())
         assert torch.allclose(ent, ent0, atol=2e-5)
         for name, g in grads.items():
-            assert torch.allclose(g, grads0[name], atol=1e-4, rtol=1e-3), (packed, chunk, name)
+            assert torch.allclose(g, grads0[name], atol=1e-4, rtol=1e-3), (packing, chunk, name)
 
 
-def test_packed_values_equal_padded(local_model):
+@pytest.mark.parametrize("outputs", [response_values, response_scores])
+def test_packed_and_grouped_values_and_scores_equal_padded(local_model, outputs):
+    """A critic's values (read where each token is predicted) and a reward model's scores (read at the token)."""
     from transformers import AutoModelForTokenClassification
 
     torch.manual_seed(0)
     model = AutoModelForTokenClassification.from_pretrained(local_model, num_labels=1).eval()
     prompts, responses = _ragged_batch(model.config.vocab_size, seed=1)
     with torch.no_grad():
-        padded = response_values(model, prompts, responses, pad_id=0, width=12)
-        packed = response_values(model, prompts, responses, pad_id=0, width=12, packed=True)
-    assert torch.allclose(packed, padded, atol=1e-5) and padded.abs().sum() > 0
+        padded = outputs(model, prompts, responses, pad_id=0, width=12)
+        for packing in ("packed", "grouped"):
+            other = outputs(model, prompts, responses, pad_id=0, width=12, packing=packing)
+            assert torch.allclose(other, padded, atol=1e-5), packing
+    assert padded.abs().sum() > 0
 
 
 PEAK = textwrap.dedent("""
