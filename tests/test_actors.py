@@ -98,13 +98,16 @@ def test_train_sync_then_vllm_logprobs_match_learner(groups):
 
 
 def test_roles_use_the_cores_ray_would_not_give_them(groups):
-    """Ray gives an actor with num_cpus=0.25 one torch thread; the reference and learner ranks set their own."""
+    """Ray gives an actor with num_cpus=0.25 one torch thread; the rollout worker, the reference and the learner ranks
+    set their own. vLLM keeps torch's count only when OMP_NUM_THREADS says so, which the rollout worker sets too."""
     import os
 
     import ray
 
-    _, learners, _, _, reference, _ = groups
+    _, learners, rollout, _, reference, _ = groups
     cores = os.cpu_count()
+    threads = lambda self: (torch.get_num_threads(), os.environ["OMP_NUM_THREADS"])  # noqa: E731
+    assert ray.get(rollout.workers[0].__ray_call__.remote(threads)) == (cores, str(cores))
     assert ray.get(reference.worker.__ray_call__.remote(lambda self: torch.get_num_threads())) == cores
     ranks = ray.get([r.__ray_call__.remote(lambda self: torch.get_num_threads()) for r in learners.ranks])
     assert ranks == [max(1, cores // 2)] * 2  # world_size 2 on this machine share its cores

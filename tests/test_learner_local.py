@@ -187,25 +187,28 @@ def test_activation_checkpointing_keeps_the_gradients_and_saves_fewer_activation
     assert saved < plain_saved / 2, (saved, plain_saved)
 
 
-def test_packed_learner_equals_padded(local_model):
-    plan, padded = _learner(local_model)
+@pytest.mark.parametrize("packing", ["packed", "grouped"])
+def test_packed_and_grouped_learners_equal_padded(local_model, packing):
+    """Packed (one row) and grouped (the group's prompt once) micro-batches give the padded log-probs and update."""
+    plan, padded = _learner(local_model, "learner.packing=padded")
     try:
         batch = _scored(local_model, plan, padded)
         want_lp, want = batch.old_logprobs, padded.train_step(batch, 1, plan.algorithm.state_dict())
     finally:
         padded.shutdown()
-    plan, packed = _learner(local_model, "learner.packing=packed")
+    plan, other = _learner(local_model, f"learner.packing={packing}")
     try:
-        assert packed.kind.packed
-        batch = _scored(local_model, plan, packed)
+        assert other.kind.layout == packing
+        batch = _scored(local_model, plan, other)
         assert torch.allclose(batch.old_logprobs, want_lp, atol=1e-5)
-        got = packed.train_step(batch, 1, plan.algorithm.state_dict())
+        got = other.train_step(batch, 1, plan.algorithm.state_dict())
         for key in ("pg_loss", "grad_norm", "entropy"):
             assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
-        packed.settings.max_tokens_per_micro_batch = 40  # the learner's own budget: 5 samples of 8 tokens each
-        assert [len(m) for m in packed.parts(batch)] == [5, 3]
+        if packing == "packed":
+            other.settings.max_tokens_per_micro_batch = 40  # the learner's own budget: 5 samples of 8 tokens each
+            assert [len(m) for m in other.parts(batch)] == [5, 3]
     finally:
-        packed.shutdown()
+        other.shutdown()
 
 
 def test_lora_trains_only_the_adapter_and_merges_into_the_base_names(local_model, tmp_path):
