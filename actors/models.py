@@ -56,7 +56,7 @@ class ModelKind:
         attention = attention_backend(device)
         if attention == "flash_attention_2" and self.packing == "grouped":
             attention = "sdpa"  # flash-attn takes no 4D mask
-        # auto: flash-attn's variable-length kernel where it runs; elsewhere grouped or padded, micro-batch by micro-batch
+        # auto: flash-attn's variable-length kernel where it runs; elsewhere grouped or padded, per micro-batch
         self.layout = "packed" if self.packing == "auto" and attention == "flash_attention_2" else self.packing
         if self.num_labels is not None and "config" not in kwargs:
             kwargs.setdefault("num_labels", self.num_labels)

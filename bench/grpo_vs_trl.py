@@ -29,7 +29,7 @@ per step, goes to ``--out``; each run's log goes beside it.
 
     .venv/bin/python bench/grpo_vs_trl.py [--workloads main,mid --steps-main 100 --steps-mid 6]
         [--ours default= --ours pipelined=rollout.max_staleness=1,algorithm.old_logprobs=auto]
-        [--threads 2 --trl-bf16 --quick --out outputs/bench/grpo_vs_trl.json]
+        [--threads 2 --trl-bf16 --seed 0 --quick --out outputs/bench/grpo_vs_trl.json]
 
 ``--ours NAME=KEY=VALUE,KEY=VALUE`` adds one of our variants (config
 overrides, comma-separated, so a value cannot itself hold a comma); repeat it
@@ -159,9 +159,9 @@ def data_path() -> str:
     return resolve("local://arithmetic-train.jsonl", CACHE_DIR, "data.train_files")
 
 
-def our_overrides(workload: Workload, model: str, steps: int, output_dir: str) -> list[str]:
+def our_overrides(workload: Workload, model: str, steps: int, output_dir: str, seed: int = 0) -> list[str]:
     """Everything that defines the workload, set explicitly so a preset change cannot shift it."""
-    return [
+    return [f"trainer.seed={seed}",
         f"model.path={model}", f"data.prompts_per_step={workload.prompts_per_step}", f"rollout.n={workload.n}",
         f"rollout.max_new_tokens={workload.max_new_tokens}", "rollout.temperature=1.0", "rollout.top_p=1.0",
         f"learner.mini_batch_size={workload.mini_batch}", f"learner.micro_batch_size={workload.micro_batch}",
@@ -184,12 +184,13 @@ def read_metrics(path: Path) -> list[dict]:
     return records
 
 
-def run_ours(workload: Workload, variant: str, extra: list[str], steps: int, model: str, log: Path) -> Run:
+def run_ours(workload: Workload, variant: str, extra: list[str], steps: int, model: str, log: Path,
+             seed: int = 0) -> Run:
     """Train with ``launch.train``; step 1's end is when its metrics line appears."""
     run = Run(f"ours/{variant}", workload.name, steps, workload.samples_per_step)
     with tempfile.TemporaryDirectory(prefix="grpo-vs-trl-ours-") as out:
         cmd = [sys.executable, "-m", "launch.train", "--config", "launch/configs/grpo_arithmetic.yaml",
-               *our_overrides(workload, model, steps, out), *extra]
+               *our_overrides(workload, model, steps, out, seed), *extra]
         metrics = Path(out) / "metrics.jsonl"
         with log.open("w") as log_file:
             start = time.time()
@@ -211,7 +212,7 @@ def run_ours(workload: Workload, variant: str, extra: list[str], steps: int, mod
     return run
 
 
-def run_trl(workload: Workload, steps: int, model: str, threads: int, bf16: bool, log: Path) -> Run:
+def run_trl(workload: Workload, steps: int, model: str, threads: int, bf16: bool, log: Path, seed: int = 0) -> Run:
     """Train with TRL in ``bench/_trl_run.py``; its result file has the wall clock at each step's end."""
     run = Run("trl", workload.name, steps, workload.samples_per_step)
     with tempfile.TemporaryDirectory(prefix="grpo-vs-trl-trl-") as out:
@@ -221,7 +222,7 @@ def run_trl(workload: Workload, steps: int, model: str, threads: int, bf16: bool
                "--max-new-tokens", str(workload.max_new_tokens), "--mini-batch", str(workload.mini_batch),
                "--micro-batch", str(workload.micro_batch),
                "--lr", str(workload.lr), "--beta", str(workload.beta), "--threads", str(threads),
-               "--result", str(result_path), *(["--bf16"] if bf16 else [])]
+               "--seed", str(seed), "--result", str(result_path), *(["--bf16"] if bf16 else [])]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                "TOKENIZERS_PARALLELISM": "false"}
         with log.open("w") as log_file:
@@ -300,6 +301,7 @@ def parse_args() -> argparse.Namespace:
                         help="one of our variants (repeatable); default: default= (no overrides)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="TRL's torch threads")
     parser.add_argument("--trl-bf16", action="store_true", help="TRL with bf16=True")
+    parser.add_argument("--seed", type=int, default=0, help="both sides' seed (ours: trainer.seed)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: " + ", ".join(f"{w} {n} steps" for w, n in QUICK_STEPS.items()))
     parser.add_argument("--out", default="outputs/bench/grpo_vs_trl.json")
@@ -324,11 +326,11 @@ def main() -> int:
         model = model_path(workload)
         print(f"== {name}: {steps} steps x {workload.samples_per_step} samples, model {model}, logs in {logs}/",
               flush=True)
-        trl = run_trl(workload, steps, model, args.threads, args.trl_bf16, logs / f"{name}-trl.log")
+        trl = run_trl(workload, steps, model, args.threads, args.trl_bf16, logs / f"{name}-trl.log", args.seed)
         print(report_line(trl, trl), flush=True)
         runs.append(trl)
         for variant, extra in args.ours:
-            run = run_ours(workload, variant, extra, steps, model, logs / f"{name}-ours-{variant}.log")
+            run = run_ours(workload, variant, extra, steps, model, logs / f"{name}-ours-{variant}.log", args.seed)
             print(report_line(run, trl), flush=True)
             runs.append(run)
     print("\n" + table(runs))

@@ -93,9 +93,10 @@ def layout(prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: i
     if packing == "grouped":
         inputs, read, own = _grouped(prompt_ids, response_ids, pad_id)
     else:
-        inputs, starts = (_packed if packing == "packed" else _padded)([p + r for p, r in zip(prompt_ids, response_ids)],
-                                                                      pad_id)
-        read = [k for s, p, r in zip(starts, prompt_ids, response_ids) for k in range(s + len(p) - 1, s + len(p) - 1 + len(r))]
+        seqs = [p + r for p, r in zip(prompt_ids, response_ids)]
+        inputs, starts = _packed(seqs) if packing == "packed" else _padded(seqs, pad_id)
+        firsts = [s + len(p) - 1 for s, p in zip(starts, prompt_ids)]  # where each response's first token is predicted
+        read = [k for first, r in zip(firsts, response_ids) for k in range(first, first + len(r))]
         own = [k + 1 for k in read]
     rows = [i for i, r in enumerate(response_ids) for _ in r]
     cols = [j for r in response_ids for j in range(len(r))]
@@ -115,7 +116,7 @@ def _padded(seqs: list[list[int]], pad_id: int) -> tuple[dict[str, torch.Tensor]
     return {"input_ids": input_ids, "attention_mask": attention_mask}, [i * seq_len for i in range(len(seqs))]
 
 
-def _packed(seqs: list[list[int]], pad_id: int) -> tuple[dict[str, torch.Tensor], list[int]]:
+def _packed(seqs: list[list[int]]) -> tuple[dict[str, torch.Tensor], list[int]]:
     """All sequences back to back in one row, position ids restarting at each; and each one's first position."""
     starts = [0]
     for s in seqs[:-1]:
