@@ -108,7 +108,7 @@ def test_rollout_workers_on_other_nodes_grow_shrink_and_survive_a_lost_node(head
     second = worker_node(head, 1)
     third = None
     out, log = tmp_path / "run", tmp_path / "run.log"  # a file, not a pipe nobody reads until the end
-    steps = 40
+    steps = 100  # enough left after the node's loss for Ray to notice it and the pool to give the worker up
     proc = subprocess.Popen([sys.executable, "-m", "launch.train", "--config", PRESET, *SMALL,
                              f"trainer.total_steps={steps}", "trainer.save_every=0", "trainer.export=false",
                              f"trainer.output_dir={out}", f"ray.address={head.address}", "rollout.num_cpus=0",
@@ -125,7 +125,7 @@ def test_rollout_workers_on_other_nodes_grow_shrink_and_survive_a_lost_node(head
         scale(out, 2)  # one of the third node's workers leaves once its work is done
         wait_for(lambda: len(third.processes("RolloutWorker")) == 1, "the leaving worker to end", 60)
         logged = len(read_jsonl(out / "metrics.jsonl"))
-        assert logged < steps - 2, f"the run got to step {logged} of {steps} before the node left: raise its steps"
+        assert logged < steps // 2, f"the run got to step {logged} of {steps} before the node left: raise its steps"
         third.stop(signal.SIGKILL)  # the node dies with its worker
         proc.wait(timeout=600)
         stdout = log.read_text()
