@@ -156,7 +156,7 @@ class RolloutGroup:
 
     def _start(self, index: int):
         return self.actor.options(**self.place.options("rollout", index)).remote(
-            self.model_path, self.settings, seed=self.seed + index, colocated=isinstance(self.place, Colocated),
+            self.model_path, self.settings, seed=self.seed + index, colocated=self.place.shares_gpus,
             sharers=per_node(self.settings.num_workers))
 
     def members(self) -> list:
@@ -179,7 +179,7 @@ class RolloutGroup:
     def resize(self, count: int) -> None:
         """``count`` workers from the next call on: new ones loaded before traffic, leaving ones after their work.
         Raises ValueError, the pool unchanged, when the cluster has no room for the new ones now."""
-        if isinstance(self.place, Colocated) and count != self.size:
+        if self.place.shares_gpus and count != self.size:
             raise ValueError("a colocated run keeps one rollout worker beside each learner rank: its pool does not "
                              "change size (trainer.placement=separate scales)")
         self._admit()

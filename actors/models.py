@@ -49,8 +49,15 @@ class ModelKind:
     def packed(self) -> bool:
         return self.layout == "packed"
 
+    def config(self, path: str):
+        """The Hugging Face config of the model at ``path``, with this kind's ``num_labels`` when it has one."""
+        import transformers
+
+        extra = {} if self.num_labels is None else {"num_labels": self.num_labels}
+        return transformers.AutoConfig.from_pretrained(path, **extra)
+
     def build(self, path: str, device: torch.device | str = "cpu", dtype: str | None = None,
-              **kwargs) -> torch.nn.Module:
+              config=None) -> torch.nn.Module:
         import transformers
 
         attention = attention_backend(device)
@@ -58,19 +65,17 @@ class ModelKind:
             attention = "sdpa"  # flash-attn takes no 4D mask
         # auto: flash-attn's variable-length kernel where it runs; elsewhere grouped or padded, per micro-batch
         self.layout = "packed" if self.packing == "auto" and attention == "flash_attention_2" else self.packing
-        if self.num_labels is not None and "config" not in kwargs:
-            kwargs.setdefault("num_labels", self.num_labels)
         model = getattr(transformers, self.auto_class).from_pretrained(
-            path, dtype=getattr(torch, dtype or self.dtype), attn_implementation=attention, **kwargs)
+            path, config=config or self.config(path), dtype=getattr(torch, dtype or self.dtype),
+            attn_implementation=attention)
         return model.to(device)
 
     def save(self, state_dict: dict[str, torch.Tensor], source_path: str, out_dir: str) -> None:
         """The weights as a Hugging Face folder in ``model.dtype`` (with the tokenizer when ``with_tokenizer``)."""
         import transformers
 
-        extra = {} if self.num_labels is None else {"num_labels": self.num_labels}
-        config = transformers.AutoConfig.from_pretrained(source_path, **extra)
-        model = getattr(transformers, self.auto_class).from_config(config, dtype=getattr(torch, self.dtype))
+        model = getattr(transformers, self.auto_class).from_config(self.config(source_path),
+                                                                    dtype=getattr(torch, self.dtype))
         model.load_state_dict(state_dict)
         model.save_pretrained(out_dir)
         if self.with_tokenizer:
@@ -131,15 +136,12 @@ class RewardModel(ValueModel):
     outputs = ("scores",)
     with_tokenizer = True
 
-    def build(self, path: str, device: torch.device | str = "cpu", dtype: str | None = None,
-              **kwargs) -> torch.nn.Module:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(path, num_labels=self.num_labels)
+    def config(self, path: str):
         # The head's input dropout (0.1 by default) would stay on in the learners' evaluation passes, which run
         # in training mode: the scores are trained and evaluated without it.
+        config = super().config(path)
         config.classifier_dropout = 0.0
-        return ModelKind.build(self, path, device, dtype, config=config, **kwargs)
+        return config
 
     def forward(self, model, batch: RolloutBatch, wanted: tuple[str, ...] = outputs) -> dict[str, torch.Tensor]:
         return {"scores": response_scores(model, batch.prompt_ids, batch.response_ids, pad_id=_pad_id(model),

@@ -49,6 +49,9 @@ def bundles(cfg: Config, learner_groups: dict[str, object]) -> tuple[list[dict[s
 class Separate:
     """``trainer.placement=separate``: each role where its own settings put it; weights through the object store."""
 
+    shares_gpus = False
+    """Whether the rollout workers share GPUs with the learner ranks (one worker per rank, vLLM asleep between rollouts)."""
+
     def options(self, role: str, index: int) -> dict:
         """Ray actor options for actor ``index`` of ``role``, beyond its settings': none."""
         return {}
@@ -63,6 +66,8 @@ class Separate:
 
 class Colocated:
     """``trainer.placement=colocated``: every role on the GPUs of one placement group (GPU only)."""
+
+    shares_gpus = True
 
     def __init__(self, group, share: float, count: int):
         self.group, self.share, self.count = group, share, count

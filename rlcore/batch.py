@@ -140,14 +140,8 @@ class RolloutBatch:
         return RolloutBatch(**out)
 
 
-def micro_batches(batch: RolloutBatch, size: int, max_tokens: int | None = None):
-    """Consecutive parts of at most ``size`` samples, in order (the last may be smaller).
-
-    With ``max_tokens``, by a token budget instead: the parts of ``token_budget_parts`` (longest samples first,
-    each part within ``max_tokens`` padded tokens), each cut to its own longest response (``trim``).
-    """
-    if max_tokens is not None:
-        return (trim(batch.select(part)) for part in token_budget_parts(sequence_lengths(batch), max_tokens))
+def micro_batches(batch: RolloutBatch, size: int):
+    """Consecutive parts of at most ``size`` samples, in order (the last may be smaller)."""
     return (batch.select(range(start, min(start + size, len(batch)))) for start in range(0, len(batch), size))
 
 
