@@ -44,5 +44,7 @@ def test_judge_scores_a_batch_through_vllm(local_ray, local_model):
     expected = [int(n[-1]) / 60 if n and int(n[-1]) <= 60 else -1.0 for n in numbers]
     assert batch.reward_terms["judge"].tolist() == pytest.approx(expected), texts
     assert batch.reward_terms["judge/unparseable"].tolist() == [float(e == -1.0) for e in expected]
-    assert expected[0] == pytest.approx(12 / 60)  # the warm-started model adds 0 correctly: a real judgement
+    # A real judgement: each number gets a number back, and not the same one. (What the warm-started model answers
+    # depends on the CPU it was built on: "12+0=" gave 12 on an AVX-512 machine and 22 on an AVX2-only one.)
+    assert all(e != -1.0 for e in expected[:3]) and len(set(expected[:3])) > 1, texts
     assert metrics["reward_faults/judge/errors"] == 0
