@@ -56,8 +56,7 @@ class ModelKind:
         extra = {} if self.num_labels is None else {"num_labels": self.num_labels}
         return transformers.AutoConfig.from_pretrained(path, **extra)
 
-    def build(self, path: str, device: torch.device | str = "cpu", dtype: str | None = None,
-              config=None) -> torch.nn.Module:
+    def build(self, path: str, device: torch.device | str = "cpu", dtype: str | None = None) -> torch.nn.Module:
         import transformers
 
         attention = attention_backend(device)
@@ -66,7 +65,7 @@ class ModelKind:
         # auto: flash-attn's variable-length kernel where it runs; elsewhere grouped or padded, per micro-batch
         self.layout = "packed" if self.packing == "auto" and attention == "flash_attention_2" else self.packing
         model = getattr(transformers, self.auto_class).from_pretrained(
-            path, config=config or self.config(path), dtype=getattr(torch, dtype or self.dtype),
+            path, config=self.config(path), dtype=getattr(torch, dtype or self.dtype),
             attn_implementation=attention)
         return model.to(device)
 
