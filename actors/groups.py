@@ -92,6 +92,8 @@ def remote(cls: type, settings):
 
     class Role(cls):
         def run(self, method: str, names: list[str], *values, **kwargs):
+            from rlcore.batch import RolloutBatch  # here, not a global: a role that takes no batch never imports torch
+
             return getattr(self, method)(RolloutBatch(**dict(zip(names, values))), **kwargs)
 
     Role.__name__ = Role.__qualname__ = cls.__name__

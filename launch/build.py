@@ -171,17 +171,21 @@ def check_same_vocab(model_path: str, other_path: str, key: str) -> None:
 
 
 def prepare(plan: Plan) -> Data:
-    """Resolve model and data paths (building ``local://`` assets), load the rows and apply the transforms.
+    """Resolve model and data paths (building ``local://`` assets), load the rows and apply the transforms
+    (``load``), then render the prompts with the model's tokenizer (``render``).
 
     Resolved paths are written back into the plan, so every part receives a real path.
     """
-    from transformers import AutoTokenizer
+    return render(plan, load(plan))
 
+
+def load(plan: Plan) -> Data:
+    """``prepare``'s first half: every path resolved (``local://`` assets built), the rows loaded and transformed.
+    Raises ``AssetError`` or ``DataError`` for a missing file or a malformed row; needs no tokenizer."""
     cfg, cache = plan.cfg, plan.cfg.trainer.cache_dir
     cfg.model.path = resolve(cfg.model.path, cache, "model.path")
     if cfg.reference.path is not None:
         cfg.reference.path = resolve(cfg.reference.path, cache, "reference.path")
-        check_same_vocab(cfg.model.path, cfg.reference.path, "reference.path")
     for name, group in plan.learners.items():
         if group.spec.model_path:
             path = resolve(group.spec.model_path, cache, f"the model path of learner group '{name}'")
@@ -191,8 +195,19 @@ def prepare(plan: Plan) -> Data:
     evals = plan.source.load(cfg, [resolve(f, cache, "data.eval_files") for f in dc.eval_files]) if dc.eval_files else []
     for transform in plan.transforms:
         train, evals = transform(train, cfg.trainer.seed), transform(evals, cfg.trainer.seed + 1)
+    return Data(train, evals)
+
+
+def render(plan: Plan, data: Data) -> Data:
+    """``prepare``'s second half: the prompts rendered with the model's tokenizer (a chat template, the system
+    prompt) and their lengths checked; a reference model's vocabulary checked against the policy's."""
+    from transformers import AutoTokenizer
+
+    cfg, dc = plan.cfg, plan.cfg.data
+    if cfg.reference.path is not None:
+        check_same_vocab(cfg.model.path, cfg.reference.path, "reference.path")
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
-    train = render_prompts(train, tokenizer, dc.system_prompt)
-    evals = render_prompts(evals, tokenizer, dc.system_prompt)
+    train = render_prompts(data.train, tokenizer, dc.system_prompt)
+    evals = render_prompts(data.eval, tokenizer, dc.system_prompt)
     check_prompt_lengths(train + evals[: dc.max_eval_prompts], tokenizer, dc.max_prompt_tokens)
     return Data(train, evals)

@@ -36,7 +36,7 @@ import torch
 
 from launch.build import Plan, reward_term
 from launch.sources import greedy_eval
-from launch.train import init_ray, parse_args, plan_and_data
+from launch.train import parse_args, plan_and_data, stop_ray
 from rewards.api import RewardTerm, answer_reading
 from rewards.text import thinking_token_count
 from rlcore.batch import RolloutBatch, pad_2d
@@ -328,12 +328,9 @@ def draw(rows: list[dict], out: Path) -> None:
 
 
 @contextmanager
-def started(plan: Plan, rows: list[PromptRow]):
-    """The ``Evaluation`` roles for ``rows``, started and ready, on the run's Ray (a local one started here and
-    stopped after)."""
-    own_ray = init_ray(plan.cfg)
-    import ray
-
+def started(plan: Plan, rows: list[PromptRow], own_ray: bool):
+    """The ``Evaluation`` roles for ``rows``, started and ready, on the run's Ray (stopped after when ``own_ray``:
+    ``launch.train.plan_and_data`` started it)."""
     from actors.groups import wait_ready
 
     try:
@@ -341,18 +338,17 @@ def started(plan: Plan, rows: list[PromptRow]):
         wait_ready([evaluation])
         yield evaluation
     finally:
-        if own_ray:
-            ray.shutdown()
+        stop_ray(own_ray)
 
 
 def main(argv: list[str] | None = None) -> int:
     built = plan_and_data(parse_args(argv), for_evaluation)
     if built is None:
         return 2
-    plan, data = built
+    plan, data, own_ray = built
     cfg = plan.cfg
     problems = data.eval[: cfg.data.max_eval_prompts]
-    with started(plan, problems) as evaluation:
+    with started(plan, problems, own_ray) as evaluation:
         print(f"evaluating {cfg.model.path} on {len(problems)} problems: {', '.join(cfg.eval.methods)}", flush=True)
         start = time.perf_counter()
         rows = run(evaluation, cfg.eval.methods)

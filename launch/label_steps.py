@@ -114,11 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     built = plan_and_data(parse_args(argv), for_labelling)
     if built is None:
         return 2
-    plan, data = built
+    plan, data, own_ray = built
     cfg = plan.cfg
     rows = data.train[: cfg.label.prompts]
     plan.verifiers = {}  # labelling grades with the preset's accuracy term only
-    with started(plan, rows) as evaluation:
+    with started(plan, rows, own_ray) as evaluation:
         start = time.perf_counter()
         step_rows, pair_rows = label(evaluation, cfg, rows)
         elapsed = time.perf_counter() - start

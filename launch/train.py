@@ -3,7 +3,8 @@
 Without a cluster address it starts a local Ray on 127.0.0.1 and stops it at
 the end. Under ``ray job submit`` (or with ``ray.address=...``) it joins that
 cluster. A bad config, model path or data file exits with code 2 and one line
-that names the key, file or row, before any actor starts.
+that names the key, file or row, before any actor starts. The prompts are
+rendered with the tokenizer while Ray starts.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import argparse
 import logging
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
-from launch.build import Data, Plan, configure, prepare
+from launch.build import Data, Plan, configure, load, render
 from rlcore.assets import AssetError
 from rlcore.config import Config, ConfigError
 from rlcore.data import DataError
@@ -67,29 +69,50 @@ def init_ray(cfg: Config) -> bool:
     return True
 
 
-def plan_and_data(args: argparse.Namespace, adjust=None) -> tuple[Plan, Data] | None:
-    """``configure`` and ``prepare`` (``adjust(plan)`` in between); a config or input error is printed as one
-    line and gives None, for the caller to exit with code 2."""
+def plan_and_data(args: argparse.Namespace, adjust=None) -> tuple[Plan, Data, bool] | None:
+    """``configure`` (``adjust(plan)`` after it) and ``load``, then ``render`` in a thread while Ray starts
+    (``init_ray``): the tokenizer loads while Ray's processes come up. Returns the plan, the data and whether Ray
+    was started here. A config or input error is printed as one line and gives None, for the caller to exit with
+    code 2; no actor has started then. A missing file or a malformed row stops the run before Ray starts; a
+    prompt too long for ``data.max_prompt_tokens`` is found while it starts (and Ray, if started here, stopped)."""
     try:
         plan = configure(args.config, args.overrides)
         if adjust is not None:
             adjust(plan)
-        return plan, prepare(plan)
+        rows = load(plan)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
+        return None
     except (AssetError, DataError) as exc:
         print(f"input error: {exc}", file=sys.stderr)
+        return None
+    with ThreadPoolExecutor(1) as pool:
+        data = pool.submit(render, plan, rows)
+        started = init_ray(plan.cfg)
+    try:
+        return plan, data.result(), started
+    except (AssetError, DataError) as exc:
+        print(f"input error: {exc}", file=sys.stderr)
+    except BaseException:
+        stop_ray(started)
+        raise
+    stop_ray(started)
     return None
+
+
+def stop_ray(started: bool) -> None:
+    """``ray.shutdown()`` when this process started the local Ray (``init_ray`` returned True)."""
+    if started:
+        import ray
+
+        ray.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
     built = plan_and_data(parse_args(argv))
     if built is None:
         return 2
-    plan, data = built
-    started = init_ray(plan.cfg)
-    import ray
-
+    plan, data, started = built
     from launch.trainer import Stopped, StopRequest, Trainer, TrainingError
 
     stop = StopRequest()
@@ -109,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
               f"in {plan.cfg.trainer.output_dir}/checkpoints with trainer.resume=true", file=sys.stderr)
         return 130
     finally:
-        if started:
-            ray.shutdown()
+        stop_ray(started)
     return 0
 
 

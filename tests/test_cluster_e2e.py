@@ -56,7 +56,7 @@ class Node:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signum)
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=5)  # a head node may take longer: the kill below ends it
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
