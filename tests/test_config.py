@@ -1,6 +1,8 @@
 """The config: the core sections (``rlcore.config``) and the plug-ins' options (``launch.build.configure``)."""
 
 import dataclasses
+import os
+import re
 import subprocess
 import sys
 import typing
@@ -314,6 +316,17 @@ def test_cli_missing_model_path_exits_2(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"input error: model.path: path not found: {tmp_path}/missing"
+
+
+def test_cli_prompt_too_long_exits_2_with_one_line_while_ray_starts(tmp_path):
+    """Prompt lengths are checked when the prompts are rendered, in a thread while the local Ray starts: the error
+    is still the only line, after Ray has started."""
+    proc = subprocess.run([sys.executable, "-m", "launch.train", "data.max_prompt_tokens=3",
+                           f"trainer.output_dir={tmp_path}/run"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert re.fullmatch(r"input error: \S+/arithmetic-train\.jsonl line 1: prompt has \d+ tokens, more than "
+                        r"data\.max_prompt_tokens=3", proc.stderr.strip()), proc.stderr[-3000:]
 
 
 # --- documentation -------------------------------------------------------------------------------
