@@ -36,7 +36,7 @@ import torch
 
 from launch.build import Plan, reward_term
 from launch.sources import greedy_eval
-from launch.train import parse_args, plan_and_data, stop_ray
+from launch.train import parse_args, plan_data_and_ray, stop_ray
 from rewards.api import RewardTerm, answer_reading
 from rewards.text import thinking_token_count
 from rlcore.batch import RolloutBatch, pad_2d
@@ -330,7 +330,7 @@ def draw(rows: list[dict], out: Path) -> None:
 @contextmanager
 def started(plan: Plan, rows: list[PromptRow], own_ray: bool):
     """The ``Evaluation`` roles for ``rows``, started and ready, on the run's Ray (stopped after when ``own_ray``:
-    ``launch.train.plan_and_data`` started it)."""
+    ``launch.train.plan_data_and_ray`` started it)."""
     from actors.groups import wait_ready
 
     try:
@@ -342,7 +342,7 @@ def started(plan: Plan, rows: list[PromptRow], own_ray: bool):
 
 
 def main(argv: list[str] | None = None) -> int:
-    built = plan_and_data(parse_args(argv), for_evaluation)
+    built = plan_data_and_ray(parse_args(argv), for_evaluation)
     if built is None:
         return 2
     plan, data, own_ray = built

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from launch.build import Plan
 from launch.evaluate import Evaluation, started
-from launch.train import parse_args, plan_and_data
+from launch.train import parse_args, plan_data_and_ray
 from rlcore.config import Config
 from rlcore.data import PromptRow
 from rlcore.test_time import encode_steps, split_steps
@@ -111,7 +111,7 @@ def write_split(out: Path, name: str, rows: list[dict], held_out: set[int]) -> t
 
 
 def main(argv: list[str] | None = None) -> int:
-    built = plan_and_data(parse_args(argv), for_labelling)
+    built = plan_data_and_ray(parse_args(argv), for_labelling)
     if built is None:
         return 2
     plan, data, own_ray = built

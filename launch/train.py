@@ -69,7 +69,7 @@ def init_ray(cfg: Config) -> bool:
     return True
 
 
-def plan_and_data(args: argparse.Namespace, adjust=None) -> tuple[Plan, Data, bool] | None:
+def plan_data_and_ray(args: argparse.Namespace, adjust=None) -> tuple[Plan, Data, bool] | None:
     """``configure`` (``adjust(plan)`` after it) and ``load``, then ``render`` in a thread while Ray starts
     (``init_ray``): the tokenizer loads while Ray's processes come up. Returns the plan, the data and whether Ray
     was started here. A config or input error is printed as one line and gives None, for the caller to exit with
@@ -109,7 +109,7 @@ def stop_ray(started: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    built = plan_and_data(parse_args(argv))
+    built = plan_data_and_ray(parse_args(argv))
     if built is None:
         return 2
     plan, data, started = built
