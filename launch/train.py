@@ -91,13 +91,12 @@ def plan_data_and_ray(args: argparse.Namespace, adjust=None) -> tuple[Plan, Data
         started = init_ray(plan.cfg)
     try:
         return plan, data.result(), started
-    except (AssetError, DataError) as exc:
-        print(f"input error: {exc}", file=sys.stderr)
-    except BaseException:
+    except BaseException as exc:
         stop_ray(started)
-        raise
-    stop_ray(started)
-    return None
+        if not isinstance(exc, (AssetError, DataError)):
+            raise
+        print(f"input error: {exc}", file=sys.stderr)
+        return None
 
 
 def stop_ray(started: bool) -> None:
