@@ -36,6 +36,7 @@ import torch
 
 from launch.build import Plan, reward_term
 from launch.sources import greedy_eval
+from launch.run_dir import Outputs
 from launch.train import parse_args, plan_data_and_ray, stop_ray
 from rewards.api import RewardTerm, answer_reading
 from rewards.text import thinking_token_count
@@ -47,6 +48,8 @@ from rlcore.search import Node, Piece, SearchResult, force_budget, mcts, tree_se
 from rlcore.test_time import at_n, scaling_points
 
 RESULTS = "eval_results.json"
+OUTPUTS = Outputs("launch.evaluate", (RESULTS, "eval_results.md", "eval_scaling.png"))
+"""What an evaluation writes into ``trainer.output_dir``: an earlier one's is refused unless trainer.overwrite=true."""
 SAMPLED = ("pass_at_k", "maj_at_k", "best_of_n", "weighted_best_of_n")
 SEARCHES = ("beam_search", "dvts", "mcts")
 
@@ -342,19 +345,26 @@ def started(plan: Plan, rows: list[PromptRow], own_ray: bool):
 
 
 def main(argv: list[str] | None = None) -> int:
-    built = plan_data_and_ray(parse_args(argv), for_evaluation)
+    built = plan_data_and_ray(parse_args(argv), OUTPUTS, for_evaluation)
     if built is None:
         return 2
-    plan, data, own_ray = built
+    plan, data, own_ray, run_dir = built
     cfg = plan.cfg
     problems = data.eval[: cfg.data.max_eval_prompts]
-    with started(plan, problems, own_ray) as evaluation:
-        print(f"evaluating {cfg.model.path} on {len(problems)} problems: {', '.join(cfg.eval.methods)}", flush=True)
-        start = time.perf_counter()
-        rows = run(evaluation, cfg.eval.methods)
-        elapsed = time.perf_counter() - start
-    out = Path(cfg.trainer.output_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with started(plan, problems, own_ray) as evaluation:
+            print(f"evaluating {cfg.model.path} on {len(problems)} problems: {', '.join(cfg.eval.methods)}", flush=True)
+            start = time.perf_counter()
+            rows = run(evaluation, cfg.eval.methods)
+            elapsed = time.perf_counter() - start
+        write(run_dir.path, cfg, problems, elapsed, rows)
+    finally:
+        run_dir.release()
+    return 0
+
+
+def write(out: Path, cfg, problems: list, elapsed: float, rows: list[dict]) -> None:
+    """``OUTPUTS`` into ``out``, and the table on the console."""
     result = {"model": cfg.model.path, "eval_files": cfg.data.eval_files, "problems": len(problems),
               "seconds": round(elapsed, 2), "rows": rows}
     (out / RESULTS).write_text(json.dumps(result, indent=2) + "\n")
@@ -363,7 +373,6 @@ def main(argv: list[str] | None = None) -> int:
     draw(rows, out / "eval_scaling.png")
     print(table)
     print(f"results written to {out / RESULTS}, {out / 'eval_scaling.png'}", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

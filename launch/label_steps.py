@@ -31,10 +31,16 @@ from pathlib import Path
 
 from launch.build import Plan
 from launch.evaluate import Evaluation, started
+from launch.run_dir import Outputs
 from launch.train import parse_args, plan_data_and_ray
 from rlcore.config import Config
 from rlcore.data import PromptRow
 from rlcore.test_time import encode_steps, split_steps
+
+
+OUTPUTS = Outputs("launch.label_steps", ("steps-train.jsonl", "steps-test.jsonl", "pairs-train.jsonl",
+                                         "pairs-test.jsonl", "label_summary.json"))
+"""What labelling writes into ``trainer.output_dir``: an earlier labelling's is refused unless trainer.overwrite=true."""
 
 
 def for_labelling(plan: Plan) -> None:
@@ -111,19 +117,27 @@ def write_split(out: Path, name: str, rows: list[dict], held_out: set[int]) -> t
 
 
 def main(argv: list[str] | None = None) -> int:
-    built = plan_data_and_ray(parse_args(argv), for_labelling)
+    built = plan_data_and_ray(parse_args(argv), OUTPUTS, for_labelling)
     if built is None:
         return 2
-    plan, data, own_ray = built
+    plan, data, own_ray, run_dir = built
     cfg = plan.cfg
     rows = data.train[: cfg.label.prompts]
     plan.verifiers = {}  # labelling grades with the preset's accuracy term only
-    with started(plan, rows, own_ray) as evaluation:
-        start = time.perf_counter()
-        step_rows, pair_rows = label(evaluation, cfg, rows)
-        elapsed = time.perf_counter() - start
-    out = Path(cfg.trainer.output_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with started(plan, rows, own_ray) as evaluation:
+            start = time.perf_counter()
+            step_rows, pair_rows = label(evaluation, cfg, rows)
+            elapsed = time.perf_counter() - start
+        write(run_dir.path, cfg, rows, step_rows, pair_rows, elapsed)
+    finally:
+        run_dir.release()
+    return 0
+
+
+def write(out: Path, cfg: Config, rows: list[PromptRow], step_rows: list[dict], pair_rows: list[dict],
+          elapsed: float) -> None:
+    """``OUTPUTS`` into ``out``: the labels split into train and test, and a summary."""
     held_out = {r.index for r in rows[len(rows) - int(len(rows) * cfg.label.eval_fraction):]} if cfg.label.eval_fraction else set()
     steps = write_split(out, "steps", step_rows, held_out)
     pairs = write_split(out, "pairs", pair_rows, held_out)

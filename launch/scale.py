@@ -5,7 +5,8 @@
 new workers start on any node of the job's Ray cluster with the resources
 (``rollout.resources``) and load the current weights before they get prompts;
 leaving workers finish their work in flight. The driver answers in
-``scale_reply.json``, and this command prints it. A file and not a Ray call, so
+``scale_reply.json``, and this command prints it. Whether a job runs there is
+the folder's driver lock (``launch.run_dir``). A file and not a Ray call, so
 the same command works for a job with its private local Ray and for one under
 ``ray job submit`` (run it there with ``ray job submit -- python -m launch.scale ...``,
 where the output dir is).
@@ -15,15 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import uuid
 from pathlib import Path
 
 from launch.checkpoints import write_json
+from launch.run_dir import holder
 
-REQUEST, REPLY, RUNNING = "scale_request.json", "scale_reply.json", "running.json"
+REQUEST, REPLY = "scale_request.json", "scale_reply.json"
 KEY = "rollout.num_workers"
 
 
@@ -39,7 +40,6 @@ class ScaleRequests:
 
     def __init__(self, run_dir: Path):
         self.dir = run_dir
-        write_json(run_dir / RUNNING, {"pid": os.getpid(), "host": os.uname().nodename})
 
     def take(self) -> dict | None:
         """The pending request (``{"id", "num_workers"}``), removed from the dir; None if there is none."""
@@ -50,9 +50,6 @@ class ScaleRequests:
 
     def reply(self, request: dict, **outcome) -> None:
         write_json(self.dir / REPLY, {"id": request["id"], **outcome})
-
-    def close(self) -> None:
-        (self.dir / RUNNING).unlink(missing_ok=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -71,14 +68,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"scale error: expected {KEY}=N with N >= 1, got '{args.setting}'", file=sys.stderr)
         return 2
     run_dir = args.run_dir.expanduser().resolve()
-    running = read_json(run_dir / RUNNING)
+    running = holder(run_dir)
     if running is None:
-        print(f"scale error: no running job writes to {run_dir} (no {RUNNING}); give the job's trainer.output_dir",
-              file=sys.stderr)
+        print(f"scale error: no running job writes to {run_dir} (no driver holds its lock); give the job's "
+              "trainer.output_dir", file=sys.stderr)
         return 2
     request = {"id": uuid.uuid4().hex, "num_workers": int(value)}
     write_json(run_dir / REQUEST, request)
-    print(f"asked the job in {run_dir} (driver pid {running['pid']} on {running['host']}) for {KEY}={value}; "
+    print(f"asked the job in {run_dir} (driver pid {running.get('pid')} on {running.get('host')}) for {KEY}={value}; "
           "waiting for its next step", flush=True)
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
@@ -89,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(f"{KEY}: {reply['before']} -> {reply['after']} from step {reply['step']}", flush=True)
             return 0
-        if not (run_dir / RUNNING).exists():
+        if holder(run_dir) is None:
             print(f"scale error: the job in {run_dir} ended before it took the request", file=sys.stderr)
             (run_dir / REQUEST).unlink(missing_ok=True)
             return 1

@@ -3,8 +3,9 @@
 Without a cluster address it starts a local Ray on 127.0.0.1 and stops it at
 the end. Under ``ray job submit`` (or with ``ray.address=...``) it joins that
 cluster. A bad config, model path or data file exits with code 2 and one line
-that names the key, file or row, before any actor starts. The prompts are
-rendered with the tokenizer while Ray starts.
+that names the key, file or row, before any actor starts; so does an output
+folder that another driver is using or that holds an earlier run's results
+(``launch.run_dir``). The prompts are rendered with the tokenizer while Ray starts.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from launch.build import Data, Plan, configure, load, render
+from launch.checkpoints import CheckpointError, Checkpoints
+from launch.run_dir import TRAIN, Outputs, RunDir, claim
 from rlcore.assets import AssetError
 from rlcore.config import Config, ConfigError
 from rlcore.data import DataError
@@ -69,34 +72,48 @@ def init_ray(cfg: Config) -> bool:
     return True
 
 
-def plan_data_and_ray(args: argparse.Namespace, adjust=None) -> tuple[Plan, Data, bool] | None:
-    """``configure`` (``adjust(plan)`` after it) and ``load``, then ``render`` in a thread while Ray starts
-    (``init_ray``): the tokenizer loads while Ray's processes come up. Returns the plan, the data and whether Ray
-    was started here. A config or input error is printed as one line and gives None, for the caller to exit with
-    code 2; no actor has started then. A missing file or a malformed row stops the run before Ray starts; a
-    prompt too long for ``data.max_prompt_tokens`` is found while it starts (and Ray, if started here, stopped)."""
+def plan_data_and_ray(args: argparse.Namespace, outputs: Outputs, adjust=None) -> tuple[Plan, Data, bool, RunDir] | None:
+    """``configure`` (``adjust(plan)`` after it), ``load`` and ``claim`` the output folder for the command that
+    writes ``outputs`` there, then ``render`` in a thread while Ray starts (``init_ray``): the tokenizer loads while
+    Ray's processes come up. Returns the plan, the data, whether Ray was started here and the claimed folder (its
+    lock held until ``RunDir.release`` or the process ends). A config or input error is printed as one line and
+    gives None, for the caller to exit with code 2; no actor has started then. A missing file, a malformed row, a
+    folder in use or holding earlier results, or a resume with only damaged checkpoints stops the run before Ray
+    starts; a prompt too long for ``data.max_prompt_tokens`` is found while it starts (and Ray, if started here,
+    stopped)."""
+    run_dir = None
     try:
         plan = configure(args.config, args.overrides)
         if adjust is not None:
             adjust(plan)
         rows = load(plan)
+        run_dir = claim(plan.cfg, outputs)
+        if outputs.resumable and plan.cfg.trainer.resume:
+            Checkpoints(run_dir.path / "checkpoints", {}, keep=0).check()
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        return None
+        return refused(f"config error: {exc}", run_dir)
     except (AssetError, DataError) as exc:
-        print(f"input error: {exc}", file=sys.stderr)
-        return None
+        return refused(f"input error: {exc}", run_dir)
+    except CheckpointError as exc:
+        return refused(f"input error: trainer.resume=true: {exc}; start afresh with trainer.overwrite=true", run_dir)
     with ThreadPoolExecutor(1) as pool:
         data = pool.submit(render, plan, rows)
         started = init_ray(plan.cfg)
     try:
-        return plan, data.result(), started
+        return plan, data.result(), started, run_dir
     except BaseException as exc:
         stop_ray(started)
         if not isinstance(exc, (AssetError, DataError)):
+            run_dir.release()
             raise
-        print(f"input error: {exc}", file=sys.stderr)
-        return None
+        return refused(f"input error: {exc}", run_dir)
+
+
+def refused(line: str, run_dir: RunDir | None) -> None:
+    """Print the one line of a refused launch and give the output folder back."""
+    print(line, file=sys.stderr)
+    if run_dir is not None:
+        run_dir.release()
 
 
 def stop_ray(started: bool) -> None:
@@ -108,10 +125,10 @@ def stop_ray(started: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    built = plan_data_and_ray(parse_args(argv))
+    built = plan_data_and_ray(parse_args(argv), TRAIN)
     if built is None:
         return 2
-    plan, data, started = built
+    plan, data, started, run_dir = built
     from launch.trainer import Stopped, StopRequest, Trainer, TrainingError
 
     stop = StopRequest()
@@ -132,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         stop_ray(started)
+        run_dir.release()
     return 0
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from actors.groups import LearnerDied, LearnerGroup, ReferenceGroup, Shipment, wait_ready
 from actors.placement import placement
 from launch.build import Data, Plan
-from launch.checkpoints import Checkpoints
+from launch.checkpoints import CheckpointError, Checkpoints
 from launch.collector import Collector, staleness
 from launch.scale import ScaleRequests
 from launch.sources import Collected, Roles, timed
@@ -56,7 +56,8 @@ class Trainer:
         wait_ready([*self.learners.values(), *([self.reference] if self.reference else []), self.source])
         self.startup_s = time.perf_counter() - start
         print(f"roles ready in {self.startup_s:.1f}s", flush=True)
-        self.checkpoints = Checkpoints(self.out / "checkpoints", self.learners, self.cfg.trainer.keep_checkpoints)
+        self.checkpoints = Checkpoints(self.out / "checkpoints", self.learners, self.cfg.trainer.keep_checkpoints,
+                                       fatal=(LearnerDied,))
         self.version = 0
         self.step = self.restarts = 0  # the step in progress; learner groups restarted after a lost rank
         self.initial_state = copy.deepcopy(self.algorithm.state_dict())  # a restart without a checkpoint goes back to it
@@ -70,15 +71,12 @@ class Trainer:
         first = self.resume() + 1 if tc.resume else 1
         if first == 1 and _due(0, tc.eval_every):
             self.logger.log(0, self.evaluate())
-        try:
-            while first <= tc.total_steps:
-                try:
-                    self.steps(first)
-                    break
-                except LearnerDied as exc:
-                    first = self.recover(exc) + 1
-        finally:
-            self.requests.close()
+        while first <= tc.total_steps:
+            try:
+                self.steps(first)
+                break
+            except LearnerDied as exc:
+                first = self.recover(exc) + 1
         self.logger.close()
         if not tc.export:
             return None
@@ -175,13 +173,19 @@ class Trainer:
         return {**metrics, **timings} if metrics else {}
 
     def resume(self) -> int:
-        """Load the newest complete checkpoint; returns its step (0 if there is none)."""
-        found = self.checkpoints.restore()
+        """Load the newest complete checkpoint; returns its step (0 if there is none). The logs keep what the
+        earlier run recorded up to that step: the steps after it are done again."""
+        try:
+            found = self.checkpoints.restore()
+        except CheckpointError as exc:
+            raise TrainingError(f"trainer.resume=true: {exc}; start afresh with trainer.overwrite=true") from None
         if found is None:
             print(f"trainer.resume=true but no checkpoint in {self.checkpoints.root}: starting at step 0", flush=True)
+            self.logger.rewind(0)
             return 0
         path, state = found
         self.restored(state)
+        self.logger.rewind(state["step"])
         print(f"resumed from {path} at step {state['step']}", flush=True)
         return state["step"]
 
@@ -205,8 +209,11 @@ class Trainer:
         for name, group in self.learners.items():
             if name == died.group or not found:
                 group.restart()
-        path, state = self.checkpoints.restore() if found else (
-            "the initial weights", {"step": 0, "policy_version": 0, "algorithm": self.initial_state})
+        try:
+            path, state = self.checkpoints.restore() if found else (
+                "the initial weights", {"step": 0, "policy_version": 0, "algorithm": self.initial_state})
+        except CheckpointError as exc:
+            raise TrainingError(f"step {self.step}: {died}, and {exc}") from None
         self.restored(state)
         back = state["step"]
         redo = f"step {self.step}" if back == self.step - 1 else f"steps {back + 1}..{self.step}"

@@ -152,6 +152,23 @@ class WandbSink:
         self.run.finish()
 
 
+def keep_through(path: Path, step: int) -> None:
+    """Keep the records of the JSON-lines file ``path`` up to ``step``; a line cut short by a killed run goes too."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    scratch = path.with_name(f".{path.name}.rewind")
+    scratch.write_text("".join(kept))
+    os.replace(scratch, path)
+
+
 class MetricsLogger:
     """Sends each step's metrics to every logger named in ``loggers`` (see ``LOGGERS``)."""
 
@@ -189,6 +206,12 @@ class MetricsLogger:
     def log(self, step: int, metrics: dict[str, float]) -> None:
         for sink in self.sinks:
             sink.log(step, metrics)
+
+    def rewind(self, step: int) -> None:
+        """A resumed run: drop what ``metrics.jsonl`` and ``rollouts.jsonl`` hold after ``step`` (the run redoes
+        those steps), so that every step is recorded once. TensorBoard and wandb keep both records."""
+        for name in ("metrics.jsonl", "rollouts.jsonl"):
+            keep_through(self.dir / name, step)
 
     def log_samples(self, step: int, summary: dict) -> None:
         """Append what the step trained on to ``rollouts.jsonl`` (prompt indices and a few samples)."""

@@ -299,7 +299,7 @@ def test_registered_user_algorithm(monkeypatch):
     [
         ("trainer.total_stepz=3", "config error: unknown key 'trainer.total_stepz'; allowed under 'trainer': "
                                   "total_steps, output_dir, seed, eval_every, save_every, keep_checkpoints, max_skipped_steps, max_restarts, resume, "
-                                  "export, loggers, cache_dir, placement"),
+                                  "overwrite, export, loggers, cache_dir, placement"),
         ("algorithm.clip_hihg=1", f"config error: unknown key 'algorithm.clip_hihg'; allowed under 'algorithm': "
                                   f"{GRPO_KEYS}"),
     ],

@@ -7,6 +7,7 @@ import pytest
 
 from actors.groups import weighted_split
 from launch import scale
+from launch.run_dir import holder, lock
 from launch.scale import ScaleRequests
 
 
@@ -61,8 +62,10 @@ def run_dir(tmp_path):
 
 
 def driver(run_dir, answer, delay: float = 0.2):
-    """A driver thread that takes the request after ``delay`` and replies with ``answer(request)``."""
+    """A driver (the folder's lock held) whose thread takes the request after ``delay`` and replies with
+    ``answer(request)``."""
     requests = ScaleRequests(run_dir)
+    requests.lock = lock(run_dir, "launch.train")
 
     def serve():
         deadline = time.monotonic() + 10
@@ -85,33 +88,38 @@ def test_the_driver_applies_the_request_and_the_command_prints_the_reply(run_dir
     thread.join()
     assert capsys.readouterr().out.splitlines()[-1] == "rollout.num_workers: 1 -> 3 from step 7"
     assert not (run_dir / scale.REQUEST).exists()  # taken once
-    requests.close()
-    assert not (run_dir / scale.RUNNING).exists()
+    requests.lock.release()
+    assert holder(run_dir) is None
 
 
 def test_a_refused_request_is_one_line_and_exit_1(run_dir, capsys):
-    _, thread = driver(run_dir, lambda r: {"error": "the cluster has too little free rollout_node"})
+    requests, thread = driver(run_dir, lambda r: {"error": "the cluster has too little free rollout_node"})
     assert scale.main([str(run_dir), "rollout.num_workers=5", "--timeout", "10"]) == 1
     thread.join()
+    requests.lock.release()
     assert capsys.readouterr().err == "scale error: the cluster has too little free rollout_node\n"
 
 
 @pytest.mark.parametrize("setting", ["rollout.num_workers=0", "rollout.n=4", "rollout.num_workers=two"])
 def test_a_bad_setting_exits_2_naming_it(run_dir, capsys, setting):
-    ScaleRequests(run_dir)
+    held = lock(run_dir, "launch.train")
     assert scale.main([str(run_dir), setting]) == 2
+    held.release()
     assert capsys.readouterr().err == f"scale error: expected rollout.num_workers=N with N >= 1, got '{setting}'\n"
     assert not (run_dir / scale.REQUEST).exists()
 
 
 def test_no_running_job_exits_2_naming_the_dir(run_dir, capsys):
     assert scale.main([str(run_dir), "rollout.num_workers=2"]) == 2
-    assert capsys.readouterr().err == (f"scale error: no running job writes to {run_dir.resolve()} (no running.json); "
-                                       "give the job's trainer.output_dir\n")
+    lock(run_dir, "launch.train").release()  # a driver that has ended leaves its lock file, not its lock
+    assert scale.main([str(run_dir), "rollout.num_workers=2"]) == 2
+    assert capsys.readouterr().err == 2 * (f"scale error: no running job writes to {run_dir.resolve()} (no driver "
+                                           "holds its lock); give the job's trainer.output_dir\n")
 
 
 def test_an_unanswered_request_is_withdrawn(run_dir, capsys):
-    ScaleRequests(run_dir)  # a driver that never looks
+    held = lock(run_dir, "launch.train")  # a driver that never looks
     assert scale.main([str(run_dir), "rollout.num_workers=2", "--timeout", "1"]) == 1
+    held.release()
     assert "did not apply the request in 1 s; it was withdrawn" in capsys.readouterr().err
     assert not (run_dir / scale.REQUEST).exists()

@@ -217,4 +217,3 @@ def test_past_max_restarts_the_run_stops_with_one_line(fakes, tmp_path, monkeypa
     assert str(stop.value) == (f"step 3: learner group 'actor' lost rank 1 (RuntimeError), after 1 restarts "
                                f"(trainer.max_restarts=1); resume from the newest checkpoint in "
                                f"{tmp_path / 'checkpoints'} with trainer.resume=true")
-    assert not (tmp_path / "running.json").exists()  # launch.scale sees the job is gone
