@@ -32,19 +32,30 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def train(out: Path, *overrides: str, preset: str = PRESET) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "launch.train", "--config", preset, f"trainer.output_dir={out}",
+def launch(out: Path, *overrides: str, preset: str = PRESET) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "launch.train", "--config", preset, f"trainer.output_dir={out}",
                            *SMALL, *overrides], cwd=REPO, env=venv_env(), capture_output=True, text=True, timeout=600)
+
+
+def train(out: Path, *overrides: str, preset: str = PRESET) -> subprocess.CompletedProcess:
+    proc = launch(out, *overrides, preset=preset)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    """The split run's newest checkpoint (step 3) is cut short on disk: the resume passes over it, with one line,
+    to step 2, redoes step 3 and ends as the uninterrupted run did."""
     full, split = tmp_path / "full", tmp_path / "split"
     train(full, "trainer.total_steps=4", "trainer.save_every=2", "trainer.export=false")
-    train(split, "trainer.total_steps=2", "trainer.save_every=2", "trainer.export=false")
+    train(split, "trainer.total_steps=3", "trainer.save_every=2", "trainer.export=false")  # saves steps 2 and 3
+    shard = next((split / "checkpoints" / "step_000003" / "actor").glob("*.distcp"))
+    size = shard.stat().st_size
+    shard.write_bytes(shard.read_bytes()[: size // 2])
     resumed = train(split, "trainer.total_steps=4", "trainer.save_every=2", "trainer.export=false", "trainer.resume=true")
-    assert f"resumed from {split / 'checkpoints' / 'step_000002'} at step 2" in resumed.stdout
+    assert (f"checkpoint {split / 'checkpoints' / 'step_000003'} is damaged, passed over: actor/{shard.name} has "
+            f"{size // 2} bytes, {size} were saved\nresumed from {split / 'checkpoints' / 'step_000002'} at step 2"
+            in resumed.stdout), resumed.stdout[-3000:]
 
     full_metrics = {r["step"]: r for r in read_jsonl(full / "metrics.jsonl")}
     split_metrics = read_jsonl(split / "metrics.jsonl")
@@ -62,8 +73,25 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     split_order = [r["prompt_indices"] for r in read_jsonl(split / "rollouts.jsonl")]
     assert split_order == full_order
     assert len({tuple(o) for o in full_order}) == 4  # each step really drew different prompts
-    # keep_checkpoints=2: the step-2 and step-4 checkpoints remain.
+    # keep_checkpoints=2: the step-2 and step-4 checkpoints remain; the step-4 save removed the damaged one.
     assert sorted(p.name for p in (split / "checkpoints").iterdir()) == ["step_000002", "step_000004"]
+
+    # The same command again, without trainer.resume: refused in one line before Ray starts, nothing touched.
+    before = {p: p.read_bytes() for p in full.rglob("*") if p.is_file() and p.name != "driver.lock"}
+    again = launch(full, "trainer.total_steps=4", "trainer.save_every=2", "trainer.export=false")
+    assert again.returncode == 2 and again.stderr.splitlines() == [
+        f"config error: trainer.output_dir={full} already holds the results of an earlier launch.train "
+        "(metrics.jsonl, rollouts.jsonl, checkpoints): continue it with trainer.resume=true, choose a new "
+        "trainer.output_dir, or delete them and start afresh with trainer.overwrite=true"], again.stderr[-3000:]
+    assert {p: p.read_bytes() for p in full.rglob("*") if p.is_file() and p.name != "driver.lock"} == before
+    # Every checkpoint damaged: a resume is refused in one line, before Ray starts.
+    for metadata in (full / "checkpoints").glob("step_*/actor/.metadata"):
+        metadata.unlink()
+    refused = launch(full, "trainer.total_steps=6", "trainer.export=false", "trainer.resume=true")
+    assert refused.returncode == 2 and refused.stderr.splitlines() == [
+        f"input error: trainer.resume=true: no complete checkpoint in {full / 'checkpoints'}: step_000004: "
+        "actor/.metadata is missing; step_000002: actor/.metadata is missing; start afresh with "
+        "trainer.overwrite=true"], refused.stderr[-3000:]
 
 
 def test_pipelined_run_keeps_the_staleness_bound_and_resumes(tmp_path):

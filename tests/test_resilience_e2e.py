@@ -39,6 +39,14 @@ def started_run(out: Path, steps: int = 200, extra: list[str] = ()) -> subproces
 def test_a_signal_stops_after_the_step_with_a_checkpoint_and_one_line(tmp_path, signum, to_group):
     out = tmp_path / "run"
     proc = started_run(out)
+    if not to_group:  # meanwhile, a second run into the same folder is refused, naming this one
+        second = subprocess.run([sys.executable, "-m", "launch.train", "--config", PRESET, *SMALL,
+                                 f"trainer.output_dir={out}", "trainer.resume=true"], cwd=REPO, env=venv_env(),
+                                capture_output=True, text=True, timeout=300)
+        assert second.returncode == 2, second.stderr[-3000:]
+        assert re.fullmatch(rf"config error: trainer.output_dir={re.escape(str(out.resolve()))} is in use by another "
+                            rf"driver \(launch.train pid {proc.pid} on \S+, since [\d:\- ]+\); wait for it to end or "
+                            r"choose another trainer.output_dir", second.stderr.strip()), second.stderr[-3000:]
     (os.killpg if to_group else os.kill)(proc.pid, signum)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signum, stderr[-3000:]

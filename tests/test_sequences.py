@@ -50,7 +50,7 @@ def test_grouped_layout_shares_the_prompt_of_consecutive_samples():
 
 
 def test_auto_groups_where_it_computes_less():
-    """The main job's shape (8 samples per 5-token prompt, up to 6 new tokens, hidden 256) groups; 64 new tokens on
+    """The arithmetic job's shape (8 samples per 5-token prompt, up to 6 new tokens, hidden 256) groups; 64 new tokens on
     hidden 768 (the mid benchmark), distinct prompts, or an unknown hidden size do not."""
     prompts = [[1, 2, 3, 4, 5]] * 8 + [[6, 7, 8, 9, 10]] * 8
     short = [[3] * (1 + i % 6) for i in range(16)]
