@@ -48,6 +48,8 @@ def token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl
 class PPOOptions(PolicyOptions):
     kl_coef: float = 0.001
     """Weight of the k1 KL to the reference in the token rewards (0: off; the KL is still logged). The start value when kl_target is set."""
+    kl_kind: str = "k3"
+    """KL estimator of the logged actor/kl only (k1, k2, k3 or abs): the KL in PPO's token rewards (algorithm/reward_kl) is always k1, log π_rollout − log π_ref per token, whatever this says."""
     gamma: float = 1.0
     """GAE discount."""
     lam: float = 1.0

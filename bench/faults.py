@@ -1,8 +1,9 @@
-"""What a lost rollout worker costs: the main job's work, clean and with a worker killed every N steps.
+"""What a lost rollout worker costs: the arithmetic job's work, clean and with a worker killed every N steps.
 
-Runs ``launch.train`` twice on the same config, back to back in this one run:
-once undisturbed, once with ``kill -9`` of a vLLM rollout worker (chosen in
-turn) each time the run has logged another ``--kill-every`` steps. The driver
+Runs ``launch.train`` twice on the same config (``launch/configs/grpo_arithmetic.yaml``,
+the README's arithmetic job), back to back in this one run: once undisturbed,
+once with ``kill -9`` of a vLLM rollout worker (chosen in turn) each time the
+run has logged another ``--kill-every`` steps. The driver
 replaces the worker (a new engine, the newest weights) and generates its share
 again. Prints each run's seconds per step, the throughput ratio
 (faulty / clean), the seconds each kill cost, and checks that every step was
