@@ -3,9 +3,18 @@
 ``configure`` turns a preset and overrides into a ``Plan``: the core config,
 checked, and every plug-in resolved by name (or import path) with its options
 parsed into its own dataclass. ``prepare`` then resolves model and data paths
-(building ``local://`` assets) and loads the rows through the source and the
-data transforms. Both run before any actor starts and raise one-line errors
-(``ConfigError``, ``AssetError``, ``DataError``) naming the key, file or row.
+(building ``local://`` assets), checks every model folder the run names and the
+prompt budget against the policy's context, and loads the rows through the
+source and the data transforms. Both run before any actor starts and raise
+one-line errors (``ConfigError``, ``AssetError``, ``DataError``) naming the key,
+file or row.
+
+Two kinds of field metadata in a plug-in's ``Options`` let this module check
+what it knows nothing about: ``{"model_folder": True}`` (or a hint saying how to
+make one) marks a Hugging Face model folder, resolved and checked in ``load``
+like ``model.path``; ``{"reward_args": "<field>"}`` marks a field naming another
+reward, resolved in ``configure`` with its keyword arguments, held in
+``<field>``, parsed into that reward's own ``Options`` (L1's ``accuracy``).
 Everything after receives built objects: the driver, the sources and the roles
 never look a plug-in up.
 """
@@ -23,7 +32,7 @@ from algorithms.registry import ALGORITHMS
 from launch.sources import SOURCES
 from rewards.api import RewardTerm, check_reward
 from rewards.registry import REWARDS, TRANSFORMS
-from rlcore.assets import AssetError, resolve
+from rlcore.assets import SCHEME, AssetError, check_model_dir, model_context, resolve
 from rlcore.config import Config, ConfigError, RewardTermConfig, load_config, single_line, validate_learner
 from rlcore.data import check_prompt_lengths, render_prompts
 from rlcore.plugins import options_class, parse_options
@@ -121,13 +130,54 @@ def check_lora(key: str, model_cls: type) -> None:
 
 def reward_term(term: RewardTermConfig, key: str) -> RewardTerm:
     """One reward term's config (at ``key``: ``reward.terms[0]``, ``eval.verifier``) resolved, its args parsed."""
-    target = REWARDS.resolve(term.name, f"{key}.name")
-    try:
-        check_reward(term.name, target)
-    except ValueError as exc:
-        raise ConfigError(f"{key}.name: {exc}") from None
-    term.args = as_kwargs(parse_options(options_class(target), term.args, f"{key}.args"))
+    target = resolve_reward(term.name, f"{key}.name")
+    term.args = reward_args(target, term.args, f"{key}.args")
     return RewardTerm(term, target, term.args)
+
+
+def resolve_reward(name: str, key: str) -> Any:
+    """The reward function or class called ``name`` (a registered name or an import path), named at ``key``."""
+    target = REWARDS.resolve(name, key)
+    try:
+        check_reward(name, target)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+    return target
+
+
+def reward_args(target: Any, args: dict[str, Any], where: str) -> dict[str, Any]:
+    """``args`` parsed into ``target``'s ``Options`` as keyword arguments (every option in force), at ``where``.
+
+    A field with ``{"reward_args": "<field>"}`` metadata names another reward: it is resolved here, and its
+    arguments, held in ``<field>``, are parsed into that reward's ``Options`` in turn, so a misspelt name or
+    argument is a one-line ``ConfigError`` now rather than when the reward actor starts.
+    """
+    kwargs = as_kwargs(parse_options(options_class(target), args, where))
+    for f in reward_fields(target):
+        inner = f.metadata["reward_args"]
+        kwargs[inner] = reward_args(resolve_reward(kwargs[f.name], f"{where}.{f.name}"), kwargs[inner] or {},
+                                    f"{where}.{inner}")
+    return kwargs
+
+
+def reward_fields(target: Any) -> list[dataclasses.Field]:
+    """The fields of ``target``'s ``Options`` that name another reward (``reward_args`` metadata)."""
+    options = options_class(target)
+    return [f for f in dataclasses.fields(options) if f.metadata.get("reward_args")] if options else []
+
+
+def model_folders(options: type | None, args: dict[str, Any], where: str):
+    """``(args, field, key, hint)`` for every model folder among ``args``, parsed into the dataclass ``options``
+    (fields with ``model_folder`` metadata, its value a hint when a string), and among the args of any reward those
+    name (``reward_args``), for ``load`` to resolve and check."""
+    for f in dataclasses.fields(options) if options else ():
+        mark = f.metadata.get("model_folder")
+        if mark and isinstance(args.get(f.name), str):
+            yield args, f.name, f"{where}.{f.name}", mark if isinstance(mark, str) else ""
+        inner = f.metadata.get("reward_args")
+        if inner:
+            target = REWARDS.resolve(args[f.name], f"{where}.{f.name}")
+            yield from model_folders(options_class(target), args[inner], f"{where}.{inner}")
 
 
 def reward_terms(cfg: Config) -> list[RewardTerm]:
@@ -180,22 +230,68 @@ def prepare(plan: Plan) -> Data:
 
 
 def load(plan: Plan) -> Data:
-    """``prepare``'s first half: every path resolved (``local://`` assets built), the rows loaded and transformed.
-    Raises ``AssetError`` or ``DataError`` for a missing file or a malformed row; needs no tokenizer."""
+    """``prepare``'s first half: every model path resolved and checked (``resolve_models``), the data files
+    resolved, the rows loaded and transformed. Raises ``AssetError`` or ``DataError`` for a missing file, an
+    incomplete model folder or a malformed row, ``ConfigError`` for a prompt budget the model cannot take; needs
+    no tokenizer."""
+    resolve_models(plan)
     cfg, cache = plan.cfg, plan.cfg.trainer.cache_dir
-    cfg.model.path = resolve(cfg.model.path, cache, "model.path")
-    if cfg.reference.path is not None:
-        cfg.reference.path = resolve(cfg.reference.path, cache, "reference.path")
-    for name, group in plan.learners.items():
-        if group.spec.model_path:
-            path = resolve(group.spec.model_path, cache, f"the model path of learner group '{name}'")
-            group.spec = dataclasses.replace(group.spec, model_path=path)
     dc = cfg.data
     train = plan.source.load(cfg, [resolve(f, cache, "data.train_files") for f in dc.train_files])
     evals = plan.source.load(cfg, [resolve(f, cache, "data.eval_files") for f in dc.eval_files]) if dc.eval_files else []
     for transform in plan.transforms:
         train, evals = transform(train, cfg.trainer.seed), transform(evals, cfg.trainer.seed + 1)
     return Data(train, evals)
+
+
+def resolve_models(plan: Plan) -> None:
+    """Every model folder the run names resolved (``local://`` models built) and checked with ``check_model_dir``
+    (config.json, tokenizer files, weights), the key that names it in every error: ``model.path`` (and the prompt
+    budget against its context), ``reference.path``, a learner group's own weights, and the fields marked
+    ``model_folder`` in the algorithm's options and in the args of the reward terms and ``eval`` verifiers.
+    Resolved paths are written back, except a reward's path as given: its actors read a relative one from their
+    own working directory."""
+    cfg, cache = plan.cfg, plan.cfg.trainer.cache_dir
+    cfg.model.path = resolve(cfg.model.path, cache, "model.path")
+    check_prompt_budget(cfg, check_model_dir(cfg.model.path, "model.path"))
+    if cfg.reference.path is not None:
+        cfg.reference.path = resolve(cfg.reference.path, cache, "reference.path")
+        check_model_dir(cfg.reference.path, "reference.path")
+    for name, group in plan.learners.items():
+        if group.spec.model_path:
+            key = f"the model path of learner group '{name}'"
+            path = resolve(group.spec.model_path, cache, key)
+            # Only a kind that exports its tokenizer reads one from its folder (a critic's value model does not).
+            check_model_dir(path, key, tokenizer=getattr(group.model, "with_tokenizer", False))
+            group.spec = dataclasses.replace(group.spec, model_path=path)
+    options = getattr(plan.algorithm, "options", None)
+    if dataclasses.is_dataclass(options):  # checked only: the algorithm keeps what it resolved itself
+        for args, name, where, hint in model_folders(type(options), dataclasses.asdict(options), "algorithm"):
+            check_model_dir(resolve(args[name], cache, where), where, hint=hint)
+    terms = [(f"reward.terms[{i}]", term) for i, term in enumerate(plan.reward_terms)]
+    for key, term in terms + [(f"eval.{name}", term) for name, term in plan.verifiers.items()]:
+        for args, name, where, hint in model_folders(options_class(term.target), term.args, f"{key}.args"):
+            path = resolve(args[name], cache, where)
+            check_model_dir(path, where, hint=hint)
+            if args[name].startswith(SCHEME):
+                args[name] = path
+
+
+def check_prompt_budget(cfg: Config, model_config: dict[str, Any]) -> None:
+    """``data.max_prompt_tokens`` must fit the context the rollout's vLLM engine gets: ``rollout.max_model_len``, or
+    the policy's ``max_position_embeddings`` (``model_config``: its config.json), which bounds that too. vLLM refuses
+    a prompt of the context's length or more; a response is cut where the context ends, which it does not refuse.
+    A budget equal to the context is let through, as the built-in model's presets have it (its prompts are short)."""
+    context, rc, budget = model_context(model_config), cfg.rollout, cfg.data.max_prompt_tokens
+    source = f"the context of model.path {cfg.model.path}: max_position_embeddings={context} in its config.json"
+    if context is not None and rc.max_model_len is not None and rc.max_model_len > context:
+        raise ConfigError(f"rollout.max_model_len={rc.max_model_len} is more than {source}; vLLM refuses it: set "
+                          f"rollout.max_model_len at most {context}, or leave it unset")
+    if rc.max_model_len is not None:
+        context, source = rc.max_model_len, f"rollout.max_model_len={rc.max_model_len}"
+    if context is not None and budget > context:
+        raise ConfigError(f"data.max_prompt_tokens={budget} is more than {source}; vLLM refuses a prompt that long: "
+                          f"set data.max_prompt_tokens below {context}")
 
 
 def render(plan: Plan, data: Data) -> Data:

@@ -150,7 +150,7 @@ class LengthTarget:
 class L1Options:
     mode: str = "exact"
     """LCPO-Exact (exact) or LCPO-Max (max); the prompts must carry the matching target (data transform length_target)."""
-    accuracy: str = "exact_match"
+    accuracy: str = field(default="exact_match", metadata={"reward_args": "accuracy_args"})
     """The reward that decides correctness (a built-in name or an import path)."""
     alpha: float = 0.0003
     """Reward per token of deviation from the target."""

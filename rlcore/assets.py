@@ -1,13 +1,16 @@
 """``local://`` models and data sets: built on first use, cached under ``trainer.cache_dir``.
 
 Users with their own model or data give ordinary paths instead; those are
-only checked to exist.
+checked to exist, and a model folder to hold what loading it needs
+(``check_model_dir``), before any actor starts.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 from rlcore.tasks import reasoning
 from rlcore.tasks.arithmetic import preference_rows, split_problems, write_jsonl
@@ -79,7 +82,7 @@ MODELS = ("tiny-qwen2-arith", REASONING_MODEL)
 
 
 class AssetError(ValueError):
-    """A missing model or data path, or an unknown ``local://`` name."""
+    """A missing model or data path, an incomplete model folder, or an unknown ``local://`` name."""
 
 
 def resolve(uri: str, cache_dir: str, what: str) -> str:
@@ -90,7 +93,8 @@ def resolve(uri: str, cache_dir: str, what: str) -> str:
     if not uri.startswith(SCHEME):
         path = Path(uri).expanduser()
         if not path.exists():
-            raise AssetError(f"{what}: path not found: {uri}")
+            where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+            raise AssetError(f"{what}: path not found: {uri}{where}")
         return str(path.resolve())
     name = uri[len(SCHEME):]
     if name not in BUILDERS:
@@ -100,3 +104,89 @@ def resolve(uri: str, cache_dir: str, what: str) -> str:
     if name in MODELS or not path.exists():
         BUILDERS[name](path)  # a model builder checks its own cache marker
     return str(path)
+
+
+MODEL_FOLDER = "a Hugging Face model folder needs config.json, tokenizer files and weights"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "spiece.model", "vocab.json",
+                   "vocab.txt")
+"""Any one of these makes a folder's tokenizer (a fast tokenizer, its config, a sentencepiece model, a vocabulary)."""
+WEIGHT_FILES = ("*.safetensors", "pytorch_model*.bin")
+"""Weights as transformers and vLLM look for them; a sharded model adds ``*.index.json`` naming its shards."""
+
+
+def check_model_dir(path: str, key: str, tokenizer: bool = True, hint: str = "") -> dict[str, Any]:
+    """The parsed config.json of the Hugging Face model folder at ``path``, after checking what loading it needs.
+
+    A one-line ``AssetError`` naming the config ``key`` unless ``path`` is a folder with a readable config.json
+    holding a JSON object with a ``model_type``, tokenizer files (``TOKENIZER_FILES``, when ``tokenizer``) and
+    weights: ``WEIGHT_FILES``, or an ``*.index.json`` whose shards are all there; every weight file non-empty and
+    readable. ``hint`` (what the folder should be, e.g. how to make it) ends the message. Reads config.json and the
+    indexes only, never the weights, so it runs in a moment before Ray starts.
+    """
+    folder = Path(path)
+
+    def fail(problem: str, needs: bool = True) -> NoReturn:
+        raise AssetError(f"{key}: {problem}" + (f" ({MODEL_FOLDER})" if needs else "") + (f"; {hint}" if hint else ""))
+
+    if not folder.is_dir():
+        fail(f"{path} is not a folder")
+    config = _json_object(folder / "config.json", fail)
+    if not isinstance(config.get("model_type"), str):
+        fail(f"{folder / 'config.json'} has no model_type: not a Hugging Face model config")
+    if tokenizer and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        fail(f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES)})")
+    shards: set[str] = set()
+    for index in sorted(folder.glob("*.index.json")):
+        weight_map = _json_object(index, fail).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            fail(f"{index} has no weight_map: not a sharded checkpoint's index", needs=False)
+        names = sorted({str(v) for v in weight_map.values()})
+        missing = [n for n in names if not (folder / n).is_file()]
+        if missing:
+            fail(f"{index} names {missing[0]}, which is missing ({len(missing)} of {len(names)} shards missing)",
+                 needs=False)
+        shards.update(names)
+    weights = sorted(shards | {p.name for pattern in WEIGHT_FILES for p in folder.glob(pattern) if p.is_file()})
+    if not weights:
+        fail(f"{path} has no weights ({' or '.join(WEIGHT_FILES)})")
+    for name in weights:
+        _readable(folder / name, fail)
+    return config
+
+
+def _json_object(file: Path, fail: Callable[..., NoReturn]) -> dict[str, Any]:
+    """The JSON object in ``file``, or ``fail(problem)`` saying why not."""
+    if not file.exists():
+        fail(f"{file.parent} has no {file.name}")
+    if not file.is_file():
+        fail(f"{file} is not a file")
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        fail(f"{file} cannot be read ({exc.strerror or exc})", needs=False)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        fail(f"{file} is not valid JSON ({' '.join(str(exc).split())})", needs=False)
+    if not isinstance(value, dict):
+        fail(f"{file} is not a JSON object", needs=False)
+    return value
+
+
+def _readable(file: Path, fail: Callable[..., NoReturn]) -> None:
+    try:
+        with open(file, "rb") as f:
+            empty = not f.read(1)
+    except OSError as exc:
+        fail(f"{file} cannot be read ({exc.strerror or exc})", needs=False)
+    if empty:
+        fail(f"{file} is empty: a copy or download cut short?", needs=False)
+
+
+def model_context(config: dict[str, Any]) -> int | None:
+    """The longest sequence a model's config.json allows, its ``max_position_embeddings`` (``text_config``'s for a
+    model that has one); None without one, or with RoPE scaling, which changes the limit vLLM derives from it."""
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    length = text.get("max_position_embeddings")
+    scaling = text.get("rope_scaling") or text.get("rope_parameters")
+    if isinstance(scaling, dict) and any(isinstance(v, dict) or k == "factor" for k, v in scaling.items()):
+        return None
+    return length if isinstance(length, int) and not isinstance(length, bool) and length > 0 else None

@@ -106,7 +106,7 @@ class RolloutConfig:
     balance: str = "speed"
     """How a call's prompts are split over the workers. speed: in proportion to each worker's measured items per second (a running mean over its calls), so a slow node does not hold the step up; even: equal shares. Each share samples with its own seed, so with several workers only even splits repeat exactly (a resumed run's samples then match the uninterrupted run's); with one worker both are the same. Resize a running job's pool with ``python -m launch.scale``."""
     num_threads: int = 0
-    """torch and OpenMP threads of each rollout worker's vLLM engine on CPU. 0: the cores the process may use over the rollout workers per node (``num_workers`` over the cluster's nodes), at least 1. Ray alone would give an actor with fractional num_cpus one thread (OMP_NUM_THREADS=1), which ran the main job's rollout 1.5x slower on 2 cores. On a GPU, what Ray gives the actor (its num_cpus)."""
+    """torch and OpenMP threads of each rollout worker's vLLM engine on CPU. 0: the cores the process may use over the rollout workers per node (``num_workers`` over the cluster's nodes), at least 1. Ray alone would give an actor with fractional num_cpus one thread (OMP_NUM_THREADS=1), which ran the arithmetic job's rollout (launch/configs/grpo_arithmetic.yaml) 1.5x slower on 2 cores. On a GPU, what Ray gives the actor (its num_cpus)."""
     max_staleness: int = 0
     """Pipelining: rollout for the next k steps runs while the learners update, with the newest weights the rollout workers have; a sample more than k policy versions behind the policy it trains is never trained on. 0: strictly on-policy, rollout and update take turns."""
     num_cpus: float = 0.25
@@ -204,7 +204,7 @@ class LearnerConfig:
     max_tokens_per_micro_batch: Optional[int] = None  # noqa: UP045 (a '|' would split docs/config.md's table cell)
     """Micro-batches by a token budget instead of micro_batch_size: each mini-batch is sorted by length and cut into micro-batches of at most this many tokens (packed: the tokens themselves; padded: samples × the longest). None: the algorithm's budget if it sets one, else micro_batch_size samples each."""
     packing: str = "auto"
-    """How a micro-batch's sequences reach the model. packed: back to back in one row, position ids restarting at each sequence, no padding (flash-attn's variable-length kernel when installed on a GPU; otherwise SDPA with a block-diagonal causal mask, exact but with attention cost growing with the packed length squared). padded: one row per sequence, right-padded. grouped: the samples of one prompt in one row, the prompt once and then each response, which sees the prompt and itself (a 4D mask, SDPA): the prompt is computed once per group, not once per sample; the outputs are the padded layout's. auto: packed where flash-attn runs; elsewhere grouped for a micro-batch where it computes fewer positions than padding, weighing attention's cost of longer rows (rlcore.sequences.grouped_pays: the main job's arithmetic micro-batches ran forward and backward 2.4x faster), padded otherwise."""
+    """How a micro-batch's sequences reach the model. packed: back to back in one row, position ids restarting at each sequence, no padding (flash-attn's variable-length kernel when installed on a GPU; otherwise SDPA with a block-diagonal causal mask, exact but with attention cost growing with the packed length squared). padded: one row per sequence, right-padded. grouped: the samples of one prompt in one row, the prompt once and then each response, which sees the prompt and itself (a 4D mask, SDPA): the prompt is computed once per group, not once per sample; the outputs are the padded layout's. auto: packed where flash-attn runs; elsewhere grouped for a micro-batch where it computes fewer positions than padding, weighing attention's cost of longer rows (rlcore.sequences.grouped_pays: the arithmetic job's micro-batches, launch/configs/grpo_arithmetic.yaml, ran forward and backward 2.4x faster), padded otherwise."""
     logits_chunk_tokens: int = 1024
     """Response tokens whose fp32 logits are computed at once: log-probs and entropy come from the final hidden states and the output embedding chunk by chunk (recomputed in the backward pass), so a micro-batch's [tokens × vocab] logits never exist whole. 0: the model's full logits (needed for models whose logits are more than hidden @ lm_head, e.g. with soft-capping)."""
     activation_checkpointing: bool = False
@@ -249,7 +249,9 @@ class TrainerConfig:
     max_restarts: int = 2
     """Times in one run a learner group that lost a rank (its process killed, its node gone) is started again and the run goes back to the newest complete checkpoint, redoing the steps after it; one more loss stops the run with one line on how to resume. 0: the first loss stops it."""
     resume: bool = False
-    """Continue from the newest checkpoint in output_dir, with the same step counter and data order."""
+    """Continue from the newest complete checkpoint in output_dir, with the same step counter and data order; metrics.jsonl and rollouts.jsonl keep the records up to that checkpoint's step. A damaged checkpoint (a file missing or cut short) is skipped, with one line saying why."""
+    overwrite: bool = False
+    """Start afresh in an output_dir that already holds a run, deleting that run's files there first (metrics, samples, checkpoints, export, logs, config.yaml). Without it (or trainer.resume) a used output_dir stops the run with one line, so that no earlier result is mixed up or lost."""
     export: bool = True
     """Write the final policy as a Hugging Face folder (output_dir/final)."""
     loggers: list[str] = field(default_factory=lambda: ["console", "jsonl", "tensorboard"])
@@ -267,7 +269,7 @@ class EvalConfig:
     methods: list[str] = field(default_factory=lambda: ["greedy"])
     """Methods to run, any of: greedy, pass_at_k, maj_at_k, best_of_n, weighted_best_of_n (these four share one set of eval.n samples per problem), beam_search, dvts, budget_forcing, mcts."""
     n: int = 8
-    """Most samples (or search budget) per problem; results are reported at N = 1, 2, 4, ... up to n."""
+    """Most samples (or search budget) per problem. Results are reported at N = 1, 2, 4, ... (the powers of two up to n) and at n itself (rlcore.test_time.scaling_points): pass_at_k is the unbiased estimate for k = N over all n samples, maj_at_k, best_of_n and weighted_best_of_n use the first N; beam_search and dvts skip the N below eval.beam_expansions when eval.beam_width is 0."""
     temperature: Optional[float] = None
     """Sampling temperature of the sampled methods and of the search's expansions (None: rollout.temperature)."""
     verifier: Optional[RewardTermConfig] = None
