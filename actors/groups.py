@@ -24,7 +24,7 @@ from actors.reference import ReferenceWorker
 from actors.reward import RewardWorker
 from actors.rollout import Completion, Request, RolloutWorker
 from algorithms.base import LearnerSpec
-from rewards.api import RewardSample, RewardTerm, term_value
+from rewards.api import RewardFailure, RewardSample, RewardStartError, RewardTerm, term_value
 from rlcore.batch import TOKEN_FIELDS, TRAIN_FIELDS, RolloutBatch, rank_parts, sequence_lengths, take
 from rlcore.config import Config
 from rlcore.data import PromptRow
@@ -102,8 +102,16 @@ def remote(cls: type, settings):
 
 
 def wait_ready(groups: list) -> None:
-    """Wait until every actor of ``groups`` has started (and, for a learner group, formed its process group)."""
-    ray.get([ref for group in groups for ref in group.ready])
+    """Wait until every actor of ``groups`` has started (and, for a learner group, formed its process group).
+
+    A reward whose constructor raised stops the wait with its one line, ``RewardStartError`` (``RewardWorker.ready``),
+    not Ray's traceback around it."""
+    try:
+        ray.get([ref for group in groups for ref in group.ready])
+    except ray.exceptions.RayTaskError as exc:
+        if isinstance(exc.cause, RewardStartError):
+            raise RewardStartError(str(exc.cause)) from None
+        raise
 
 
 def _sliced(actors: list, shipment: Shipment, fields: tuple[str, ...], method: str, **kwargs) -> list[ray.ObjectRef]:
@@ -388,11 +396,13 @@ class RewardPool:
         return [(w, a, b, self.workers[w].score.remote(samples[a:b]))
                 for w, (a, b) in enumerate(_split(len(samples), len(self.workers))) if b > a]
 
-    def collect(self, samples: list, pending: list) -> tuple[list[dict[str, float] | None], dict[str, float], str | None]:
-        """Wait for the shares (each within ``timeout_s``); returns rows (None = failed), fault counts, a traceback."""
+    def collect(self, samples: list, pending: list
+                ) -> tuple[list[dict[str, float] | None], dict[str, int], RewardFailure | None]:
+        """Wait for the shares (each within ``timeout_s``); returns rows (None = failed), fault counts and the first
+        failure (``RewardWorker.score``)."""
         rows: list[dict[str, float] | None] = [None] * len(samples)
         faults = {"errors": 0, "timeouts": 0, "restarts": 0}
-        first_trace = None
+        first: RewardFailure | None = None
         for w, a, b, future in pending:
             for attempt in (0, 1):
                 ready, _ = ray.wait([future], timeout=self.settings.timeout_s)
@@ -402,7 +412,7 @@ class RewardPool:
                     faults["restarts"] += 1
                     break
                 try:
-                    share, errors, trace = ray.get(future)
+                    share, errors, failure = ray.get(future)
                 except ray.exceptions.RayActorError:
                     self._replace(w)
                     faults["restarts"] += 1
@@ -410,13 +420,23 @@ class RewardPool:
                         future = self.workers[w].score.remote(samples[a:b])
                         continue
                     faults["errors"] += b - a
-                    first_trace = first_trace or f"the actor died twice scoring samples {a}..{b - 1}"
+                    first = first or RewardFailure(f"the actor died twice scoring samples {a}..{b - 1}")
                     break
                 rows[a:b] = share
                 faults["errors"] += errors
-                first_trace = first_trace or trace
+                first = first or failure
                 break
-        return rows, faults, first_trace
+        return rows, faults, first
+
+
+def fault_notice(name: str, kind: str, count: int, settings, message: str = "") -> str:
+    """The one console line for a reward term's first ``kind`` of fault in a run (``errors``, with the error's
+    ``message``, or ``timeouts``) that hit ``count`` samples; ``settings`` is the term's ``RewardTermConfig``."""
+    samples = f"{count} sample{'s' * (count != 1)}"
+    what = (f"{samples} timed out after {settings.timeout_s:g} s (timeout_s={settings.timeout_s:g}; "
+            if kind == "timeouts" else f"{samples} failed: {message} (")
+    return (f"reward '{name}': {what}{count} so far, scored failure_score={settings.failure_score}); "
+            f"further {kind} are counted in reward_faults/{name}/{kind}")
 
 
 class RewardGroup:
@@ -426,38 +446,55 @@ class RewardGroup:
         self.pools = [RewardPool(term) for term in terms]
         self.lock = threading.Lock()  # a pipelined run scores from the collect thread and evaluates from the main one
         self.ready = [w.ready.remote() for pool in self.pools for w in pool.workers]  # fails early on a bad reward
+        self.noticed: set[tuple[str, str]] = set()  # (term, "errors" or "timeouts") already printed
 
     def score(self, batch: RolloutBatch) -> dict[str, float]:
         """Fill ``batch.scores`` (weighted sum) and ``batch.reward_terms``; returns fault metrics.
 
-        A failed sample gets its term's ``failure_score``. The first traceback of
-        each failing term is printed once per call.
+        A failed sample gets its term's ``failure_score``. A term's first error and
+        first timeout are printed, one line each (``notice``); later ones are only counted.
+        Each sample's ``prompt`` is the user's text (``batch.user_prompts``), its
+        ``rendered_prompt`` what the policy saw (``batch.prompts``).
         """
         with self.lock:
             return self._score(batch)
 
     def _score(self, batch: RolloutBatch) -> dict[str, float]:
         thinking = batch.thinking_tokens.tolist() if batch.thinking_tokens is not None else [-1] * len(batch)
-        samples = [RewardSample(p, r, ids, a, m, None if t < 0 else t) for p, r, ids, a, m, t in
-                   zip(batch.prompts, batch.responses, batch.response_ids, batch.answers, batch.metadata, thinking)]
+        users = batch.user_prompts or batch.prompts
+        samples = [RewardSample(u, r, ids, a, m, None if t < 0 else t, rendered_prompt=p)
+                   for u, p, r, ids, a, m, t in zip(users, batch.prompts, batch.responses, batch.response_ids,
+                                                    batch.answers, batch.metadata, thinking)]
         pending = [pool.submit(samples) for pool in self.pools]  # every term at once
         total = torch.zeros(len(samples))
         terms: dict[str, torch.Tensor] = {}
         metrics: dict[str, float] = {}
         for pool, futures in zip(self.pools, pending):
             name, failure = pool.term.name, pool.settings.failure_score
-            rows, faults, trace = pool.collect(samples, futures)
+            rows, faults, first = pool.collect(samples, futures)
             value = torch.tensor([term_value(row) if row else failure for row in rows])
             terms[name] = value
             for key in sorted({k for row in rows if row for k in row} - {""}):  # named parts ("_x" logged as "x")
                 terms[f"{name}/{key.lstrip('_')}"] = torch.tensor([row.get(key, 0.0) if row else failure for row in rows])
             total += pool.settings.weight * value
             metrics.update({f"reward_faults/{name}/{k}": float(v) for k, v in faults.items()})
-            if trace:
-                print(f"reward '{name}': {faults['errors']} of {len(samples)} samples failed; "
-                      f"first traceback:\n{trace}", flush=True)
+            self.notice(pool, faults, first)
         batch.scores, batch.reward_terms = total, terms
         return metrics
+
+    def notice(self, pool: RewardPool, faults: dict[str, int], failure: RewardFailure | None) -> None:
+        """Print the term's first error (then its traceback) and its first timeout of the run, one line each: a
+        fault is not only a number in metrics.jsonl. Later ones are counted there only (``reward_faults/<term>/``)."""
+        name = pool.term.name
+        for kind in ("errors", "timeouts"):
+            if not faults[kind] or (name, kind) in self.noticed:
+                continue
+            self.noticed.add((name, kind))
+            message = failure.message if failure else "no error message"
+            line = fault_notice(name, kind, faults[kind], pool.settings, message)
+            if kind == "errors" and failure and failure.traceback:
+                line += f"; its traceback:\n{failure.traceback.rstrip()}"
+            print(line, flush=True)
 
 
 class ReferenceGroup:

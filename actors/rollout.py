@@ -115,14 +115,15 @@ class RolloutWorker:
             torch.manual_seed(seed)
         inputs = [{"prompt_token_ids": encode_prompt(p.prompt, p.templated, self.tokenizer)} for p in prompts]
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
-        rows = {k: [] for k in ("prompt_ids", "response_ids", "prompts", "responses", "answers", "logprobs",
-                                "groups", "indices", "truncated", "metadata", "thinking")}
+        rows = {k: [] for k in ("prompt_ids", "response_ids", "prompts", "user_prompts", "responses", "answers",
+                                "logprobs", "groups", "indices", "truncated", "metadata", "thinking")}
         for group, (row, out) in enumerate(zip(prompts, outputs)):
             for sample in out.outputs:
                 ids = list(sample.token_ids)
                 rows["prompt_ids"].append(list(out.prompt_token_ids))
                 rows["response_ids"].append(ids)
                 rows["prompts"].append(row.prompt)
+                rows["user_prompts"].append(row.user_text())  # what the rewards judge, never the template
                 rows["responses"].append(sample.text)
                 rows["answers"].append(row.answer)
                 # logprobs=0 returns the sampled token's log-prob only, one dict per position.
@@ -142,6 +143,7 @@ class RolloutWorker:
             rollout_logprobs=pad_2d(rows["logprobs"], width=width),
             policy_version=torch.full((len(rows["groups"]),), self.version, dtype=torch.long),
             prompts=rows["prompts"],
+            user_prompts=rows["user_prompts"],
             responses=rows["responses"],
             answers=rows["answers"],
             truncated=torch.tensor(rows["truncated"], dtype=torch.bool),

@@ -29,7 +29,7 @@ mini-batch however it is cut.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Optional
 
 import torch
@@ -93,7 +93,8 @@ class RejectionSFTOptions(SFTOptions):
 
 @dataclass
 class DistillSFTOptions(RejectionSFTOptions):
-    teacher_path: Optional[str] = None  # noqa: UP045 (a '|' would split docs/config.md's table cell)
+    teacher_path: Optional[str] = field(  # noqa: UP045 (a '|' would split docs/config.md's table cell)
+        default=None, metadata={"model_folder": True})
     """The teacher: a Hugging Face folder or local:// name (required). It samples on rollout workers of its own (rollout.* settings), never updated; its texts are re-tokenized with the student's tokenizer, so its vocabulary may differ."""
     only_correct: bool = False
     """Keep only the teacher's samples that pass (see min_score), as rejection_sft does; false: every sample that ended with a stop token."""

@@ -22,6 +22,7 @@ never look a plug-in up.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -277,21 +278,28 @@ def resolve_models(plan: Plan) -> None:
                 args[name] = path
 
 
-def check_prompt_budget(cfg: Config, model_config: dict[str, Any]) -> None:
-    """``data.max_prompt_tokens`` must fit the context the rollout's vLLM engine gets: ``rollout.max_model_len``, or
-    the policy's ``max_position_embeddings`` (``model_config``: its config.json), which bounds that too. vLLM refuses
-    a prompt of the context's length or more; a response is cut where the context ends, which it does not refuse.
-    A budget equal to the context is let through, as the built-in model's presets have it (its prompts are short)."""
-    context, rc, budget = model_context(model_config), cfg.rollout, cfg.data.max_prompt_tokens
+def prompt_context(cfg: Config, model_config: dict[str, Any]) -> tuple[int, str] | None:
+    """The context the rollout's vLLM engine gets, and what sets it, for messages: ``rollout.max_model_len``, or
+    the policy's ``max_position_embeddings`` (``model_config``: its config.json); None when neither is known.
+    ``ConfigError`` when ``rollout.max_model_len`` is more than the model allows, which vLLM refuses at start."""
+    context, max_len = model_context(model_config), cfg.rollout.max_model_len
     source = f"the context of model.path {cfg.model.path}: max_position_embeddings={context} in its config.json"
-    if context is not None and rc.max_model_len is not None and rc.max_model_len > context:
-        raise ConfigError(f"rollout.max_model_len={rc.max_model_len} is more than {source}; vLLM refuses it: set "
+    if context is not None and max_len is not None and max_len > context:
+        raise ConfigError(f"rollout.max_model_len={max_len} is more than {source}; vLLM refuses it: set "
                           f"rollout.max_model_len at most {context}, or leave it unset")
-    if rc.max_model_len is not None:
-        context, source = rc.max_model_len, f"rollout.max_model_len={rc.max_model_len}"
-    if context is not None and budget > context:
-        raise ConfigError(f"data.max_prompt_tokens={budget} is more than {source}; vLLM refuses a prompt that long: "
-                          f"set data.max_prompt_tokens below {context}")
+    if max_len is not None:
+        return max_len, f"rollout.max_model_len={max_len}"
+    return (context, source) if context is not None else None
+
+
+def check_prompt_budget(cfg: Config, model_config: dict[str, Any]) -> None:
+    """``data.max_prompt_tokens`` must fit the context (``prompt_context``). vLLM refuses a prompt of the context's
+    length or more (a response is cut where the context ends, which it does not refuse). A budget equal to the
+    context is let through, as the built-in model's presets have it; a prompt that long is then named by ``render``."""
+    found, budget = prompt_context(cfg, model_config), cfg.data.max_prompt_tokens
+    if found is not None and budget > found[0]:
+        raise ConfigError(f"data.max_prompt_tokens={budget} is more than {found[1]}; vLLM refuses a prompt that "
+                          f"long: set data.max_prompt_tokens below {found[0]}")
 
 
 def render(plan: Plan, data: Data) -> Data:
@@ -305,5 +313,7 @@ def render(plan: Plan, data: Data) -> Data:
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
     train = render_prompts(data.train, tokenizer, dc.system_prompt)
     evals = render_prompts(data.eval, tokenizer, dc.system_prompt)
-    check_prompt_lengths(train + evals[: dc.max_eval_prompts], tokenizer, dc.max_prompt_tokens)
+    model_config = json.loads((Path(cfg.model.path) / "config.json").read_text())  # checked in load
+    check_prompt_lengths(train + evals[: dc.max_eval_prompts], tokenizer, dc.max_prompt_tokens,
+                         prompt_context(cfg, model_config))
     return Data(train, evals)

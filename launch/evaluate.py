@@ -35,10 +35,10 @@ from pathlib import Path
 import torch
 
 from launch.build import Plan, reward_term
-from launch.sources import greedy_eval
 from launch.run_dir import Outputs
+from launch.sources import greedy_eval
 from launch.train import parse_args, plan_data_and_ray, stop_ray
-from rewards.api import RewardTerm, answer_reading
+from rewards.api import RewardStartError, RewardTerm, answer_reading
 from rewards.text import thinking_token_count
 from rlcore.batch import RolloutBatch, pad_2d
 from rlcore.chat import encode_prompt
@@ -122,7 +122,8 @@ class Evaluation:
             response_mask=pad_2d([[1.0] * len(ids) for ids in token_ids]),
             group_ids=torch.tensor(problems, dtype=torch.long),
             prompt_index=torch.tensor([r.index for r in rows], dtype=torch.long),
-            prompts=[r.prompt for r in rows], responses=texts, answers=[r.answer for r in rows],
+            prompts=[r.prompt for r in rows], user_prompts=[r.user_text() for r in rows], responses=texts,
+            answers=[r.answer for r in rows],
             truncated=torch.tensor([len(ids) >= self.cfg.rollout.max_new_tokens for ids in token_ids]),
             metadata=[r.metadata for r in rows],
             thinking_tokens=torch.tensor([thinking_token_count(t, self.tokenizer) for t in texts], dtype=torch.long))
@@ -358,6 +359,9 @@ def main(argv: list[str] | None = None) -> int:
             rows = run(evaluation, cfg.eval.methods)
             elapsed = time.perf_counter() - start
         write(run_dir.path, cfg, problems, elapsed, rows)
+    except RewardStartError as exc:  # a reward's constructor raised: an input error
+        print(f"input error: {exc}", file=sys.stderr)
+        return 2
     finally:
         run_dir.release()
     return 0

@@ -33,6 +33,7 @@ from launch.build import Plan
 from launch.evaluate import Evaluation, started
 from launch.run_dir import Outputs
 from launch.train import parse_args, plan_data_and_ray
+from rewards.api import RewardStartError
 from rlcore.config import Config
 from rlcore.data import PromptRow
 from rlcore.test_time import encode_steps, split_steps
@@ -130,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
             step_rows, pair_rows = label(evaluation, cfg, rows)
             elapsed = time.perf_counter() - start
         write(run_dir.path, cfg, rows, step_rows, pair_rows, elapsed)
+    except RewardStartError as exc:  # a reward's constructor raised: an input error
+        print(f"input error: {exc}", file=sys.stderr)
+        return 2
     finally:
         run_dir.release()
     return 0

@@ -31,7 +31,7 @@ import torch
 
 from algorithms.sft import fill
 from rlcore.batch import RolloutBatch, pad_2d
-from rlcore.chat import ChatError, encode_conversation, encode_prompt, render_prompt, reply_text
+from rlcore.chat import ChatError, encode_conversation, encode_prompt, render_prompt, reply_text, user_text
 from rlcore.config import Config
 from rlcore.data import (
     DataError,
@@ -80,7 +80,8 @@ def example_batch(rows: list, encoded: list[tuple[list[int], list[int], list[flo
 def prompt_row(row: SFTRow, tokenizer, system_prompt: str | None) -> PromptRow:
     """The row's prompt, rendered as the rollout workers generate from it, with its answer."""
     text, templated = render_prompt(row.prompt, tokenizer, system_prompt)
-    return PromptRow(row.index, text, row.answer, source=row.source, metadata=row.metadata, templated=templated)
+    return PromptRow(row.index, text, row.answer, source=row.source, metadata=row.metadata, templated=templated,
+                     user_prompt=user_text(row.prompt))
 
 
 def heldout_loss(actor: LearnerGroup, shipment) -> float:
@@ -303,7 +304,8 @@ class TeacherSFTSource(SampledSFTSource):
         return RolloutBatch(
             prompt_ids=[p for p, _, _ in encoded], response_ids=[r for _, r, _ in encoded],
             response_mask=pad_2d([m for _, _, m in encoded]), group_ids=batch.group_ids,
-            prompt_index=batch.prompt_index, prompts=batch.prompts, responses=batch.responses,
+            prompt_index=batch.prompt_index, prompts=batch.prompts, user_prompts=batch.user_prompts,
+            responses=batch.responses,
             answers=batch.answers, truncated=batch.truncated, metadata=batch.metadata, scores=batch.scores,
             reward_terms=batch.reward_terms)  # no policy version: not the policy's samples, never stale
 

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from launch.build import Data, Plan, configure, load, render
 from launch.checkpoints import CheckpointError, Checkpoints
 from launch.run_dir import TRAIN, Outputs, RunDir, claim
+from rewards.api import RewardStartError
 from rlcore.assets import AssetError
 from rlcore.config import Config, ConfigError
 from rlcore.data import DataError
@@ -137,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         final = Trainer(plan, data, stop).fit()
         if final is not None:
             print(f"final policy exported to {final}", flush=True)
+    except RewardStartError as exc:  # a user's reward class raised in its constructor: an input error
+        print(f"input error: {exc}", file=sys.stderr)
+        return 2
     except TrainingError as exc:
         print(f"training error: {exc}", file=sys.stderr)
         return 1

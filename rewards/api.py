@@ -9,6 +9,12 @@ A reward is either
   a list of ``RewardSample`` and returns, per sample, a float or a dict of
   named floats.
 
+Either gets the prompt as the user wrote it (``RewardSample.prompt``: the prompt
+string, or the last user message's text), never the chat template's rendering,
+which would, for one, make a Hebrew question look Latin to
+``language_consistency``; a learned reward model, which must be served the
+encoding it was trained on, reads ``RewardSample.rendered_prompt``.
+
 A dict's values are logged as ``reward/<term>/<key>``; the term's value is
 their sum, except for keys starting with ``_``, which are only logged (as
 ``reward/<term>/<key without _>``, e.g. a judge's ``_unparseable`` flag). ``load_reward`` turns either kind into an object with ``score``;
@@ -29,13 +35,24 @@ from typing import Any
 
 @dataclass(frozen=True)
 class RewardSample:
+    """One sample as a reward sees it."""
+
     prompt: str
+    """The prompt as the user wrote it: the prompt string of the data row, or the text of its last user message
+    (``rlcore.chat.user_text``), after the data transforms; never the chat template's rendering."""
     response: str
+    """The response text."""
     response_ids: list[int]
+    """The response's token ids, as sampled."""
     ground_truth: str
+    """The data row's answer (``data.answer_key``)."""
     metadata: dict[str, Any] = field(default_factory=dict)
+    """The data row's other fields (and what data transforms add, e.g. L1's ``target_tokens``)."""
     thinking_tokens: int | None = None
     """Tokens inside the response's ``<think>`` block, counted by the rollout worker; None when it has none."""
+    rendered_prompt: str | None = None
+    """The prompt as the policy saw it, chat template (and ``data.system_prompt``) applied: for learned reward
+    models trained on that encoding (``rlcore.reward_inputs``). None: the same as ``prompt`` (a hand-made sample)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +98,25 @@ def answer_reading(target: Any) -> Answer:
 
 class RewardContractError(ValueError):
     """A reward returned something other than one float (or dict of floats) per sample."""
+
+
+class RewardStartError(RuntimeError):
+    """A reward's constructor raised: one line, ``reward 'NAME' failed to start: <its message>``. The run stops."""
+
+
+@dataclass(frozen=True)
+class RewardFailure:
+    """The first failure of one scoring call, as a reward worker reports it."""
+
+    message: str
+    """The error's message on one line (``error_line``)."""
+    traceback: str = ""
+    """Its traceback; empty when there is none (the actor died)."""
+
+
+def error_line(exc: BaseException) -> str:
+    """An exception's message on one line (its type's name when it has none): what the console shows of it."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class FunctionReward:

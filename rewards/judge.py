@@ -9,6 +9,10 @@ call, and parses each judgement into a score in [0, 1]:
 * ``parse="score"``: the number after ``Score:`` (case-insensitive), same scale;
 * ``parse="yes_no"``: the last ``yes`` or ``no`` (1 or 0).
 
+``{question}`` is the user's own text (``RewardSample.prompt``), not the
+policy's chat template: the judge was not trained on that encoding, and it would
+read the template's special tokens as its own when both share a chat format.
+
 A judgement that does not parse scores ``failure_score`` and is counted in
 ``reward/<term>/unparseable``. The first ``show`` judgements of every batch
 are printed with their responses, so they appear in the job's log.
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
@@ -61,7 +65,7 @@ def parse_judgement(text: str, parse: str = "number", low: float = 0.0, high: fl
 
 @dataclass
 class JudgeOptions:
-    model: str = MISSING
+    model: str = field(default=MISSING, metadata={"model_folder": True})
     """The judge model: a Hugging Face folder vLLM can load (required)."""
     template: str = DEFAULT_TEMPLATE
     """The judge's prompt, with fields {question}, {response}, {reference}, {low}, {high}."""
@@ -109,6 +113,7 @@ class LLMJudge:
         self.failure_score, self.show = failure_score, show
 
     def prompt(self, sample) -> str:
+        """The judge's prompt for ``sample``: ``template`` filled in, the user's question as written."""
         return self.template.format(question=sample.prompt, response=sample.response, reference=sample.ground_truth,
                                     low=self.low, high=self.high)
 

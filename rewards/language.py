@@ -95,8 +95,9 @@ def language_consistency(prompt: str, response: str, ground_truth: str) -> float
     response is scored, not just ``<think>``: the answer is read by the same user,
     and a response without tags still gets a signal.
 
-    Pass the user's question as ``prompt``: an English system template wrapped around
-    a Chinese question would make Latin the target.
+    ``prompt`` is the user's own text (``RewardSample.prompt``, as every reward gets
+    it), never the chat-rendered prompt: ``<|im_start|>user`` and ``assistant``, or
+    an English system prompt, around a Hebrew question would make Latin the target.
 
     Edge cases: a prompt without letters (only numbers or symbols) sets no target
     language, so every response scores 1.0; otherwise a response without letters

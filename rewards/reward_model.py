@@ -4,7 +4,8 @@ The model is a folder exported by training with ``algorithm.name=orm`` or ``prm`
 a one-output token-classification model and its tokenizer. Each actor of the term loads it once, when it
 starts, and scores batches of ``batch_size`` samples under ``torch.no_grad``, on ``device``.
 
-A sample is encoded as in training (``rlcore.reward_inputs``): the rendered prompt the sample carries, then
+A sample is encoded as in training (``rlcore.reward_inputs``): the rendered prompt the sample carries
+(``RewardSample.rendered_prompt``, chat template applied, not the user's text in ``prompt``), then
 the response, cut into steps, each step encoded on its own; a step's score is the model's output at its last
 token.
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import MISSING
@@ -33,6 +34,8 @@ from omegaconf import MISSING
 from rlcore.test_time import AGGREGATES, aggregate_steps, split_steps
 
 DEVICES = ("auto", "cpu", "cuda")
+EXPORT_HINT = "export a reward model with algorithm.name=orm or prm"
+"""What a missing or incomplete ``model`` folder's one-line error ends with (``launch.build.load`` checks it)."""
 
 
 def pick_device(device: str) -> str:
@@ -55,7 +58,7 @@ def check_options(model: str, batch_size: int, device: str) -> None:
 
 @dataclass
 class ORMRewardOptions:
-    model: str = MISSING
+    model: str = field(default=MISSING, metadata={"model_folder": EXPORT_HINT})
     """The reward model: a folder exported by training with algorithm.name=orm (a one-output token-classification model and its tokenizer; required). A relative path is taken from the reward actors' working directory: on a local Ray, where the run is launched."""
     batch_size: int = 32
     """Samples per forward pass."""
@@ -64,11 +67,14 @@ class ORMRewardOptions:
 
     def __post_init__(self):
         # Not checked for existence here: a preset may name a model an earlier stage of the same recipe trains.
+        # ``launch.build.load`` checks the folder (its model_folder metadata) just before the run, before Ray starts.
         check_options(self.model, self.batch_size, self.device)
 
 
 @dataclass
 class PRMRewardOptions(ORMRewardOptions):
+    model: str = field(default=MISSING, metadata={"model_folder": EXPORT_HINT})
+    """The reward model: a folder exported by training with algorithm.name=prm (a one-output token-classification model and its tokenizer; required). A relative path is taken from the reward actors' working directory: on a local Ray, where the run is launched."""
     aggregate: str = "min"
     """How the steps' scores (each sigmoid(score) at the step's last token) become the response's: min (the weakest step), last, mean or prod."""
     delimiter: str = "\n\n"
@@ -121,6 +127,12 @@ class RewardModelScorer:
         return out
 
 
+def rendered(sample) -> str:
+    """The prompt as the policy saw it (``RewardSample.rendered_prompt``): the encoding a reward model is trained on,
+    chat template included, not the user's text that the other rewards read."""
+    return sample.prompt if sample.rendered_prompt is None else sample.rendered_prompt
+
+
 def sigmoid(x: float) -> float:
     """The logistic function, without overflow for large |x|."""
     if x >= 0:
@@ -140,7 +152,7 @@ class OutcomeRewardModel:
 
     def score(self, samples: list) -> list[float]:
         scored = [i for i, s in enumerate(samples) if s.response]
-        steps = self.scorer.step_scores([samples[i].prompt for i in scored], [[samples[i].response] for i in scored])
+        steps = self.scorer.step_scores([rendered(samples[i]) for i in scored], [[samples[i].response] for i in scored])
         out = [0.0] * len(samples)  # an empty response has nothing to score
         for i, values in zip(scored, steps):
             out[i] = sigmoid(values[-1])
@@ -163,7 +175,7 @@ class ProcessRewardModel:
     def score(self, samples: list) -> list[dict[str, float]]:
         cut = [split_steps(s.response, self.delimiter) for s in samples]
         scored = [i for i, steps in enumerate(cut) if steps]
-        values = self.scorer.step_scores([samples[i].prompt for i in scored], [cut[i] for i in scored])
+        values = self.scorer.step_scores([rendered(samples[i]) for i in scored], [cut[i] for i in scored])
         out = [{"score": 0.0, "_steps": 0.0} for _ in samples]  # an empty response has no step to score
         for i, scores in zip(scored, values):
             out[i] = {"score": aggregate_steps([sigmoid(x) for x in scores], self.aggregate),

@@ -49,7 +49,10 @@ class RolloutBatch:
     policy_version: torch.Tensor | None = None
     """[B] int64: weight version of the policy that generated the sample (0 = initial)."""
     prompts: list[str] | None = None
-    """B prompt texts."""
+    """B prompt texts as the policy saw them (chat template applied): for logs, and learned reward models."""
+    user_prompts: list[str] | None = None
+    """B prompts as the user wrote them (``PromptRow.user_text``): what rewards judge (``RewardSample.prompt``).
+    None: the same as ``prompts``."""
     responses: list[str] | None = None
     """B response texts."""
     answers: list[str] | None = None

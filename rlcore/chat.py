@@ -66,6 +66,15 @@ def as_messages(prompt: str | list[Message], system_prompt: str | None) -> list[
     return with_system(list(prompt), system_prompt)
 
 
+def user_text(prompt: str | list[Message]) -> str:
+    """What the user wrote in a prompt: a string as it is, or the last user message's content (every message's,
+    a blank line between, when none is a user's). Rewards judge this, never the chat template's rendering."""
+    if isinstance(prompt, str):
+        return prompt
+    users = [m["content"] for m in prompt if m["role"] == "user"]
+    return users[-1] if users else reply_text(prompt)
+
+
 def reply_text(reply: str | list[Message]) -> str:
     """A response as one string for logs: itself, or its messages' contents, a blank line between turns."""
     return reply if isinstance(reply, str) else "\n\n".join(m["content"] for m in reply)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlcore.chat import ChatError, Message, check_messages, encode_prompt, render_prompt
+from rlcore.chat import ChatError, Message, check_messages, encode_prompt, render_prompt, user_text
 
 
 class DataError(ValueError):
@@ -54,6 +54,13 @@ class PromptRow:
     metadata: dict[str, Any] = field(default_factory=dict)
     templated: bool = False
     """The prompt text was made by the chat template (it holds its special tokens: tokenize without adding any)."""
+    user_prompt: str | None = None
+    """What the user wrote (``rlcore.chat.user_text``), kept when ``render_prompts`` replaces ``prompt`` with the
+    template's rendering; None while ``prompt`` is still the row's own."""
+
+    def user_text(self) -> str:
+        """The prompt as the user wrote it (the last user message's text): what rewards judge."""
+        return self.user_prompt if self.user_prompt is not None else user_text(self.prompt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,12 +175,48 @@ def read_rows(path: str | Path) -> list[tuple[str, Any]]:
 
 
 def _located_rows(files: list[str | Path]):
-    """``(source, row)`` for every row of ``files`` in order."""
+    """``(source, row)`` for every row of ``files`` in order, each free of invalid Unicode (``invalid_text``)."""
     for name in files:
         rows = read_rows(name)
         if not rows:
             raise DataError(f"{name}: no rows")
-        yield from rows
+        for source, row in rows:
+            bad = invalid_text(row)
+            if bad is not None:
+                raise DataError(f"{source}: invalid Unicode in {bad}")
+            yield source, row
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def invalid_text(value: Any, where: str = "") -> str | None:
+    """Where ``value`` holds a string that is not valid Unicode, or None: ``'prompt'``, ``'messages[1].content'``,
+    ``'reward_model.ground_truth'`` (a field name: the field holding it; ``a field name`` at the top).
+
+    JSON may escape half of a UTF-16 surrogate pair (``"\\ud800"``); it loads as a lone surrogate, which no
+    tokenizer encodes (a ``TypeError`` naming no file or row) and no log can write.
+    """
+    if isinstance(value, str):
+        return None if value.isascii() or _encodable(value) else f"'{where}'"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and not _encodable(key):
+                return f"'{where}'" if where else "a field name"
+            found = invalid_text(item, f"{where}.{key}" if where else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = invalid_text(item, f"{where}[{i}]")
+            if found is not None:
+                return found
+    return None
 
 
 def field_value(row: dict[str, Any], key: str) -> Any:
@@ -395,7 +438,8 @@ def render_prompts(rows: list, tokenizer, system_prompt: str | None = None) -> l
 
     Message lists get the tokenizer's chat template and generation prompt, and
     ``system_prompt`` when they have no system message; a string prompt stays as
-    it is unless there is a system prompt to add. Raises ``DataError`` naming the row.
+    it is unless there is a system prompt to add. A rendered row keeps what the
+    user wrote in ``user_prompt``. Raises ``DataError`` naming the row.
     """
     out = []
     for row in rows:
@@ -404,7 +448,8 @@ def render_prompts(rows: list, tokenizer, system_prompt: str | None = None) -> l
                 text, templated = render_prompt(row.prompt, tokenizer, system_prompt)
             except ChatError as exc:
                 raise DataError(f"{row.source}: {exc}") from None
-            row = dataclasses.replace(row, prompt=text, templated=templated)
+            if templated:  # the user's words are kept for the rewards (PromptRow.user_text)
+                row = dataclasses.replace(row, prompt=text, templated=True, user_prompt=row.user_text())
         out.append(row)
     return out
 
@@ -419,8 +464,9 @@ def _prompt_ids(row, tokenizer) -> list[int]:
     return encode_prompt(text, templated, tokenizer)
 
 
-def check_prompt_lengths(rows: list, tokenizer, max_tokens: int) -> None:
-    """Fail on the first prompt longer than ``max_tokens`` tokens, naming its file and row.
+def check_prompt_lengths(rows: list, tokenizer, max_tokens: int, context: tuple[int, str] | None = None) -> None:
+    """Fail on the first prompt longer than ``max_tokens`` tokens, or filling ``context`` (its length in tokens and
+    what sets it: vLLM refuses a prompt that leaves no room for a response), naming its file and row.
 
     Templated prompts are counted as the rollout worker encodes them (no special
     tokens added); a message list not yet rendered is counted with the chat
@@ -430,6 +476,9 @@ def check_prompt_lengths(rows: list, tokenizer, max_tokens: int) -> None:
         count = len(_prompt_ids(row, tokenizer))
         if count > max_tokens:
             raise DataError(f"{row.source}: prompt has {count} tokens, more than data.max_prompt_tokens={max_tokens}")
+        if context is not None and count >= context[0]:
+            raise DataError(f"{row.source}: prompt has {count} tokens, all of {context[1]}: no room is left for a "
+                            "response (vLLM refuses it); shorten the prompt or drop the row")
 
 
 class PromptSampler:

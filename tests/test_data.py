@@ -197,6 +197,37 @@ def test_a_bad_nested_row_names_file_row_and_field(tmp_path, bad):
         load_prompts([f], answer_key="reward_model.ground_truth")
 
 
+@pytest.mark.parametrize(
+    "row, field",
+    [
+        ({"prompt": "What is \ud800?", "answer": "1"}, "prompt"),
+        ({"prompt": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "\udfff"}], "answer": "1"},
+         "prompt[1].content"),
+        ({"prompt": "p", "answer": "1", "reward_model": {"ground_truth": "4\udc00"}}, "reward_model.ground_truth"),
+        ({"prompt": "p", "answer": "1", "tags": ["ok", "\ud83d"]}, "tags[1]"),
+        ({"prompt": "p", "answer": "1", "extra": {"\ud800": 1}}, "extra"),
+    ],
+)
+def test_a_lone_surrogate_names_file_line_and_field(tmp_path, row, field):
+    """A JSON escape of half a UTF-16 pair (``\\ud800``) loads as a string no tokenizer can encode: every string of
+    the row, nested ones and field names included, is checked as the rows are read."""
+    f = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "ok", "answer": "1"}, row])
+    assert "\\ud" in f.read_text()  # json.dumps writes the escape, as a user's file would hold it
+    with pytest.raises(DataError) as info:
+        load_prompts([f])
+    assert str(info.value) == f"{f} line 2: invalid Unicode in '{field}'"
+
+
+def test_every_loader_checks_for_invalid_unicode(tmp_path):
+    prefs = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b\ud800"}])
+    with pytest.raises(DataError, match=r"p.jsonl line 1: invalid Unicode in 'rejected'$"):
+        load_preferences([prefs])
+    sft = write_jsonl(tmp_path / "s.jsonl", [{"messages": [{"role": "user", "content": "\udbff"},
+                                                           {"role": "assistant", "content": "a"}]}])
+    with pytest.raises(DataError, match=r"s.jsonl line 1: invalid Unicode in 'messages\[0\].content'$"):
+        load_sft([sft], DataConfig())
+
+
 def test_parquet_shard_folders_and_save_to_disk_load_the_jsonl_rows(tmp_path):
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
@@ -326,7 +357,8 @@ def test_render_prompts_templates_message_lists_not_strings():
     rows = [PromptRow(0, "1+1=", "2", "f line 1"), PromptRow(1, USER, "4", "f line 2", {"k": 1}), pair, sft]
     out = render_prompts(rows, tok)
     assert out[0] == rows[0] and not out[0].templated  # a string stays as it is
-    assert out[1] == PromptRow(1, USER_HEADER, "4", "f line 2", {"k": 1}, templated=True)
+    assert out[1] == PromptRow(1, USER_HEADER, "4", "f line 2", {"k": 1}, templated=True, user_prompt="what is 2+2")
+    assert out[0].user_text() == "1+1=" and out[1].user_text() == "what is 2+2"  # what the rewards judge
     assert out[2] is pair and out[3] is sft  # other rows are the source's to encode
     assert rows[1].prompt == USER  # the input rows are untouched
 
@@ -339,6 +371,7 @@ def test_render_prompts_adds_the_system_prompt():
     assert out[0].prompt == system + "<|im_start|>user\n1+1=<|im_end|>\n<|im_start|>assistant\n" and out[0].templated
     assert out[1].prompt == system + USER_HEADER and out[1].templated
     assert out[2].prompt == "<|im_start|>system\nhi<|im_end|>\n" + USER_HEADER  # the row's own system message wins
+    assert [r.user_text() for r in out] == ["1+1=", "what is 2+2", "what is 2+2"]  # never the system prompt
 
 
 def test_render_prompts_names_the_row_when_the_tokenizer_has_no_template():
@@ -365,7 +398,9 @@ def test_prepare_renders_prompts_after_the_transforms(tmp_path):
     from launch.build import configure, prepare
 
     model = tmp_path / "model"
-    chat_tokenizer().save_pretrained(model)  # prepare reads only the tokenizer
+    chat_tokenizer().save_pretrained(model)  # prepare reads the tokenizer; the folder check wants the rest too
+    (model / "config.json").write_text('{"model_type": "qwen2"}')
+    (model / "model.safetensors").write_bytes(b"\0" * 8)
     train = write_jsonl(tmp_path / "train.jsonl", [{"prompt": USER, "answer": "4"}])
     evals = write_jsonl(tmp_path / "eval.jsonl", [{"prompt": "1+1=", "answer": "2"}])
     plan = configure(None, [f"model.path={model}", f"data.train_files=[{train}]", f"data.eval_files=[{evals}]",
@@ -378,9 +413,13 @@ def test_prepare_renders_prompts_after_the_transforms(tmp_path):
     assert data.eval[0].prompt == (system + "<|im_start|>user\n1+1= Think for 3 tokens.<|im_end|>\n"
                                    "<|im_start|>assistant\n")
     assert data.train[0].templated and data.eval[0].templated
+    from transformers import AutoTokenizer
+
+    rendered = "<|im_start|>user\nwhat is 2+2<|im_end|>\n<|im_start|>assistant\n"
+    count = len(AutoTokenizer.from_pretrained(model).encode(rendered, add_special_tokens=False))
     plan = configure(None, [f"model.path={model}", f"data.train_files=[{train}]", "data.eval_files=[]",
-                            "data.max_prompt_tokens=10"])
-    with pytest.raises(DataError, match=rf"^{train} line 1: prompt has 11 tokens"):  # counted after rendering
+                            f"data.max_prompt_tokens={count - 1}"])
+    with pytest.raises(DataError, match=rf"^{train} line 1: prompt has {count} tokens"):  # counted after rendering
         prepare(plan)
 
 

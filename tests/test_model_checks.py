@@ -315,3 +315,34 @@ def test_l1_accuracy_args_are_parsed_with_every_option_in_force():
     args = plan.reward_terms[1].args
     assert args["accuracy"] == "numeric_match" and args["accuracy_args"] == {"tolerance": 1e-6}
     assert plan.cfg.reward.terms[1].args["accuracy_args"] == {"tolerance": 1e-6}
+
+
+def test_a_prompt_that_fills_the_context_is_named_by_its_row(tmp_path, local_model):
+    """vLLM refuses a prompt of the context's length (no room for a response), which data.max_prompt_tokens equal
+    to the context lets through: ``render`` names the row, as for a prompt over the budget."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from launch.build import prepare
+    from rlcore.chat import encode_prompt
+    from rlcore.data import DataError
+
+    policy = tmp_path / "policy"
+    shutil.copytree(local_model, policy)
+    prompt = "12+34="
+    count = len(encode_prompt(prompt, False, AutoTokenizer.from_pretrained(policy)))
+    config = json.loads((policy / "config.json").read_text())
+    (policy / "config.json").write_text(json.dumps({**config, "max_position_embeddings": count}))
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"prompt": prompt, "answer": "46"}) + "\n")
+    plan = configure(None, [f"model.path={policy}", f"data.train_files=[{train}]", "data.eval_files=[]",
+                            f"data.max_prompt_tokens={count}", f"trainer.cache_dir={tmp_path}/cache"])
+    with pytest.raises(DataError) as refused:
+        prepare(plan)
+    assert str(refused.value) == (f"{train} line 1: prompt has {count} tokens, all of the context of model.path "
+                                  f"{policy}: max_position_embeddings={count} in its config.json: no room is left for "
+                                  "a response (vLLM refuses it); shorten the prompt or drop the row")
+    (policy / "config.json").write_text(json.dumps({**config, "max_position_embeddings": count + 1}))
+    prepare(configure(None, [f"model.path={policy}", f"data.train_files=[{train}]", "data.eval_files=[]",
+                             f"data.max_prompt_tokens={count}", f"trainer.cache_dir={tmp_path}/cache"]))

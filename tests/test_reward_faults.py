@@ -1,6 +1,7 @@
 """Reward pools on a local Ray: weighting, named parts, and faults that never stop the run."""
 
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -44,7 +45,7 @@ def test_raising_reward_gets_failure_score_and_run_goes_on(local_ray, capsys):
     metrics = group.score(batch)
     assert batch.reward_terms["tests.plugins.user_rewards:fragile"].tolist() == [1.0, -1.0, 1.0]
     assert metrics["reward_faults/tests.plugins.user_rewards:fragile/errors"] == 1
-    assert capsys.readouterr().out.count("first traceback:") == 1  # printed once
+    assert capsys.readouterr().out.count("its traceback:") == 1  # printed once
     later = batch_of(["7", "x"], ["7", "7"])  # the pool still works: its actor was not lost
     metrics = group.score(later)
     assert later.reward_terms["tests.plugins.user_rewards:fragile"].tolist() == [1.0, 1.0]
@@ -70,3 +71,40 @@ def test_killed_reward_actor_is_replaced_and_batch_retried(local_ray, tmp_path):
     assert marker.exists()  # it did die
     assert batch.reward_terms[name].tolist() == [1.0, 1.0]  # the retry scored the batch
     assert metrics[f"reward_faults/{name}/restarts"] == 1 and metrics[f"reward_faults/{name}/errors"] == 0
+
+
+FAILS_TO_START = "tests.plugins.user_rewards:FailsToStart"
+START_LINE = f"reward '{FAILS_TO_START}' failed to start: no model at /nowhere (export one first)"
+
+
+def test_reward_class_whose_constructor_raises_is_one_line(local_ray):
+    """Not Ray's ``ActorDiedError`` with the traceback inside it: the term's name and the error's message, one line."""
+    from actors.groups import RewardGroup, wait_ready
+    from rewards.api import RewardStartError
+
+    group = RewardGroup(configure(None, [f"reward.terms=[{{name: exact_match}}, {{name: '{FAILS_TO_START}'}}]",
+                                         "reward.accuracy_term=exact_match"]).reward_terms)
+    with pytest.raises(RewardStartError) as info:
+        wait_ready([group])
+    assert str(info.value) == START_LINE
+
+
+def test_train_exits_2_with_one_line_when_a_reward_fails_to_start(local_ray, monkeypatch, capsys):
+    """``python -m launch.train``'s main: the roles start (here the reward workers only), one fails, exit code 2."""
+    import launch.train as train_module
+    import launch.trainer as trainer_module
+    from actors.groups import RewardGroup, wait_ready
+
+    plan = configure(None, [f"reward.terms=[{{name: exact_match}}, {{name: '{FAILS_TO_START}'}}]",
+                            "reward.accuracy_term=exact_match"])
+
+    class Starting:  # the trainer's start-up: every role's actors, then wait_ready
+        def __init__(self, plan, data, stop):
+            wait_ready([RewardGroup(plan.reward_terms)])
+
+    folder = SimpleNamespace(release=lambda: None)  # the claimed output folder (launch.train.claim)
+    monkeypatch.setattr(train_module, "plan_data_and_ray", lambda *args: (plan, None, False, folder))
+    monkeypatch.setattr(trainer_module, "Trainer", Starting)
+    monkeypatch.setattr(trainer_module.StopRequest, "install", lambda self: None)  # pytest keeps its signals
+    assert train_module.main([]) == 2
+    assert capsys.readouterr().err.strip() == f"input error: {START_LINE}"

@@ -361,6 +361,20 @@ def test_orm_is_the_sigmoid_of_the_whole_response(monkeypatch):
     assert REWARDS.resolve("orm", "r") is OutcomeRewardModel and REWARDS.resolve("prm", "r") is ProcessRewardModel
 
 
+def test_reward_models_read_the_rendered_prompt_the_policy_saw(monkeypatch):
+    """A learned reward model is served the encoding it was trained on (``rlcore.reward_inputs``): the chat-rendered
+    prompt (``RewardSample.rendered_prompt``), not the user's text that the other rewards read (``prompt``)."""
+    monkeypatch.setattr("rewards.reward_model.RewardModelScorer", FakeScorer)
+    rendered = "<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n"
+    sample = RewardSample("Q", "x=1", [], "", rendered_prompt=rendered)
+    orm, prm = OutcomeRewardModel("unused"), ProcessRewardModel("unused", delimiter=". ")
+    orm.score([sample])
+    prm.score([sample])
+    assert orm.scorer.calls[0][0] == prm.scorer.calls[0][0] == [rendered]
+    orm.score([RewardSample("Q", "x=1", [], "")])  # a sample built by hand: its prompt is what the policy saw
+    assert orm.scorer.calls[1][0] == ["Q"]
+
+
 def test_an_exported_reward_model_scores_as_the_learner_does(tmp_path, reason_model, tokenizer):
     """Build the ``reward`` kind from the causal LM, export it, load it as the ``prm`` reward: its step scores are the
     learner's forward pass at the step ends of the same encoding."""

@@ -57,3 +57,13 @@ class WrongShape:
 class WrongType:
     def score(self, samples):
         return ["high"] * len(samples)
+
+
+class FailsToStart:
+    """Its constructor raises, as a reward whose model folder is missing would."""
+
+    def __init__(self):
+        raise FileNotFoundError("no model at /nowhere\n(export one first)")
+
+    def score(self, samples):
+        return [1.0] * len(samples)
