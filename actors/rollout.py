@@ -248,9 +248,10 @@ class RolloutWorker:
 
 
 def engine_options(cfg: RolloutConfig, cuda: bool, colocated: bool) -> dict:
-    """``vllm.LLM``'s options beyond the model's: the GPU share on CUDA; with colocation, sleep mode and the CUDA
-    IPC weight-transfer engine."""
+    """``vllm.LLM``'s options beyond the model's: the GPU share on CUDA; with colocation, sleep mode (CUDA-graph
+    memory offloaded too: level-1 sleep keeps it on the GPU otherwise) and the CUDA IPC weight-transfer engine."""
     options = {"gpu_memory_utilization": cfg.gpu_memory_utilization} if cuda else {}
     if colocated:
-        options.update(enable_sleep_mode=True, weight_transfer_config={"backend": "ipc"})
+        options.update(enable_sleep_mode=True, sleep_mode_offload_cudagraph=True,
+                       weight_transfer_config={"backend": "ipc"})
     return options

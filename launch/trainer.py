@@ -23,6 +23,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from actors.groups import LearnerDied, LearnerGroup, ReferenceGroup, Shipment, wait_ready
 from actors.placement import placement
@@ -44,16 +45,11 @@ class Trainer:
         self.out = Path(self.cfg.trainer.output_dir).expanduser().resolve()
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(to_yaml(self.cfg))
-        # Every role starts at once (vLLM engines, learner groups, reference, reward workers), then we wait for all.
+        # Every role starts at once (vLLM engines, learner groups, reference, reward workers), then we wait for all;
+        # on shared GPUs the vLLM engines first (``start_roles``).
         start = time.perf_counter()
         place = placement(self.cfg, {name: g.spec.settings for name, g in plan.learners.items()})
-        self.learners = {name: LearnerGroup(self.cfg, plan.algorithm, name, g.spec, g.model, place)
-                         for name, g in plan.learners.items()}
-        self.reference = (ReferenceGroup(self.cfg, self.cfg.reference.path or self.cfg.model.path, place)
-                          if self.cfg.reference.enabled else None)
-        roles = Roles(plan.reward_terms, self.learners, self.reference, place)
-        self.source = plan.source(self.cfg, plan.algorithm, roles, data.train, data.eval)
-        wait_ready([*self.learners.values(), *([self.reference] if self.reference else []), self.source])
+        self.learners, self.reference, self.source = self.start_roles(plan, data, place)
         self.startup_s = time.perf_counter() - start
         print(f"roles ready in {self.startup_s:.1f}s", flush=True)
         self.checkpoints = Checkpoints(self.out / "checkpoints", self.learners, self.cfg.trainer.keep_checkpoints,
@@ -65,6 +61,23 @@ class Trainer:
         self.stop = stop or StopRequest()  # not installed: only launch.train's main owns the process's signals
         self.requests = ScaleRequests(self.out)  # launch.scale's requests, taken before each step
         self.logger = MetricsLogger(self.out, self.cfg.trainer.total_steps, self.cfg.trainer.loggers, asdict(self.cfg))
+
+    def start_roles(self, plan: Plan, data: Data, place) -> tuple[dict[str, LearnerGroup], ReferenceGroup | None, Any]:
+        """The learner groups, the reference and the source, started and ready. Where they share the GPUs
+        (``trainer.placement=colocated``) the source's vLLM engines start, and are ready, before the others: vLLM
+        refuses to start unless ``rollout.gpu_memory_utilization`` of its GPU is free, and the learners and the
+        reference then take what it leaves."""
+        roles = Roles(plan.reward_terms, {}, None, place)
+        source = plan.source(self.cfg, plan.algorithm, roles, data.train, data.eval) if place.shares_gpus else None
+        if source is not None:
+            wait_ready([source])
+        roles.learners.update({name: LearnerGroup(self.cfg, plan.algorithm, name, g.spec, g.model, place)
+                               for name, g in plan.learners.items()})
+        roles.reference = (ReferenceGroup(self.cfg, self.cfg.reference.path or self.cfg.model.path, place)
+                           if self.cfg.reference.enabled else None)
+        source = source or plan.source(self.cfg, plan.algorithm, roles, data.train, data.eval)
+        wait_ready([*roles.learners.values(), *([roles.reference] if roles.reference else []), source])
+        return roles.learners, roles.reference, source
 
     def fit(self) -> Path | None:
         tc = self.cfg.trainer

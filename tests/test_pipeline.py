@@ -217,3 +217,22 @@ def test_past_max_restarts_the_run_stops_with_one_line(fakes, tmp_path, monkeypa
     assert str(stop.value) == (f"step 3: learner group 'actor' lost rank 1 (RuntimeError), after 1 restarts "
                                f"(trainer.max_restarts=1); resume from the newest checkpoint in "
                                f"{tmp_path / 'checkpoints'} with trainer.resume=true")
+
+
+def test_on_shared_gpus_the_vllm_engines_are_ready_before_the_learners_start(fakes, monkeypatch, tmp_path):
+    """vLLM refuses to start unless rollout.gpu_memory_utilization of its GPU is free: where the roles share the
+    GPUs, the source (its engines) starts and is waited for before the learner groups and the reference start."""
+    order = []
+    monkeypatch.setattr(trainer_module, "placement", lambda cfg, groups: type("Shared", (), {"shares_gpus": True})())
+    monkeypatch.setattr(trainer_module, "wait_ready", lambda groups: order.append(("ready", len(groups))))
+    monkeypatch.setattr(FakeSource, "__init__", lambda self, *a: order.append("source"))
+    monkeypatch.setattr(FakeLearnerGroup, "__init__", lambda self, *a: order.append("learner"))
+    monkeypatch.setattr(FakeReference, "__init__", lambda self, *a: order.append("reference"))
+    plan = configure(None, [f"trainer.output_dir={tmp_path}", "trainer.loggers=[jsonl]"])
+    plan.source = FakeSource
+    Trainer(plan, data=type("Data", (), {"train": [], "eval": []})())
+    assert order == ["source", ("ready", 1), "learner", "reference", ("ready", 3)]
+    order.clear()
+    monkeypatch.setattr(trainer_module, "placement", lambda cfg, groups: type("Own", (), {"shares_gpus": False})())
+    Trainer(plan, data=type("Data", (), {"train": [], "eval": []})())
+    assert order == ["learner", "reference", "source", ("ready", 3)]  # elsewhere all at once

@@ -139,7 +139,7 @@ def test_engine_options_turn_on_sleep_mode_and_the_ipc_transfer_only_when_coloca
     assert engine_options(rc, cuda=True, colocated=False) == {"gpu_memory_utilization": rc.gpu_memory_utilization}
     assert engine_options(rc, cuda=True, colocated=True) == {
         "gpu_memory_utilization": rc.gpu_memory_utilization, "enable_sleep_mode": True,
-        "weight_transfer_config": {"backend": "ipc"}}
+        "sleep_mode_offload_cudagraph": True, "weight_transfer_config": {"backend": "ipc"}}
 
 
 def test_rollout_client_reaches_every_worker_and_tags_the_version(monkeypatch):
