@@ -102,7 +102,7 @@ class RolloutConfig:
     enforce_eager: bool = True
     """Skip CUDA-graph capture / compilation: faster start, slower steady state."""
     prefix_caching: bool = True
-    """vLLM's automatic prefix caching: requests that share a prefix (the n samples of a prompt, the continuations of a step-level search) reuse its KV cache instead of recomputing it."""
+    """vLLM's automatic prefix caching: requests that share a prefix (the n samples of a prompt, the continuations of a step-level search) reuse its KV cache instead of recomputing it. It is emptied after every weight push, whose new weights would compute other keys and values."""
     balance: str = "speed"
     """How a call's prompts are split over the workers. speed: in proportion to each worker's measured items per second (a running mean over its calls), so a slow node does not hold the step up; even: equal shares. Each share samples with its own seed, so with several workers only even splits repeat exactly (a resumed run's samples then match the uninterrupted run's); with one worker both are the same. Resize a running job's pool with ``python -m launch.scale``."""
     num_threads: int = 0
