@@ -130,6 +130,10 @@ def check_pairs_whole(cfg: Config) -> None:
                        ("learner.mini_batch_size", lc.mini_batch_size // lc.world_size)):
         if value % 2:
             raise ConfigError(f"{key} must keep chosen/rejected pairs whole: make it even per learner rank")
+    if lc.max_tokens_per_micro_batch is not None:  # the budget sorts samples by length: a pair would be split
+        raise ConfigError(f"learner.max_tokens_per_micro_batch={lc.max_tokens_per_micro_batch} cuts micro-batches by "
+                          "length, which splits chosen/rejected pairs: leave it unset and size them with "
+                          "learner.micro_batch_size")
 
 
 @dataclass

@@ -151,6 +151,8 @@ def test_dpo_validation():
         (DPO_PRESET, ["reference.enabled=false"], "DPO compares against the reference policy"),
         (DPO_PRESET, ["learner.micro_batch_size=3"],
          "learner.micro_batch_size must keep chosen/rejected pairs whole"),
+        (DPO_PRESET, ["learner.max_tokens_per_micro_batch=64"],
+         "learner.max_tokens_per_micro_batch=64 cuts micro-batches by length, which splits chosen/rejected pairs"),
         (DPO_PRESET, ["learner.mini_batch_size=48"],
          "learner.mini_batch_size=48 must divide data.prompts_per_step × 2 (samples per group of dpo) = 64"),
         (DPO_PRESET, ["algorithm.dpo_beta=1"], "unknown key 'algorithm.dpo_beta'; allowed under 'algorithm': beta, loss"),

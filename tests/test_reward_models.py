@@ -221,6 +221,8 @@ def test_prm_loss_is_the_step_label_loss():
     (["algorithm.name=orm", "learner.micro_batch_size=3"], "learner.micro_batch_size must keep chosen/rejected pairs"),
     (["algorithm.name=orm", "learner.mini_batch_size=30", "learner.world_size=2", "data.prompts_per_step=15"],
      "learner.mini_batch_size must keep chosen/rejected pairs whole"),
+    (["algorithm.name=orm", "learner.max_tokens_per_micro_batch=256"],
+     "learner.max_tokens_per_micro_batch=256 cuts micro-batches by length, which splits chosen/rejected pairs"),
     (["algorithm.name=orm", "algorithm.center_coef=-1"], "algorithm.center_coef=-1.0 must be >= 0"),
     (["algorithm.name=prm", "algorithm.labels_key=''"], "algorithm.labels_key is empty"),
     (["reward.terms=[{name: prm, args: {model: m, aggregate: max}}]", "reward.accuracy_term=prm"],
