@@ -22,7 +22,6 @@ never look a plug-in up.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +58,9 @@ class Plan:
     transforms: list[Any] = field(default_factory=list)
     verifiers: dict[str, RewardTerm] = field(default_factory=dict)
     """``eval.verifier`` and ``eval.search_verifier`` resolved, by key, where set (``launch.evaluate`` only)."""
+    context: tuple[int, str] | None = None
+    """The rollout engine's context in tokens and what sets it (``prompt_context``), found by ``load`` for
+    ``render`` to hold every prompt to; None while unknown."""
 
 
 @dataclass
@@ -254,7 +256,8 @@ def resolve_models(plan: Plan) -> None:
     own working directory."""
     cfg, cache = plan.cfg, plan.cfg.trainer.cache_dir
     cfg.model.path = resolve(cfg.model.path, cache, "model.path")
-    check_prompt_budget(cfg, check_model_dir(cfg.model.path, "model.path"))
+    plan.context = prompt_context(cfg, check_model_dir(cfg.model.path, "model.path"))
+    check_prompt_budget(cfg.data.max_prompt_tokens, plan.context)
     if cfg.reference.path is not None:
         cfg.reference.path = resolve(cfg.reference.path, cache, "reference.path")
         check_model_dir(cfg.reference.path, "reference.path")
@@ -292,11 +295,11 @@ def prompt_context(cfg: Config, model_config: dict[str, Any]) -> tuple[int, str]
     return (context, source) if context is not None else None
 
 
-def check_prompt_budget(cfg: Config, model_config: dict[str, Any]) -> None:
-    """``data.max_prompt_tokens`` must fit the context (``prompt_context``). vLLM refuses a prompt of the context's
-    length or more (a response is cut where the context ends, which it does not refuse). A budget equal to the
-    context is let through, as the built-in model's presets have it; a prompt that long is then named by ``render``."""
-    found, budget = prompt_context(cfg, model_config), cfg.data.max_prompt_tokens
+def check_prompt_budget(budget: int, found: tuple[int, str] | None) -> None:
+    """``data.max_prompt_tokens`` (``budget``) must fit the context (``prompt_context``). vLLM refuses a prompt of the
+    context's length or more (a response is cut where the context ends, which it does not refuse). A budget equal to
+    the context is let through, as the built-in model's presets have it; a prompt that long is then named by
+    ``render``."""
     if found is not None and budget > found[0]:
         raise ConfigError(f"data.max_prompt_tokens={budget} is more than {found[1]}; vLLM refuses a prompt that "
                           f"long: set data.max_prompt_tokens below {found[0]}")
@@ -313,7 +316,5 @@ def render(plan: Plan, data: Data) -> Data:
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
     train = render_prompts(data.train, tokenizer, dc.system_prompt)
     evals = render_prompts(data.eval, tokenizer, dc.system_prompt)
-    model_config = json.loads((Path(cfg.model.path) / "config.json").read_text())  # checked in load
-    check_prompt_lengths(train + evals[: dc.max_eval_prompts], tokenizer, dc.max_prompt_tokens,
-                         prompt_context(cfg, model_config))
+    check_prompt_lengths(train + evals[: dc.max_eval_prompts], tokenizer, dc.max_prompt_tokens, plan.context)
     return Data(train, evals)
