@@ -520,6 +520,20 @@ class ReferenceGroup:
             return ray.get(_sliced([self.worker], shipment, TOKEN_FIELDS, "logprobs")[0])
 
 
+class ReferenceInPolicy:
+    """The reference inside the policy's learner ranks (``reference.host=policy``): each rank scores its slice of the
+    batch with its frozen copy. A rank that dies is its group's ``LearnerDied``; the driver restarts the group, and
+    the copies with it."""
+
+    def __init__(self, policy: LearnerGroup):
+        self.policy = policy
+        self.ready: list[ray.ObjectRef] = []  # the policy group's readiness covers it
+        self.faults = {"restarts": 0}
+
+    def logprobs(self, shipment: Shipment) -> torch.Tensor:
+        return self.policy.reference_logprobs(shipment)
+
+
 class LearnerDied(RuntimeError):
     """A rank of a learner group died: its torch.distributed group cannot go on (``LearnerGroup.restart``)."""
 
@@ -539,18 +553,19 @@ class LearnerGroup:
     """
 
     def __init__(self, cfg: Config, algorithm, name: str, spec: LearnerSpec, model_cls: type,
-                 place: Separate | Colocated = SEPARATE):
+                 place: Separate | Colocated = SEPARATE, reference_path: str | None = None):
         self.name, self.spec = name, spec
         self.place = place
         self.actor = remote(LearnerRank, spec.settings)
         self.args = (cfg, algorithm, name, spec, model_cls)
+        self.reference_path = reference_path  # each rank also hosts the frozen reference (``ReferenceInPolicy``)
         self.restarts = 0
         self._start()
 
     def _start(self) -> None:
         world_size = self.spec.settings.world_size
-        self.ranks = [self.actor.options(**self.place.options("learner", rank)).remote(*self.args, rank, world_size)
-                      for rank in range(world_size)]
+        self.ranks = [self.actor.options(**self.place.options("learner", rank)).remote(
+            *self.args, rank, world_size, self.reference_path) for rank in range(world_size)]
         address = self.ranks[0].address.remote()  # rank 0 hosts the group; Ray passes the result on
         self.ready = [r.setup.remote(address) for r in self.ranks]
 
@@ -594,6 +609,10 @@ class LearnerGroup:
     def forward(self, shipment: Shipment, output: str) -> torch.Tensor:
         """[B, T] model output ``output`` under the current weights, each rank on its slice."""
         return shipment.joined(self._get(_sliced(self.ranks, shipment, TOKEN_FIELDS, "forward", output=output)))
+
+    def reference_logprobs(self, shipment: Shipment) -> torch.Tensor:
+        """[B, T] the reference's log-probs, each rank on its slice with the copy it hosts."""
+        return shipment.joined(self._get(_sliced(self.ranks, shipment, TOKEN_FIELDS, "reference_logprobs")))
 
     def train_step(self, shipment: Shipment, step: int, state: dict) -> dict[str, float]:
         """One update on the batch; the ranks' metrics (averaged, ``*_max`` the largest) as ``<group>/<metric>``,

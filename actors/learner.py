@@ -42,6 +42,7 @@ import torch
 import torch.distributed as dist
 
 from actors.models import autocast, set_threads, shard
+from actors.reference import ReferenceWorker
 from algorithms.base import LearnerSpec
 from rlcore.batch import (
     RolloutBatch,
@@ -79,7 +80,7 @@ def _ray_initialized() -> bool:
 
 class LearnerRank:
     def __init__(self, cfg: Config, algorithm: Any, name: str, spec: LearnerSpec, model_cls: type, rank: int,
-                 world_size: int):
+                 world_size: int, reference_path: str | None = None):
         self.cfg, self.algorithm, self.name, self.spec = cfg, algorithm, name, spec
         self.settings = spec.settings
         self.kind = model_cls(cfg, spec.settings)
@@ -88,6 +89,8 @@ class LearnerRank:
         self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         self.model = self.optimizer = self.scheduler = None
         self.transfer = None  # colocated placement: vLLM's weight-transfer engine, made on the first send
+        self.reference_path = reference_path  # reference.host=policy: a frozen reference beside the model
+        self.reference = None
 
     # ---- set-up ---------------------------------------------------------------------------
     def address(self) -> tuple[str, int]:
@@ -122,6 +125,8 @@ class LearnerRank:
         self.optimizer = torch.optim.AdamW(trained, lr=s.lr, weight_decay=s.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda k: min(1.0, (k + 1) / s.warmup_steps) if s.warmup_steps else 1.0)
+        if self.reference_path is not None:
+            self.reference = ReferenceWorker(self.cfg, self.reference_path, own_process=False)
 
     @classmethod
     def from_env(cls, cfg: Config, algorithm: Any, name: str, spec: LearnerSpec, model_cls: type) -> LearnerRank:
@@ -158,6 +163,10 @@ class LearnerRank:
                 values = self.kind.forward(self.model, micro, (output,))[output].float().cpu()  # [b, t <= T]
                 out[torch.tensor(part), :values.shape[1]] = values
         return out * batch.response_mask
+
+    def reference_logprobs(self, batch: RolloutBatch) -> torch.Tensor:
+        """[B, T] the frozen reference's log-probs of this rank's slice (``reference.host=policy``). Not collective."""
+        return self.reference.logprobs(batch)
 
     def accumulate(self, minibatch: RolloutBatch, loss_fn) -> tuple[list[dict[str, float]], list[tuple], bool]:
         """Forward and backward passes over the micro-batches of one mini-batch; the gradients add up to the

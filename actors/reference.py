@@ -1,5 +1,8 @@
 """ReferenceWorker: a frozen copy of the initial policy that scores response tokens.
 
+It runs as its own Ray actor (``actors.groups.ReferenceGroup``) or inside each rank of the policy's learner group
+(``reference.host``: ``LearnerRank.reference_logprobs``).
+
 It computes in ``model.dtype``, feeds each micro-batch padded or packed (``reference.packing``) and computes its
 log-probs in chunks of ``reference.logits_chunk_tokens`` response tokens (``rlcore.sequences``).
 """
@@ -14,9 +17,10 @@ from rlcore.config import Config
 
 
 class ReferenceWorker:
-    def __init__(self, cfg: Config, model_path: str):
+    def __init__(self, cfg: Config, model_path: str, own_process: bool = True):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        set_threads(cfg.reference.num_threads, device)
+        if own_process:  # inside a learner rank (reference.host=policy) the rank's thread count stands
+            set_threads(cfg.reference.num_threads, device)
         self.kind = CausalLM(cfg, cfg.reference)
         self.model = self.kind.build(model_path, device).eval().requires_grad_(False)
         self.micro_batch_size, self.mixed_precision = cfg.reference.micro_batch_size, cfg.reference.mixed_precision

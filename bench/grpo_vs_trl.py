@@ -185,8 +185,9 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def run_ours(workload: Workload, variant: str, extra: list[str], steps: int, model: str, log: Path,
-             seed: int = 0) -> Run:
-    """Train with ``launch.train``; step 1's end is when its metrics line appears."""
+             seed: int = 0, repo: Path = REPO) -> Run:
+    """Train with ``launch.train`` of the code in ``repo`` (another checkout: a baseline); step 1's end is when its
+    metrics line appears."""
     run = Run(f"ours/{variant}", workload.name, steps, workload.samples_per_step)
     with tempfile.TemporaryDirectory(prefix="grpo-vs-trl-ours-") as out:
         cmd = [sys.executable, "-m", "launch.train", "--config", "launch/configs/grpo_arithmetic.yaml",
@@ -194,7 +195,7 @@ def run_ours(workload: Workload, variant: str, extra: list[str], steps: int, mod
         metrics = Path(out) / "metrics.jsonl"
         with log.open("w") as log_file:
             start = time.time()
-            proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+            proc = subprocess.Popen(cmd, cwd=repo, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
                                     stdout=log_file, stderr=subprocess.STDOUT)
             while proc.poll() is None and run.first_step_s is None:
                 if any(r.get("step") == 1 for r in read_metrics(metrics)):

@@ -306,14 +306,18 @@ def check_prompt_budget(budget: int, found: tuple[int, str] | None) -> None:
 
 
 def render(plan: Plan, data: Data) -> Data:
-    """``prepare``'s second half: the prompts rendered with the model's tokenizer (a chat template, the system
-    prompt) and their lengths checked; a reference model's vocabulary checked against the policy's."""
+    """``prepare``'s second half: the source's checks that need the tokenizer (``check``, if it has one), the prompts
+    rendered with the model's tokenizer (a chat template, the system prompt) and their lengths checked; a reference
+    model's vocabulary checked against the policy's."""
     from transformers import AutoTokenizer
 
     cfg, dc = plan.cfg, plan.cfg.data
     if cfg.reference.path is not None:
         check_same_vocab(cfg.model.path, cfg.reference.path, "reference.path")
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
+    check = getattr(plan.source, "check", None)  # a source's own checks that need the tokenizer
+    if check is not None:
+        check(cfg, data.train + data.eval, tokenizer)
     train = render_prompts(data.train, tokenizer, dc.system_prompt)
     evals = render_prompts(data.eval, tokenizer, dc.system_prompt)
     check_prompt_lengths(train + evals[: dc.max_eval_prompts], tokenizer, dc.max_prompt_tokens, plan.context)

@@ -147,15 +147,15 @@ class SFTSource:
 
     @classmethod
     def load(cls, cfg: Config, files: list[str]) -> list[SFTRow]:
-        """The rows (``rlcore.data.load_sft``), each tokenized once here so a row the chat template cannot render
-        stops the run before any actor starts, naming its file and line."""
-        from transformers import AutoTokenizer
+        """The rows (``rlcore.data.load_sft``)."""
+        return load_sft(files, cfg.data)
 
-        rows = load_sft(files, cfg.data)
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
+    @classmethod
+    def check(cls, cfg: Config, rows: list[SFTRow], tokenizer) -> None:
+        """Each row tokenized once, while Ray starts (``launch.build.render``), so a row the chat template cannot
+        render stops the run before any actor starts, naming its file and line."""
         for row in rows:
             cls.encode(row, tokenizer, cfg.data.system_prompt)
-        return rows
 
     @staticmethod
     def encode(row: SFTRow, tokenizer, system_prompt: str | None) -> tuple[list[int], list[int], list[float]]:

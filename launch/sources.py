@@ -2,8 +2,10 @@
 
 A source is a class with
 
-* ``load(cfg, files) -> rows`` (classmethod), before any actor starts: read and
-  validate its data (errors name the file and row);
+* ``load(cfg, files) -> rows`` (classmethod), before Ray starts: read and
+  validate its data without a tokenizer (errors name the file and row);
+* ``check(cfg, rows, tokenizer)`` (classmethod, optional), while Ray starts and
+  before any actor does: the checks that need the tokenizer;
 * ``__init__(cfg, algorithm, roles, rows, eval_rows)``: ``roles`` holds the
   built parts it may use (reward terms, learner groups, the reference); it
   starts its own actors without waiting and lists in ``ready`` what to wait
@@ -43,7 +45,7 @@ from rlcore.data import PreferenceRow, PromptRow, PromptSampler, load_preference
 from rlcore.plugins import Registry
 
 if TYPE_CHECKING:  # the groups import Ray, which the composition root must not import before Ray is set up
-    from actors.groups import LearnerGroup, ReferenceGroup
+    from actors.groups import LearnerGroup, ReferenceGroup, ReferenceInPolicy
     from actors.placement import Colocated, Separate
 
 
@@ -53,7 +55,7 @@ class Roles:
 
     reward_terms: list[RewardTerm]
     learners: dict[str, LearnerGroup]
-    reference: ReferenceGroup | None
+    reference: ReferenceGroup | ReferenceInPolicy | None
     place: Separate | Colocated | None = None
     """Where the rollout workers run and how weights reach them (``trainer.placement``); None: separate."""
 

@@ -25,14 +25,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from actors.groups import LearnerDied, LearnerGroup, ReferenceGroup, Shipment, wait_ready
+from actors.groups import LearnerDied, LearnerGroup, ReferenceGroup, ReferenceInPolicy, Shipment, wait_ready
 from actors.placement import placement
 from launch.build import Data, Plan
 from launch.checkpoints import CheckpointError, Checkpoints
 from launch.collector import Collector, staleness
 from launch.scale import ScaleRequests
 from launch.sources import Collected, Roles, timed
-from rlcore.config import to_yaml
+from rlcore.config import reference_in_policy, to_yaml
 from rlcore.metrics import MetricsLogger
 
 POLICY = "actor"
@@ -62,19 +62,24 @@ class Trainer:
         self.requests = ScaleRequests(self.out)  # launch.scale's requests, taken before each step
         self.logger = MetricsLogger(self.out, self.cfg.trainer.total_steps, self.cfg.trainer.loggers, asdict(self.cfg))
 
-    def start_roles(self, plan: Plan, data: Data, place) -> tuple[dict[str, LearnerGroup], ReferenceGroup | None, Any]:
-        """The learner groups, the reference and the source, started and ready. Where they share the GPUs
-        (``trainer.placement=colocated``) the source's vLLM engines start, and are ready, before the others: vLLM
-        refuses to start unless ``rollout.gpu_memory_utilization`` of its GPU is free, and the learners and the
-        reference then take what it leaves."""
+    def start_roles(self, plan: Plan, data: Data,
+                    place) -> tuple[dict[str, LearnerGroup], ReferenceGroup | ReferenceInPolicy | None, Any]:
+        """The learner groups, the reference (its own actor, or inside the policy's ranks: ``reference.host``) and
+        the source, started and ready. Where they share the GPUs (``trainer.placement=colocated``) the source's vLLM
+        engines start, and are ready, before the others: vLLM refuses to start unless
+        ``rollout.gpu_memory_utilization`` of its GPU is free, and the learners and the reference then take what it
+        leaves."""
         roles = Roles(plan.reward_terms, {}, None, place)
         source = plan.source(self.cfg, plan.algorithm, roles, data.train, data.eval) if place.shares_gpus else None
         if source is not None:
             wait_ready([source])
-        roles.learners.update({name: LearnerGroup(self.cfg, plan.algorithm, name, g.spec, g.model, place)
+        reference = self.cfg.reference.path or self.cfg.model.path
+        in_policy = reference_in_policy(self.cfg) and POLICY in plan.learners
+        roles.learners.update({name: LearnerGroup(self.cfg, plan.algorithm, name, g.spec, g.model, place,
+                                                  reference if in_policy and name == POLICY else None)
                                for name, g in plan.learners.items()})
-        roles.reference = (ReferenceGroup(self.cfg, self.cfg.reference.path or self.cfg.model.path, place)
-                           if self.cfg.reference.enabled else None)
+        roles.reference = (ReferenceInPolicy(roles.learners[POLICY]) if in_policy else
+                           ReferenceGroup(self.cfg, reference, place) if self.cfg.reference.enabled else None)
         source = source or plan.source(self.cfg, plan.algorithm, roles, data.train, data.eval)
         wait_ready([*roles.learners.values(), *([roles.reference] if roles.reference else []), source])
         return roles.learners, roles.reference, source

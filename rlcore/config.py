@@ -33,6 +33,7 @@ MIXED_PRECISIONS = ("none", "bf16")
 PACKINGS = ("auto", "packed", "padded", "grouped")
 BALANCES = ("speed", "even")
 PLACEMENTS = ("separate", "colocated")
+REFERENCE_HOSTS = ("auto", "own", "policy")
 
 
 class ConfigError(ValueError):
@@ -125,6 +126,8 @@ class ReferenceConfig:
     """Run a reference worker (frozen initial policy) for the KL term and the KL metric."""
     path: Optional[str] = None
     """Weights of the reference worker. None: ``model.path`` (the initial policy). Another model sharing the policy's tokenizer makes it a teacher, as on-policy distillation needs."""
+    host: str = "auto"
+    """Where the reference runs. own: its own Ray actor (placed by num_cpus, num_gpus, resources and label_selector below; replaced if it dies). policy: inside each rank of the policy's learner group, which scores its slice of the batch with a frozen copy: one process fewer to start (on the 2-core CPU a run is ready about 3 s sooner, BENCHMARKS.md), and the placement fields below are unused. auto: policy when the learner ranks use no GPU (learner.num_gpus=0), own otherwise."""
     micro_batch_size: int = 64
     """Sequences per forward pass."""
     mixed_precision: str = "none"
@@ -452,6 +455,8 @@ def validate(cfg: Config) -> None:
     _check(len(names) > 0, "reward.terms is empty: give at least one reward function")
     _check(len(set(names)) == len(names), f"reward.terms lists a reward twice: {names}")
     validate_forward(cfg.reference, "reference")
+    _check(cfg.reference.host in REFERENCE_HOSTS,
+           f"reference.host='{cfg.reference.host}' is not one of {', '.join(REFERENCE_HOSTS)}")
     for i, term in enumerate(cfg.reward.terms):
         _check(term.num_workers > 0, f"reward.terms[{i}].num_workers={term.num_workers} must be > 0")
         _check(term.timeout_s > 0, f"reward.terms[{i}].timeout_s={term.timeout_s} must be > 0")
@@ -470,6 +475,14 @@ def validate(cfg: Config) -> None:
     MetricsLogger.check(cfg.trainer.loggers)
 
 
+def reference_in_policy(cfg: Config) -> bool:
+    """Whether the reference runs inside the policy's learner ranks (``reference.host``; auto: when they use no GPU
+    and the placement is separate)."""
+    host = cfg.reference.host
+    cpu_learners = cfg.learner.num_gpus == 0 and cfg.trainer.placement == "separate"
+    return cfg.reference.enabled and (host == "policy" or (host == "auto" and cpu_learners))
+
+
 def validate_placement(cfg: Config) -> None:
     """``trainer.placement`` and what colocation asks of the other sections."""
     placement = cfg.trainer.placement
@@ -481,6 +494,8 @@ def validate_placement(cfg: Config) -> None:
            f"{cfg.learner.world_size} (learner.world_size), not {cfg.rollout.num_workers}")
     _check(cfg.rollout.max_staleness == 0, f"trainer.placement=colocated takes turns on the GPUs (rollout, then the "
            f"update): set rollout.max_staleness=0, not {cfg.rollout.max_staleness}")
+    _check(cfg.reference.host != "policy", "trainer.placement=colocated gives the reference its own share of a GPU: "
+           "set reference.host=own (or auto)")
     _check(cfg.learner.lora_rank == 0, "trainer.placement=colocated sends the learner's own weights to vLLM and "
            "cannot merge a LoRA adapter on the way yet: use trainer.placement=separate with learner.lora_rank")
 

@@ -18,7 +18,8 @@ def groups(local_ray, local_model, arithmetic_files):
                             "data.prompts_per_step=8", "rollout.n=4", "learner.mini_batch_size=32",
                             "rollout.max_new_tokens=6"])
     cfg, actor = plan.cfg, plan.learners["actor"]
-    learners = LearnerGroup(cfg, plan.algorithm, "actor", actor.spec, actor.model)
+    # each rank also hosts a frozen reference (reference.host=policy), beside the reference's own actor
+    learners = LearnerGroup(cfg, plan.algorithm, "actor", actor.spec, actor.model, reference_path=local_model)
     rollout = RolloutGroup(cfg, local_model)
     rewards = RewardGroup(plan.reward_terms)
     reference = ReferenceGroup(cfg, local_model)
@@ -95,6 +96,22 @@ def test_train_sync_then_vllm_logprobs_match_learner(groups):
     # And the weights really changed: the reference (initial policy) now disagrees.
     ref = reference.logprobs(Shipment(fresh))
     assert (ref[mask] - fresh.rollout_logprobs[mask]).abs().max().item() > 1e-3
+
+
+def test_the_reference_inside_the_policy_ranks_stays_the_frozen_initial_policy(groups):
+    """reference.host=policy: each learner rank scores its half with its own frozen copy; after the update above
+    the copies still give the reference actor's log-probs, not the trained policy's."""
+    from actors.groups import ReferenceInPolicy, Shipment
+
+    _, learners, rollout, _, reference, rows = groups
+    batch = rollout.generate(rows, n=4, seed=5)
+    shipment = Shipment(batch)
+    inside, own = ReferenceInPolicy(learners).logprobs(shipment), reference.logprobs(shipment)
+    mask = batch.response_mask.bool()
+    assert inside.shape == own.shape and (inside[~mask] == 0).all()
+    assert (inside[mask] - own[mask]).abs().max().item() < 1e-5
+    policy = learners.forward(shipment, "logprobs")
+    assert (inside[mask] - policy[mask]).abs().max().item() > 1e-3
 
 
 def test_roles_use_the_cores_ray_would_not_give_them(groups):

@@ -37,10 +37,26 @@ def test_bundles_put_a_rank_of_each_group_a_rollout_worker_and_the_reference_on_
     ([*COLOCATED, "algorithm.name=ppo", "algorithm.critic.world_size=4", "algorithm.critic.mini_batch_size=16"],
      "algorithm.critic.world_size=4 must be at most learner.world_size=2"),
     ([*COLOCATED, "algorithm.name=sft", "reference.enabled=false", "learner.mini_batch_size=2"], "uses 'sft': use trainer.placement=separate"),
+    ([*COLOCATED, "reference.host=policy"], "set reference.host=own (or auto)"),
+    (["reference.host=learner"], "reference.host='learner' is not one of auto, own, policy"),
 ])
 def test_colocation_needs_one_worker_per_rank_no_staleness_and_the_rollout_source(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         configure(None, overrides)
+
+
+@pytest.mark.parametrize("overrides, inside", [
+    ([], True),  # auto, CPU learners
+    (["learner.num_gpus=1"], False),  # auto, GPU learners
+    (COLOCATED, False),  # auto, colocated on GPUs
+    (["reference.host=own"], False),
+    (["learner.num_gpus=1", "reference.host=policy"], True),
+    (["reference.host=policy", "reference.enabled=false", "algorithm.kl_coef=0"], False),  # no reference at all
+])
+def test_the_reference_runs_inside_the_policy_ranks_by_default_on_cpu(overrides, inside):
+    from rlcore.config import reference_in_policy
+
+    assert reference_in_policy(configure(None, overrides).cfg) is inside
 
 
 def test_a_cluster_without_gpus_refuses_colocation_in_one_line(monkeypatch):

@@ -122,9 +122,10 @@ def clean_run(tmp_path_factory) -> list[dict]:
 
 
 def test_a_killed_reference_worker_is_replaced_and_no_step_is_lost(tmp_path, clean_run):
-    """The replacement is the same frozen policy: every step's KL to it is the uninterrupted run's."""
+    """The reference in its own actor (reference.host=own; the clean run's is inside the learner ranks): the
+    replacement is the same frozen policy, so every step's KL to it is the uninterrupted run's."""
     out = tmp_path / "run"
-    done = kill_role(started_run(out, steps=4, extra=TWO_RANKS), "ReferenceWorker")
+    done = kill_role(started_run(out, steps=4, extra=[*TWO_RANKS, "reference.host=own"]), "ReferenceWorker")
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2, 3, 4] and [m["policy_version"] for m in metrics] == [1, 2, 3, 4]

@@ -22,7 +22,7 @@ from algorithms.sft import (
     fill,
     keep_samples,
 )
-from launch.build import configure
+from launch.build import configure, load, render
 from launch.sft_sources import (
     EvalRollout,
     SampledSFTSource,
@@ -496,12 +496,14 @@ def test_sft_source_batches_rows_and_evaluates_loss_and_accuracy(local_model, fa
     assert metrics["eval/accuracy"] == 1.0 and rollout.calls == [(1, 1, True)] and rollout.updates == [2]
 
 
-def test_sft_rows_the_template_cannot_render_fail_at_load(local_model, tmp_path):
+def test_sft_rows_the_template_cannot_render_fail_at_render(local_model, tmp_path):
     bad = write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": "1+1="},
                                                               {"role": "assistant", "content": "2"}]}])
-    plan = configure(None, [f"model.path={local_model}", "algorithm.name=sft", NO_REF, SMALL])
+    plan = configure(None, [f"model.path={local_model}", "algorithm.name=sft", NO_REF, SMALL,
+                            f"data.train_files=[{bad}]", "data.eval_files=[]"])
+    data = load(plan)  # no tokenizer yet: Ray starts meanwhile
     with pytest.raises(DataError, match="chat.jsonl line 1: .*no chat template"):
-        SFTSource.load(plan.cfg, [bad])
+        render(plan, data)
 
 
 def test_eval_rollout_pushes_only_the_newest_weights_when_asked(fakes, monkeypatch):
