@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from tests.conftest import SHARED_RAY, sharing
+
+# One Ray cluster for the module (ray start, with the dashboard `ray job submit` needs): every run joins it.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
 REPO = Path(__file__).resolve().parents[1]
 PRESET = "launch/configs/grpo_arithmetic.yaml"
@@ -20,9 +23,13 @@ SMALL = ["data.prompts_per_step=16", "rollout.n=4", "learner.mini_batch_size=32"
 
 
 def venv_env() -> dict[str, str]:
+    """The environment of a command-line run: this venv's tools first, and the module's shared Ray cluster, if it
+    has one (``tests.conftest.shared_ray``), as ``RAY_ADDRESS``; without one the run starts a Ray of its own."""
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
     env.pop("RAY_ADDRESS", None)
+    if SHARED_RAY in env:
+        env["RAY_ADDRESS"] = env.pop(SHARED_RAY)
     # Ray 2.60 turns token authentication on for new clusters; a loopback test cluster goes without.
     env["RAY_AUTH_MODE"] = "disabled"
     return env
@@ -127,16 +134,17 @@ def _wait_for_dashboard(url: str, timeout: float = 60) -> None:
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """`ray start --head` on 127.0.0.1, stopped afterwards."""
+    """`ray start --head` on 127.0.0.1, the module's runs joining it (``sharing``), stopped afterwards."""
     ray = shutil.which("ray", path=venv_env()["PATH"])
     env = venv_env()
-    subprocess.run([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
-                    "--dashboard-port", "8265", "--num-cpus", "2", "--disable-usage-stats"],
+    subprocess.run([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", "6379", "--dashboard-host",
+                    "127.0.0.1", "--dashboard-port", "8265", "--num-cpus", "2", "--disable-usage-stats"],
                    check=True, env=env, capture_output=True, timeout=180)
     url = "http://127.0.0.1:8265"
     try:
         _wait_for_dashboard(url)
-        yield ray, url, env
+        with sharing("127.0.0.1:6379"):
+            yield ray, url, venv_env()
     finally:
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
 

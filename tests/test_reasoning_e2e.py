@@ -10,7 +10,7 @@ import pytest
 
 from tests.test_e2e import read_jsonl, venv_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_ray")]  # its runs join one Ray cluster
 
 REPO = Path(__file__).resolve().parents[1]
 
