@@ -116,20 +116,24 @@ class RewardPairSource(RewardModelSource):
     @classmethod
     def load(cls, cfg: Config, files: list[str]) -> list[PreferenceRow]:
         """Preference rows (``launch.sources.PreferenceSource.load``) whose responses are strings, as a reward term
-        receives them; each encoded once here."""
-        from transformers import AutoTokenizer
-
+        receives them."""
         from launch.sources import PreferenceSource
 
         rows = PreferenceSource.load(cfg, files)
-        dc, tokenizer = cfg.data, AutoTokenizer.from_pretrained(cfg.model.path)
+        dc = cfg.data
         for row in rows:
             for key, reply in ((dc.chosen_key, row.chosen), (dc.rejected_key, row.rejected)):
                 if not isinstance(reply, str):
                     raise DataError(f"{row.source}: '{key}' must be a string for a reward model (it scores the "
                                     "response text a reward term receives), got a list of messages")
-                encode_row(row.prompt, [reply], tokenizer, dc.system_prompt, row.source)
         return rows
+
+    @classmethod
+    def check(cls, cfg: Config, rows: list[PreferenceRow], tokenizer) -> None:
+        """Each response encoded once after its prompt, while Ray starts (``launch.build.render``)."""
+        for row in rows:
+            for reply in (row.chosen, row.rejected):
+                encode_row(row.prompt, [reply], tokenizer, cfg.data.system_prompt, row.source)
 
     def examples(self, rows: list[PreferenceRow]) -> RolloutBatch:
         pairs = [(row, reply) for row in rows for reply in (row.chosen, row.rejected)]  # chosen first
@@ -153,19 +157,18 @@ class StepLabelSource(RewardModelSource):
 
     @classmethod
     def load(cls, cfg: Config, files: list[str]) -> list[StepRow]:
-        """The rows (``rlcore.data.load_step_labels``, by ``algorithm.steps_key`` and ``algorithm.labels_key``), each
-        encoded once here."""
-        from transformers import AutoTokenizer
-
+        """The rows (``rlcore.data.load_step_labels``, by ``algorithm.steps_key`` and ``algorithm.labels_key``)."""
         keys = cfg.algorithm
         if "steps_key" not in keys or "labels_key" not in keys:
             raise ConfigError(f"the step_labels source reads rows by algorithm.steps_key and algorithm.labels_key, "
                             f"which algorithm '{keys['name']}' does not have: use algorithm.name=prm")
-        rows = load_step_labels(files, cfg.data.prompt_key, keys["steps_key"], keys["labels_key"])
-        tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
+        return load_step_labels(files, cfg.data.prompt_key, keys["steps_key"], keys["labels_key"])
+
+    @classmethod
+    def check(cls, cfg: Config, rows: list[StepRow], tokenizer) -> None:
+        """Each row encoded once, its steps after its prompt, while Ray starts (``launch.build.render``)."""
         for row in rows:
             encode_row(row.prompt, row.steps, tokenizer, cfg.data.system_prompt, row.source)
-        return rows
 
     def examples(self, rows: list[StepRow]) -> RolloutBatch:
         return reward_batch([self.encode(row.prompt, row.steps, row.source) for row in rows],

@@ -141,6 +141,53 @@ def test_prepare_loads_through_the_source_and_applies_the_transforms(local_model
     assert data.train == [PreferenceRow(0, "1+1=", "2", "3", f"{pairs} line 1")] and data.eval == []
 
 
+ROWS_FOR = {  # algorithm -> a row of its source's data
+    "sft": {"prompt": "What is 1 + 2?", "response": "<think>1 + 2 = 3</think><answer>3</answer>"},
+    "orm": {"prompt": "What is 1 + 2?", "chosen": "<answer>3</answer>", "rejected": "<answer>4</answer>"},
+    "prm": {"prompt": "What is 1 + 2?", "steps": ["1 + 2 = 3. ", "<answer>3</answer>"], "hard_labels": [1, 1]},
+}
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", *ROWS_FOR])
+def test_load_needs_no_tokenizer_and_render_checks_the_rows_with_it(algorithm, cache_dir, tmp_path, monkeypatch):
+    """``load`` runs before Ray starts, so it takes no tokenizer (importing transformers' AutoTokenizer alone is
+    3-4 s on 2 cores); the rows' checks that need one (SFT conversations, reward-model inputs) run in ``render``,
+    while Ray starts, and still name the row."""
+    import transformers
+
+    from launch.build import configure, load, render
+    from rlcore.data import DataError
+
+    files = []
+    if algorithm in ROWS_FOR:
+        files = [f"data.train_files=[{write(tmp_path / 'rows.jsonl', [json.dumps(ROWS_FOR[algorithm])] * 8)}]",
+                 "data.eval_files=[]", "reference.enabled=false", "learner.mini_batch_size=8",
+                 "data.prompts_per_step=8"]
+    plan = configure(None, ["model.path=local://tiny-qwen2-reason", f"trainer.cache_dir={cache_dir}",
+                            f"algorithm.name={algorithm}", *files])
+    real, asked = transformers.AutoTokenizer.from_pretrained, []
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
+                        lambda *args, **kwargs: asked.append(args[0]) or real(*args, **kwargs))
+    data = load(plan)
+    assert asked == [] and len(data.train) > 0
+    render(plan, data)
+    assert asked == [plan.cfg.model.path]
+    if algorithm in ROWS_FOR:  # a row the tokenizer cannot take is found in render, named by file and line
+        monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained",
+                            lambda *args, **kwargs: _without_template(real(*args, **kwargs)))
+        chat = write(tmp_path / "chat.jsonl", [json.dumps({**ROWS_FOR[algorithm], "prompt": USER})])
+        plan = configure(None, ["model.path=local://tiny-qwen2-reason", f"trainer.cache_dir={cache_dir}",
+                                f"algorithm.name={algorithm}", *files, f"data.train_files=[{chat}]"])
+        data = load(plan)
+        with pytest.raises(DataError, match="chat.jsonl line 1: .*chat template"):
+            render(plan, data)
+
+
+def _without_template(tokenizer):
+    tokenizer.chat_template = None
+    return tokenizer
+
+
 # ---- chat data: message lists, nested keys, Parquet and datasets folders, SFT rows (issue 9) ----
 
 USER = [{"role": "user", "content": "what is 2+2"}]

@@ -75,7 +75,7 @@ class FakeLearnerGroup:
     deaths: list[int] = []
     """Steps at whose update a rank dies (each once)."""
 
-    def __init__(self, cfg, algorithm, name, spec, model_cls, place=None):
+    def __init__(self, cfg, algorithm, name, spec, model_cls, place=None, reference_path=None):
         self.name, self.spec, self.ready = name, spec, []
         self.rng = random.Random(1)
         self.restarts = 0
@@ -110,6 +110,9 @@ class FakeReference:
 
     def logprobs(self, shipment):
         return torch.full_like(shipment.batch.response_mask, -1.0)
+
+
+FakeLearnerGroup.reference_logprobs = FakeReference.logprobs  # reference.host=policy: the policy's ranks answer
 
 
 class FakeShipment:
@@ -228,7 +231,7 @@ def test_on_shared_gpus_the_vllm_engines_are_ready_before_the_learners_start(fak
     monkeypatch.setattr(FakeSource, "__init__", lambda self, *a: order.append("source"))
     monkeypatch.setattr(FakeLearnerGroup, "__init__", lambda self, *a: order.append("learner"))
     monkeypatch.setattr(FakeReference, "__init__", lambda self, *a: order.append("reference"))
-    plan = configure(None, [f"trainer.output_dir={tmp_path}", "trainer.loggers=[jsonl]"])
+    plan = configure(None, [f"trainer.output_dir={tmp_path}", "trainer.loggers=[jsonl]", "reference.host=own"])
     plan.source = FakeSource
     Trainer(plan, data=type("Data", (), {"train": [], "eval": []})())
     assert order == ["source", ("ready", 1), "learner", "reference", ("ready", 3)]
@@ -236,3 +239,27 @@ def test_on_shared_gpus_the_vllm_engines_are_ready_before_the_learners_start(fak
     monkeypatch.setattr(trainer_module, "placement", lambda cfg, groups: type("Own", (), {"shares_gpus": False})())
     Trainer(plan, data=type("Data", (), {"train": [], "eval": []})())
     assert order == ["learner", "reference", "source", ("ready", 3)]  # elsewhere all at once
+
+
+@pytest.mark.parametrize("host", ["auto", "own"])
+def test_on_cpu_the_reference_is_inside_the_policy_ranks_unless_asked_for_its_own_actor(fakes, monkeypatch, tmp_path,
+                                                                                       host):
+    from actors.groups import ReferenceInPolicy
+
+    paths = {}
+    real_init = FakeLearnerGroup.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        paths[self.name] = args[6] if len(args) > 6 else kwargs.get("reference_path")
+
+    monkeypatch.setattr(FakeLearnerGroup, "__init__", init)
+    plan = configure(None, [f"trainer.output_dir={tmp_path}", "trainer.loggers=[jsonl]", f"reference.host={host}",
+                            "algorithm.name=ppo"])
+    plan.source = FakeSource
+    trainer = Trainer(plan, data=type("Data", (), {"train": [], "eval": []})())
+    if host == "auto":  # the policy's ranks hold the frozen copy, the critic's do not
+        assert isinstance(trainer.reference, ReferenceInPolicy) and trainer.reference.policy is trainer.learners["actor"]
+        assert paths == {"actor": plan.cfg.model.path, "critic": None}
+    else:
+        assert isinstance(trainer.reference, FakeReference) and paths == {"actor": None, "critic": None}
