@@ -37,7 +37,7 @@ import torch
 from launch.build import Plan, reward_term
 from launch.run_dir import Outputs
 from launch.sources import greedy_eval
-from launch.train import parse_args, plan_data_and_ray, stop_ray
+from launch.train import exit_process, parse_args, plan_data_and_ray, stop_ray
 from rewards.api import RewardStartError, RewardTerm, answer_reading
 from rewards.text import thinking_token_count
 from rlcore.batch import RolloutBatch, pad_2d
@@ -380,4 +380,4 @@ def write(out: Path, cfg, problems: list, elapsed: float, rows: list[dict]) -> N
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

@@ -32,7 +32,7 @@ from pathlib import Path
 from launch.build import Plan
 from launch.evaluate import Evaluation, started
 from launch.run_dir import Outputs
-from launch.train import parse_args, plan_data_and_ray
+from launch.train import exit_process, parse_args, plan_data_and_ray
 from rewards.api import RewardStartError
 from rlcore.config import Config
 from rlcore.data import PromptRow
@@ -158,4 +158,4 @@ def write(out: Path, cfg: Config, rows: list[PromptRow], step_rows: list[dict], 
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

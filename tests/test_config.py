@@ -329,6 +329,21 @@ def test_cli_prompt_too_long_exits_2_with_one_line_while_ray_starts(tmp_path):
                         r"data\.max_prompt_tokens=3", proc.stderr.strip()), proc.stderr[-3000:]
 
 
+@pytest.mark.parametrize("code", [0, 3])
+def test_a_command_that_succeeded_exits_without_the_teardown_and_keeps_its_output(code):
+    """``exit_process``: 0 skips the interpreter's teardown (atexit handlers included) after flushing every stream;
+    any other code exits the usual way."""
+    script = ("import atexit, logging, sys\nfrom launch.train import exit_process\n"
+              "atexit.register(lambda: print('teardown ran'))\n"
+              "logging.basicConfig(stream=sys.stderr); logging.warning('logged')\n"
+              "sys.stdout.write('written, not flushed')\n"
+              f"exit_process({code})\nprint('not reached')")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code
+    assert proc.stdout == ("written, not flushed" if code == 0 else "written, not flushedteardown ran\n")
+    assert "logged" in proc.stderr
+
+
 # --- documentation -------------------------------------------------------------------------------
 
 
