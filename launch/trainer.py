@@ -73,13 +73,13 @@ class Trainer:
         source = plan.source(self.cfg, plan.algorithm, roles, data.train, data.eval) if place.shares_gpus else None
         if source is not None:
             wait_ready([source])
-        reference = self.cfg.reference.path or self.cfg.model.path
+        reference_path = self.cfg.reference.path or self.cfg.model.path
         in_policy = reference_in_policy(self.cfg) and POLICY in plan.learners
         roles.learners.update({name: LearnerGroup(self.cfg, plan.algorithm, name, g.spec, g.model, place,
-                                                  reference if in_policy and name == POLICY else None)
+                                                  reference_path if in_policy and name == POLICY else None)
                                for name, g in plan.learners.items()})
         roles.reference = (ReferenceInPolicy(roles.learners[POLICY]) if in_policy else
-                           ReferenceGroup(self.cfg, reference, place) if self.cfg.reference.enabled else None)
+                           ReferenceGroup(self.cfg, reference_path, place) if self.cfg.reference.enabled else None)
         source = source or plan.source(self.cfg, plan.algorithm, roles, data.train, data.eval)
         wait_ready([*roles.learners.values(), *([roles.reference] if roles.reference else []), source])
         return roles.learners, roles.reference, source
