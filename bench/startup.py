@@ -40,23 +40,21 @@ BATCH = replace(WORKLOADS["main"], name="batch", steps=1)
 """One generation batch of the arithmetic job, and its two optimizer steps."""
 ONE_STEP = replace(BATCH, name="one-step", prompts_per_step=16, n=4, mini_batch=32)
 """The README job's small shape, one step."""
-ONE_STEP_EXTRA = ["trainer.export=true"]
-"""The one-step run exports its model, as the README job does."""
+ROWS = {"one-step": (ONE_STEP, ["trainer.export=true"]), "batch": (BATCH, [])}
+"""Each row's workload and our extra overrides (the one-step run exports its model, as the README job does)."""
 
 
 def systems(args: argparse.Namespace) -> list[tuple[str, str, Path | None]]:
     """(row, system, checkout) per measurement of a round; checkout None is TRL."""
     ours = [("now", REPO)] + ([("baseline", Path(args.baseline).resolve())] if args.baseline else [])
-    out = [("one-step", name, repo) for name, repo in ours]
-    out += [("batch", name, repo) for name, repo in ours]
+    out = [(row, name, repo) for row in ROWS for name, repo in ours]
     return out + ([] if args.no_trl else [("batch", "trl", None)])
 
 
 def measure(row: str, system: str, repo: Path | None, model: str, log: Path) -> Run:
     if repo is None:
         return run_trl(BATCH, 1, model, os.cpu_count() or 1, False, log)
-    workload = ONE_STEP if row == "one-step" else BATCH
-    extra = ONE_STEP_EXTRA if row == "one-step" else []
+    workload, extra = ROWS[row]
     return run_ours(workload, system, extra, 1, model, log, repo=repo)
 
 
