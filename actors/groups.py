@@ -11,6 +11,7 @@ texts, which only the reward workers read.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -18,6 +19,8 @@ import time
 import ray
 import torch
 
+from actors.env import EnvWorker
+from actors.episodes import EnvClient
 from actors.learner import LearnerRank
 from actors.placement import SEPARATE, Colocated, Separate
 from actors.reference import ReferenceWorker
@@ -26,7 +29,7 @@ from actors.rollout import Completion, Request, RolloutWorker
 from algorithms.base import LearnerSpec
 from rewards.api import RewardFailure, RewardSample, RewardStartError, RewardTerm, term_value
 from rlcore.batch import TOKEN_FIELDS, TRAIN_FIELDS, RolloutBatch, rank_parts, sequence_lengths, take
-from rlcore.config import Config
+from rlcore.config import Config, EnvConfig
 from rlcore.data import PromptRow
 
 
@@ -81,10 +84,10 @@ def per_node(count: int) -> int:
     return math.ceil(count / max(1, sum(node["Alive"] for node in ray.nodes())))
 
 
-def remote(cls: type, settings):
+def remote(cls: type, settings, max_restarts: int = 0):
     """``cls`` as a Ray actor class placed by a role's ``settings`` (``num_cpus``, ``num_gpus``, ``resources``,
-    ``label_selector``), never restarted by Ray (the groups replace their dead actors themselves), that also takes a
-    batch as field ObjectRefs: ``run(method, names, *refs)``.
+    ``label_selector``), by default never restarted by Ray (the groups replace their dead actors themselves), that
+    also takes a batch as field ObjectRefs: ``run(method, names, *refs)``.
 
     Ray resolves the refs (top-level arguments) before the call, so the role
     itself stays a plain class that receives a ``RolloutBatch``.
@@ -98,7 +101,7 @@ def remote(cls: type, settings):
 
     Role.__name__ = Role.__qualname__ = cls.__name__
     return ray.remote(num_cpus=settings.num_cpus, num_gpus=settings.num_gpus, resources=dict(settings.resources),
-                      label_selector=dict(settings.label_selector) or None, max_restarts=0)(Role)
+                      label_selector=dict(settings.label_selector) or None, max_restarts=max_restarts)(Role)
 
 
 def wait_ready(groups: list) -> None:
@@ -145,10 +148,11 @@ class RolloutGroup:
       replacements still starting.
     """
 
-    def __init__(self, cfg: Config, model_path: str, place: Separate | Colocated = SEPARATE):
+    def __init__(self, cfg: Config, model_path: str, place: Separate | Colocated = SEPARATE,
+                 env: EnvClient | None = None):
         rc = cfg.rollout
         self.model_path, self.settings, self.seed = model_path, rc, cfg.trainer.seed
-        self.place = place
+        self.place, self.env = place, env
         self.actor = remote(RolloutWorker, rc)
         self.workers = [self._start(i) for i in range(rc.num_workers)]
         self.ready = [w.get_version.remote() for w in self.workers]  # every engine up
@@ -167,7 +171,7 @@ class RolloutGroup:
     def _start(self, index: int):
         return self.actor.options(**self.place.options("rollout", index)).remote(
             self.model_path, self.settings, seed=self.seed + index, colocated=self.place.shares_gpus,
-            sharers=per_node(self.settings.num_workers))
+            sharers=per_node(self.settings.num_workers), env=self.env)
 
     def members(self) -> list:
         """The workers in the pool now."""
@@ -371,6 +375,19 @@ def weighted_split(count: int, speeds: list[float | None]) -> list[tuple[int, in
     return bounds
 
 
+class EnvPool:
+    """``env.num_workers`` ``EnvWorker`` actors: the environments and tools of the rollout workers' episodes.
+
+    Ray restarts an actor that dies (the handles the rollout workers hold stay
+    valid); the episodes it held start again (``actors.episodes``)."""
+
+    def __init__(self, cfg: EnvConfig, schemas: list[dict], ship: bool):
+        actor = remote(EnvWorker, cfg, max_restarts=-1)
+        self.workers = [actor.remote(cfg) for _ in range(cfg.num_workers)]
+        self.ready = [w.ready.remote() for w in self.workers]
+        self.client = EnvClient(self.workers, cfg, schemas, ship)
+
+
 class RewardPool:
     """The actors of one reward term. Spreads samples over them and contains the term's faults:
 
@@ -465,6 +482,10 @@ class RewardGroup:
         samples = [RewardSample(u, r, ids, a, m, None if t < 0 else t, rendered_prompt=p)
                    for u, p, r, ids, a, m, t in zip(users, batch.prompts, batch.responses, batch.response_ids,
                                                     batch.answers, batch.metadata, thinking)]
+        if batch.messages is not None:  # multi-turn episodes: what rewards may read of them
+            environments = batch.environments or [None] * len(samples)
+            samples = [dataclasses.replace(s, messages=msgs, environment=env, env_return=None if math.isnan(r) else r)
+                       for s, msgs, env, r in zip(samples, batch.messages, environments, batch.env_returns.tolist())]
         pending = [pool.submit(samples) for pool in self.pools]  # every term at once
         total = torch.zeros(len(samples))
         terms: dict[str, torch.Tensor] = {}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from actors.episodes import EnvClient, Episodes, episode_batch
 from actors.models import set_threads
 from rlcore.batch import RolloutBatch, pad_2d
 from rewards.text import thinking_token_count
@@ -79,7 +80,8 @@ class RolloutWorker:
     must be set before vLLM is imported, hence the import inside ``__init__``.
     """
 
-    def __init__(self, model_path: str, cfg: RolloutConfig, seed: int = 0, colocated: bool = False, sharers: int = 1):
+    def __init__(self, model_path: str, cfg: RolloutConfig, seed: int = 0, colocated: bool = False, sharers: int = 1,
+                 env: EnvClient | None = None):
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
         if not torch.cuda.is_available():
@@ -100,6 +102,8 @@ class RolloutWorker:
                        max_model_len=cfg.max_model_len, logprobs_mode="processed_logprobs",
                        enable_prefix_caching=cfg.prefix_caching, **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        # With an env section, a sample is a multi-turn episode: actors.episodes has the loop.
+        self.episodes = Episodes(self.llm, self.tokenizer, cfg, env) if env is not None else None
         self.version = 0
         self.asleep = False  # colocated placement: vLLM's sleep mode between a rollout and the weight sync
 
@@ -118,6 +122,8 @@ class RolloutWorker:
         """
         from vllm import SamplingParams
 
+        if self.episodes is not None:
+            return self._episodes(prompts, n, seed, greedy)
         params = SamplingParams(n=n, temperature=0.0 if greedy else self.cfg.temperature,
                                 top_p=1.0 if greedy else self.cfg.top_p, max_tokens=self.cfg.max_new_tokens, logprobs=0)
         self.wake()
@@ -160,6 +166,14 @@ class RolloutWorker:
             metadata=rows["metadata"],
             thinking_tokens=torch.tensor(rows["thinking"], dtype=torch.long),
         )
+
+    def _episodes(self, prompts: list[PromptRow], n: int, seed: int | None, greedy: bool) -> RolloutBatch:
+        """``generate`` with an env section: ``n`` multi-turn episodes per prompt (``actors.episodes``)."""
+        self.wake()
+        if seed is not None:
+            seed_samplers(seed)
+        episodes = self.episodes.run(prompts, n, seed or 0, greedy)
+        return episode_batch(episodes, self.version, self.episodes.env_seconds, self.thinking_tokens)
 
     def complete(self, requests: list[Request], seed: int | None = None) -> list[list[Completion]]:
         """The ``n`` completions of each request, in request order; one engine call for all of them.

@@ -30,12 +30,13 @@ from actors.models import MODELS, CausalLM
 from algorithms.base import Algorithm, LearnerSpec
 from algorithms.registry import ALGORITHMS
 from launch.sources import SOURCES
-from rewards.api import RewardTerm, check_reward
+from rewards.api import RewardTerm, check_reward, wants_environments
 from rewards.registry import REWARDS, TRANSFORMS
 from rlcore.assets import SCHEME, AssetError, check_model_dir, model_context, resolve
 from rlcore.config import Config, ConfigError, RewardTermConfig, load_config, single_line, validate_learner
 from rlcore.data import check_prompt_lengths, render_prompts
 from rlcore.plugins import options_class, parse_options
+from rlcore.tools import Toolbox, load_toolbox
 
 
 @dataclass
@@ -61,6 +62,18 @@ class Plan:
     context: tuple[int, str] | None = None
     """The rollout engine's context in tokens and what sets it (``prompt_context``), found by ``load`` for
     ``render`` to hold every prompt to; None while unknown."""
+    toolbox: Toolbox | None = None
+    """The ``env`` section resolved (its tools' schemas checked), when rollouts are multi-turn episodes."""
+
+    @property
+    def tools(self) -> list[dict] | None:
+        """The JSON schemas the chat template shows the model; None without an ``env`` section."""
+        return self.toolbox.schemas if self.toolbox else None
+
+    @property
+    def ship_environments(self) -> bool:
+        """Whether a reward reads the episodes' environment instances (TRL's ``environments``)."""
+        return any(wants_environments(term.target) for term in self.reward_terms)
 
 
 @dataclass
@@ -78,7 +91,8 @@ def configure(path: str | Path | None = None, overrides: list[str] | None = None
     check_batch_shapes(cfg, algorithm, learners)
     check_colocation(cfg, algorithm, learners)
     source = SOURCES.resolve(algorithm.source, f"{type(algorithm).__name__}.source")
-    return Plan(cfg, algorithm, source, learners, reward_terms(cfg), data_transforms(cfg))
+    toolbox = load_toolbox(cfg.env) if cfg.env.enabled else None
+    return Plan(cfg, algorithm, source, learners, reward_terms(cfg), data_transforms(cfg), toolbox=toolbox)
 
 
 def build_algorithm(cfg: Config) -> Algorithm:
@@ -318,7 +332,7 @@ def render(plan: Plan, data: Data) -> Data:
     check = getattr(plan.source, "check", None)  # a source's own checks that need the tokenizer
     if check is not None:
         check(cfg, data.train + data.eval, tokenizer)
-    train = render_prompts(data.train, tokenizer, dc.system_prompt)
-    evals = render_prompts(data.eval, tokenizer, dc.system_prompt)
+    train = render_prompts(data.train, tokenizer, dc.system_prompt, plan.tools)
+    evals = render_prompts(data.eval, tokenizer, dc.system_prompt, plan.tools)
     check_prompt_lengths(train + evals[: dc.max_eval_prompts], tokenizer, dc.max_prompt_tokens, plan.context)
     return Data(train, evals)

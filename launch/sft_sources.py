@@ -31,7 +31,15 @@ import torch
 
 from algorithms.sft import fill
 from rlcore.batch import RolloutBatch, pad_2d
-from rlcore.chat import ChatError, encode_conversation, encode_prompt, render_prompt, reply_text, user_text
+from rlcore.chat import (
+    ChatError,
+    encode_conversation,
+    encode_prompt,
+    prompt_messages,
+    render_prompt,
+    reply_text,
+    user_text,
+)
 from rlcore.config import Config
 from rlcore.data import (
     DataError,
@@ -41,6 +49,7 @@ from rlcore.data import (
     load_prompts,
     load_sft,
 )
+from rlcore.tools import load_toolbox
 
 if TYPE_CHECKING:  # the groups import Ray, which the composition root must not import before Ray is set up
     from actors.groups import LearnerGroup
@@ -77,11 +86,13 @@ def example_batch(rows: list, encoded: list[tuple[list[int], list[int], list[flo
         metadata=[row.metadata for row in rows], scores=torch.zeros(size))
 
 
-def prompt_row(row: SFTRow, tokenizer, system_prompt: str | None) -> PromptRow:
-    """The row's prompt, rendered as the rollout workers generate from it, with its answer."""
-    text, templated = render_prompt(row.prompt, tokenizer, system_prompt)
+def prompt_row(row: SFTRow, tokenizer, system_prompt: str | None, tools: list[dict] | None = None) -> PromptRow:
+    """The row's prompt, rendered as the rollout workers generate from it (with the ``env`` section's ``tools``),
+    with its answer."""
+    text, templated = render_prompt(row.prompt, tokenizer, system_prompt, tools)
+    messages = prompt_messages(row.prompt, system_prompt, tools) if tools is not None else None
     return PromptRow(row.index, text, row.answer, source=row.source, metadata=row.metadata, templated=templated,
-                     user_prompt=user_text(row.prompt))
+                     user_prompt=user_text(row.prompt), messages=messages)
 
 
 def heldout_loss(actor: LearnerGroup, shipment) -> float:
@@ -110,9 +121,10 @@ class EvalRollout:
         from actors.groups import RewardGroup, RolloutGroup
 
         self.accuracy_term = cfg.reward.accuracy_term
-        self.rollout = RolloutGroup(cfg, cfg.model.path)
+        self.env = roles.env_pool(cfg)
+        self.rollout = RolloutGroup(cfg, cfg.model.path, env=self.env.client if self.env else None)
         self.rewards = RewardGroup(roles.reward_terms)
-        self.ready = self.rollout.ready + self.rewards.ready
+        self.ready = self.rollout.ready + self.rewards.ready + (self.env.ready if self.env else [])
         self.pending: tuple[LearnerGroup, int] | None = None
 
     def sync(self, actor: LearnerGroup, version: int) -> None:
@@ -137,10 +149,11 @@ class SFTSource:
         self.cfg, self.algorithm = cfg, algorithm
         self.actor = roles.learners["actor"]
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
+        self.tools = roles.tools
         self.sampler = PromptSampler(rows, cfg.data.prompts_per_step, cfg.trainer.seed, cfg.data.shuffle)
         evals = eval_rows[: cfg.data.max_eval_prompts] if cfg.trainer.eval_every > 0 else []
         self.eval_batch = shippable(self.examples(evals), cfg.learner.world_size) if evals else None
-        self.eval_prompts = [prompt_row(r, self.tokenizer, cfg.data.system_prompt) for r in evals
+        self.eval_prompts = [prompt_row(r, self.tokenizer, cfg.data.system_prompt, self.tools) for r in evals
                              if r.answer is not None]
         self.eval_rollout = EvalRollout(cfg, roles) if self.eval_prompts else None
         self.ready = self.eval_rollout.ready if self.eval_rollout else []
@@ -154,18 +167,22 @@ class SFTSource:
     def check(cls, cfg: Config, rows: list[SFTRow], tokenizer) -> None:
         """Each row tokenized once, while Ray starts (``launch.build.render``), so a row the chat template cannot
         render stops the run before any actor starts, naming its file and line."""
+        tools = load_toolbox(cfg.env).schemas if cfg.env.enabled else None
         for row in rows:
-            cls.encode(row, tokenizer, cfg.data.system_prompt)
+            cls.encode(row, tokenizer, cfg.data.system_prompt, tools)
 
     @staticmethod
-    def encode(row: SFTRow, tokenizer, system_prompt: str | None) -> tuple[list[int], list[int], list[float]]:
+    def encode(row: SFTRow, tokenizer, system_prompt: str | None,
+               tools: list[dict] | None = None) -> tuple[list[int], list[int], list[float]]:
+        """A row tokenized and masked (``rlcore.chat.encode_conversation``); with ``tools`` (an ``env`` section's
+        schemas) its prompt lists them as the episodes' prompts will."""
         try:
-            return encode_conversation(row.prompt, row.response, tokenizer, system_prompt)
+            return encode_conversation(row.prompt, row.response, tokenizer, system_prompt, tools)
         except ChatError as exc:
             raise DataError(f"{row.source}: {exc}") from None
 
     def examples(self, rows: list[SFTRow]) -> RolloutBatch:
-        encoded = [self.encode(row, self.tokenizer, self.cfg.data.system_prompt) for row in rows]
+        encoded = [self.encode(row, self.tokenizer, self.cfg.data.system_prompt, self.tools) for row in rows]
         return example_batch(rows, encoded, self.tokenizer)
 
     def collect(self, step: int) -> Collected:

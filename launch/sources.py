@@ -42,10 +42,11 @@ from rlcore.batch import RolloutBatch, group_runs, pad_2d
 from rlcore.chat import encode_conversation, render_prompt, reply_text
 from rlcore.config import Config
 from rlcore.data import PreferenceRow, PromptRow, PromptSampler, load_preferences, load_prompts
+from rlcore.episode import FAULTS
 from rlcore.plugins import Registry
 
 if TYPE_CHECKING:  # the groups import Ray, which the composition root must not import before Ray is set up
-    from actors.groups import LearnerGroup, ReferenceGroup, ReferenceInPolicy
+    from actors.groups import EnvPool, LearnerGroup, ReferenceGroup, ReferenceInPolicy
     from actors.placement import Colocated, Separate
 
 
@@ -58,6 +59,16 @@ class Roles:
     reference: ReferenceGroup | ReferenceInPolicy | None
     place: Separate | Colocated | None = None
     """Where the rollout workers run and how weights reach them (``trainer.placement``); None: separate."""
+    tools: list[dict] | None = None
+    """With an ``env`` section: the tools' JSON schemas (``launch.build.Plan.tools``), for multi-turn episodes."""
+    ship_environments: bool = False
+    """A reward reads the episodes' environment instances (``launch.build.Plan.ship_environments``)."""
+
+    def env_pool(self, cfg: Config) -> EnvPool | None:
+        """The env actors of multi-turn episodes, started (not waited for); None without an ``env`` section."""
+        from actors.groups import EnvPool
+
+        return EnvPool(cfg.env, self.tools or [], self.ship_environments) if cfg.env.enabled else None
 
 
 @dataclass
@@ -97,7 +108,30 @@ def reward_stats(batch: RolloutBatch, accuracy_term: str) -> dict[str, float]:
                       "response_length/thinking_frac": (batch.thinking_tokens >= 0).float().mean().item()})
     if accuracy_term in batch.reward_terms:
         stats["accuracy"] = (batch.reward_terms[accuracy_term] >= 1.0).float().mean().item()
+    if batch.episode_stats:
+        stats.update(episode_metrics(batch))
     return stats
+
+
+def episode_metrics(batch: RolloutBatch) -> dict[str, float]:
+    """What multi-turn episodes did (``RolloutBatch.episode_stats``): turns and tool calls per episode, the share of
+    episodes that called a tool and of calls that worked, fault counts, model and environment tokens per episode,
+    episodes cut by a budget, the environments' own scores, and the rollout's time waiting on the env actors."""
+    s = batch.episode_stats
+    calls = s["tool_calls"].sum().item()
+    failed = (s["tool_errors"] + s["tool_timeouts"] + s["malformed_calls"]).sum().item()
+    out = {"env/turns/mean": s["turns"].mean().item(), "env/tool_calls/mean": s["tool_calls"].mean().item(),
+           "env/tool_call_frac": (s["tool_calls"] > 0).float().mean().item(),
+           "env/valid_call_frac": (calls - failed) / calls if calls else 0.0,
+           "env/truncated_frac": batch.truncated.float().mean().item(),
+           "response_length/model_tokens/mean": s["model_tokens"].mean().item(),
+           "response_length/env_tokens/mean": s["env_tokens"].mean().item(),
+           "time/env": s["env_seconds"].sum().item(),
+           **{f"env/{k}": s[k].sum().item() for k in FAULTS}}
+    returns = batch.env_returns[~batch.env_returns.isnan()]
+    if len(returns):
+        out["env/return/mean"] = returns.mean().item()
+    return out
 
 
 def greedy_eval(rollout, rewards, rows: list[PromptRow], accuracy_term: str) -> dict[str, float]:
@@ -132,8 +166,9 @@ class RolloutSource:
         self.eval_rows = eval_rows[: cfg.data.max_eval_prompts]
         self.rewards = RewardGroup(roles.reward_terms)
         self.place = roles.place or SEPARATE
-        self.rollout = RolloutGroup(cfg, cfg.model.path, self.place)
-        self.ready = self.rollout.ready + self.rewards.ready
+        self.env = roles.env_pool(cfg)
+        self.rollout = RolloutGroup(cfg, cfg.model.path, self.place, self.env.client if self.env else None)
+        self.ready = self.rollout.ready + self.rewards.ready + (self.env.ready if self.env else [])
 
     @classmethod
     def load(cls, cfg: Config, files: list[str]) -> list[PromptRow]:

@@ -69,7 +69,7 @@ class Trainer:
         engines start, and are ready, before the others: vLLM refuses to start unless
         ``rollout.gpu_memory_utilization`` of its GPU is free, and the learners and the reference then take what it
         leaves."""
-        roles = Roles(plan.reward_terms, {}, None, place)
+        roles = Roles(plan.reward_terms, {}, None, place, plan.tools, plan.ship_environments)
         source = plan.source(self.cfg, plan.algorithm, roles, data.train, data.eval) if place.shares_gpus else None
         if source is not None:
             wait_ready([source])

@@ -53,6 +53,14 @@ class RewardSample:
     rendered_prompt: str | None = None
     """The prompt as the policy saw it, chat template (and ``data.system_prompt``) applied: for learned reward
     models trained on that encoding (``rlcore.reward_inputs``). None: the same as ``prompt`` (a hand-made sample)."""
+    messages: list[dict] | None = None
+    """A multi-turn episode's whole conversation after the prompt (assistant turns, tool and environment messages);
+    ``response`` is its last assistant turn. None: single-turn."""
+    environment: Any = None
+    """The episode's environment instance after its episode, when a reward asks for it (TRL's ``environments``)."""
+    env_return: float | None = None
+    """The episode's score from its environment: a ``gym`` environment's summed step rewards, a ``trl`` one's
+    ``get_reward()``; None without one."""
 
 
 @dataclass(frozen=True)
@@ -119,14 +127,50 @@ def error_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+EPISODE_ARGS = ("messages", "environment", "env_return")
+"""``RewardSample`` fields a reward function receives as keyword arguments when its signature names them."""
+
+
 class FunctionReward:
-    """Adapts a per-sample reward function to the batched ``score`` interface."""
+    """Adapts a reward function to the batched ``score`` interface.
+
+    A function ``fn(prompt, response, ground_truth, **args)`` is scored one
+    sample at a time; it also gets any of ``EPISODE_ARGS`` it names. A function
+    with an ``environments`` parameter is TRL's batched form: called once with
+    ``prompts``, ``completions`` (for an episode, its conversation as messages),
+    ``environments``, ``ground_truth`` and the rows' other columns, each a list
+    over the samples, and it returns one float per sample.
+    """
 
     def __init__(self, fn, **args):
         self.fn, self.args = fn, args
+        self.extras = [name for name in EPISODE_ARGS if name in _parameters(fn)]
+        self.batched = "environments" in _parameters(fn)
 
     def score(self, samples: list[RewardSample]) -> list[float]:
-        return [self.fn(s.prompt, s.response, s.ground_truth, **self.args) for s in samples]
+        if self.batched:
+            columns = {k: [s.metadata.get(k) for s in samples] for s in samples[:1] for k in s.metadata}
+            return list(self.fn(prompts=[s.prompt for s in samples],
+                                completions=[s.messages if s.messages is not None else s.response for s in samples],
+                                environments=[s.environment for s in samples],
+                                ground_truth=[s.ground_truth for s in samples], **columns, **self.args))
+        return [self.fn(s.prompt, s.response, s.ground_truth, **{k: getattr(s, k) for k in self.extras}, **self.args)
+                for s in samples]
+
+
+def _parameters(fn) -> set[str]:
+    try:
+        return set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):  # a builtin without a signature
+        return set()
+
+
+def wants_environments(target: Any) -> bool:
+    """Whether a reward reads the episodes' environment instances: a function with an ``environments`` (TRL) or
+    ``environment`` parameter, or a class whose ``wants_environments`` attribute is true."""
+    if inspect.isclass(target):
+        return bool(getattr(target, "wants_environments", False))
+    return bool({"environments", "environment"} & _parameters(target))
 
 
 def check_reward(name: str, target: Any) -> None:

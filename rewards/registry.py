@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rewards.arithmetic import exact_match, numeric_match
+from rewards.env import env_return
 from rewards.judge import LLMJudge
 from rewards.l1 import L1Reward, LengthTarget
 from rewards.language import language_consistency
@@ -32,6 +33,7 @@ REWARDS: Registry[Callable] = Registry("reward", {
     "judge": LLMJudge,
     "orm": OutcomeRewardModel,
     "prm": ProcessRewardModel,
+    "env_return": env_return,
 }, path_hint="module:function")
 
 TRANSFORMS: Registry[type] = Registry("data transform", {"length_target": LengthTarget})

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from rlcore.tasks import reasoning
+from rlcore.tasks import multiply, reasoning
 from rlcore.tasks.arithmetic import preference_rows, split_problems, write_jsonl
 
 SCHEME = "local://"
 REASONING_MODEL = "tiny-qwen2-reason"
+AGENT_MODEL = "tiny-qwen2-agent"
 
 
 def _train(path: Path) -> None:
@@ -45,6 +46,17 @@ def _reasoning_model(path: Path) -> None:
     from rlcore.reasoning_model import make_reasoning_model
 
     make_reasoning_model(path)
+
+
+def _agent_model(path: Path) -> None:
+    from rlcore.agent_model import make_agent_model
+
+    make_agent_model(path)
+
+
+def _multiply(split: int, rows: Callable[[list[multiply.Multiplication]], list[dict]]) -> Callable[[Path], None]:
+    """A builder writing ``rows`` of the multiplication task's train (``split=0``) or test (``split=1``) problems."""
+    return lambda path: write_jsonl(rows(multiply.split_problems()[split]), path)
 
 
 def _reasoning(split: int, rows: Callable[[list[reasoning.Addition]], list[dict]]) -> Callable[[Path], None]:
@@ -76,8 +88,13 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "reasoning-sft-test.jsonl": _reasoning(1, reasoning.sft_rows),
     "reasoning-l1-sft-train.jsonl": _reasoning_l1(0),
     "reasoning-l1-sft-test.jsonl": _reasoning_l1(1),
+    AGENT_MODEL: _agent_model,
+    "multiply-train.jsonl": _multiply(0, multiply.prompt_rows),
+    "multiply-test.jsonl": _multiply(1, multiply.prompt_rows),
+    "multiply-sft-train.jsonl": _multiply(0, multiply.sft_rows),
+    "multiply-sft-test.jsonl": _multiply(1, multiply.sft_rows),
 }
-MODELS = ("tiny-qwen2-arith", REASONING_MODEL)
+MODELS = ("tiny-qwen2-arith", REASONING_MODEL, AGENT_MODEL)
 """Assets whose builder checks its own cache marker, so it runs on every ``resolve`` (data files are built once)."""
 
 

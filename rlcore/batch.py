@@ -64,6 +64,19 @@ class RolloutBatch:
     there is none."""
     metadata: list[dict] | None = None
     """B dicts: the data row's extra fields, passed to rewards."""
+    messages: list[list[dict]] | None = None
+    """B conversations after the prompt, for multi-turn episodes (``actors.episodes``): each model turn as an
+    assistant message and what the environment answered (``tool`` or ``user`` messages). None: single-turn."""
+    episode_stats: dict[str, torch.Tensor] = field(default_factory=dict)
+    """name -> [B] fp32, per multi-turn episode: ``turns``, ``tool_calls``, ``model_tokens``, ``env_tokens``, its
+    faults (``actors.episodes.FAULTS``) and ``env_seconds`` (its share of the time its rollout call waited on the env
+    actors). Empty: single-turn."""
+    env_returns: torch.Tensor | None = None
+    """[B] fp32: an episode's score from its environment (a ``gym`` environment's summed step rewards, a ``trl`` one's
+    ``get_reward()``), NaN where it has none. None: single-turn."""
+    environments: list | None = None
+    """B environment instances after their episodes, for rewards that read them (TRL's ``environments``); None
+    unless a reward asks."""
 
     scores: torch.Tensor | None = None
     """[B] fp32: total (weighted) reward. Set by the reward workers."""

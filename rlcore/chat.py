@@ -80,23 +80,36 @@ def reply_text(reply: str | list[Message]) -> str:
     return reply if isinstance(reply, str) else "\n\n".join(m["content"] for m in reply)
 
 
-def _template(tokenizer, messages: list[Message], generation_prompt: bool) -> str:
+def render_template(tokenizer, messages: list[Message], generation_prompt: bool, tools: list[dict] | None = None) -> str:
+    """The chat template's text for ``messages`` (and the JSON schemas of ``tools``, which the template lists)."""
     if not getattr(tokenizer, "chat_template", None):
         raise ChatError(f"the tokenizer of {getattr(tokenizer, 'name_or_path', '?')} has no chat template, so message "
                         "lists cannot be rendered; give prompts as plain strings or use a chat model")
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    return tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False,
+                                         add_generation_prompt=generation_prompt)
 
 
-def render_prompt(prompt: str | list[Message], tokenizer, system_prompt: str | None = None) -> tuple[str, bool]:
+def render_prompt(prompt: str | list[Message], tokenizer, system_prompt: str | None = None,
+                  tools: list[dict] | None = None) -> tuple[str, bool]:
     """``(text, templated)``: the text to generate from, and whether the chat template made it.
 
-    Templated text already holds the template's special tokens (a BOS, if the
-    template writes one), so it is tokenized with ``add_special_tokens=False``.
+    With ``tools`` (their JSON schemas) a string prompt is a user message too:
+    the template lists the tools in the system turn. Templated text already
+    holds the template's special tokens (a BOS, if the template writes one), so
+    it is tokenized with ``add_special_tokens=False``.
     """
-    messages = as_messages(prompt, system_prompt)
+    messages = prompt_messages(prompt, system_prompt, tools)
     if messages is None:
         return prompt, False
-    return _template(tokenizer, messages, generation_prompt=True), True
+    return render_template(tokenizer, messages, generation_prompt=True, tools=tools), True
+
+
+def prompt_messages(prompt: str | list[Message], system_prompt: str | None,
+                    tools: list[dict] | None = None) -> list[Message] | None:
+    """``as_messages``, except that with ``tools`` a string prompt always becomes a user message."""
+    if tools and isinstance(prompt, str):
+        return with_system([{"role": "user", "content": prompt}], system_prompt)
+    return as_messages(prompt, system_prompt)
 
 
 def encode_prompt(text: str, templated: bool, tokenizer) -> list[int]:
@@ -105,7 +118,8 @@ def encode_prompt(text: str, templated: bool, tokenizer) -> list[int]:
 
 
 def encode_conversation(prompt: str | list[Message], response: str | list[Message], tokenizer,
-                        system_prompt: str | None = None) -> tuple[list[int], list[int], list[float]]:
+                        system_prompt: str | None = None,
+                        tools: list[dict] | None = None) -> tuple[list[int], list[int], list[float]]:
     """``(prompt_ids, response_ids, response_mask)`` of a prompt and its response, for supervised losses.
 
     * String prompt and string response: the two encoded as they are, then the
@@ -115,9 +129,11 @@ def encode_conversation(prompt: str | list[Message], response: str | list[Messag
       template. ``prompt_ids`` end with the generation prompt of the first
       assistant turn; the mask is 1 on each assistant turn's content up to and
       including the tokenizer's EOS (the end-of-turn token), 0 on template
-      headers, on other roles' turns and on what follows the EOS.
+      headers, on other roles' turns and on what follows the EOS. ``tools``
+      (JSON schemas) are rendered as in ``render_prompt``: a tool-use trace
+      is learnt with the prompt its episodes will see.
     """
-    messages = as_messages(prompt, system_prompt)
+    messages = prompt_messages(prompt, system_prompt, tools)
     if messages is None and isinstance(response, str):
         response_ids = tokenizer.encode(response, add_special_tokens=False) + [tokenizer.eos_token_id]
         return tokenizer.encode(prompt), response_ids, [1.0] * len(response_ids)
@@ -129,19 +145,19 @@ def encode_conversation(prompt: str | list[Message], response: str | list[Messag
         raise ChatError("a response must end with an assistant message")
     convo = messages + replies
     first = len(messages)
-    head = _template(tokenizer, convo[:first], generation_prompt=True)
+    head = render_template(tokenizer, convo[:first], True, tools)
     prompt_ids = tokenizer.encode(head, add_special_tokens=False)
     response_ids: list[int] = []
     mask: list[float] = []
     rendered = head
     for k in range(first, len(convo)):
         if convo[k]["role"] == "assistant":
-            opened = _template(tokenizer, convo[:k], generation_prompt=True)
+            opened = render_template(tokenizer, convo[:k], True, tools)
             header = _suffix(opened, rendered, tokenizer)  # the assistant header ('' for the first turn)
             response_ids += tokenizer.encode(header, add_special_tokens=False)
             mask += [0.0] * (len(response_ids) - len(mask))
             rendered = opened
-        full = _template(tokenizer, convo[:k + 1], generation_prompt=False)
+        full = render_template(tokenizer, convo[:k + 1], False, tools)
         ids = tokenizer.encode(_suffix(full, rendered, tokenizer), add_special_tokens=False)
         trained = convo[k]["role"] == "assistant"
         if trained and tokenizer.eos_token_id in ids:  # train up to the end-of-turn token, not what follows it

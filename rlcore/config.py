@@ -34,6 +34,8 @@ PACKINGS = ("auto", "packed", "padded", "grouped")
 BALANCES = ("speed", "even")
 PLACEMENTS = ("separate", "colocated")
 REFERENCE_HOSTS = ("auto", "own", "policy")
+ENV_CONTRACTS = ("trl", "gym")
+TOOL_PARSERS = ("hermes",)
 
 
 class ConfigError(ValueError):
@@ -151,7 +153,7 @@ class ReferenceConfig:
 @dataclass
 class RewardTermConfig:
     name: str = "exact_match"
-    """A built-in reward (exact_match, numeric_match, math_accuracy, answer_match, r1_format, r1_tag_count, language_consistency, l1, judge, orm, prm) or an import path ``module:function`` / ``module:Class``."""
+    """A built-in reward (exact_match, numeric_match, math_accuracy, answer_match, r1_format, r1_tag_count, language_consistency, l1, judge, orm, prm, env_return) or an import path ``module:function`` / ``module:Class``."""
     weight: float = 1.0
     """Weight of this term in the total reward."""
     args: dict[str, Any] = field(default_factory=dict)
@@ -328,6 +330,41 @@ class LabelConfig:
 
 
 @dataclass
+class EnvConfig:
+    path: Optional[str] = None
+    """The environment class, an import path ``module:Class`` or ``file.py:Class`` (see ``contract``); null = none. One instance per episode, in the env actors."""
+    contract: str = "trl"
+    """How the class is driven: ``trl`` (TRL's ``environment_factory``: ``reset(**row)`` returns an observation or None, every other public method is a tool, an optional ``get_reward()`` scores the episode) or ``gym`` (``reset(seed, **row)`` returns ``(observation, info)``, ``step(text)`` takes the whole model turn and returns ``(observation, reward, terminated, truncated, info)``)."""
+    tools: list[str] = field(default_factory=list)
+    """Stateless tool functions, import paths ``module:function`` or ``file.py:function``; each needs type hints and a docstring with an ``Args:`` section (its JSON schema, which the chat template shows the model)."""
+    max_turns: int = 4
+    """Model turns per episode; one that still calls a tool at the last turn ends truncated."""
+    max_total_tokens: int = 256
+    """The whole trajectory after the prompt, model and tool tokens together (TRL's ``max_completion_length``); an episode that reaches it ends truncated."""
+    max_tool_tokens: int = 128
+    """A longer tool answer is cut to this many tokens (counted in ``env/tool_answers_cut``)."""
+    tool_parser: str = "hermes"
+    """How tool calls are read from the model's text: ``hermes`` (``<tool_call>{json}</tool_call>``, Qwen's format)."""
+    num_workers: int = 1
+    """Ray actors hosting the environments and tools; each episode's environment lives in one of them."""
+    num_cpus: float = 0.1
+    """Ray CPUs per env actor."""
+    num_gpus: float = 0.0
+    """Ray GPUs per env actor."""
+    resources: dict[str, float] = field(default_factory=dict)
+    """Ray custom resources each env actor needs (see ``rollout.resources``)."""
+    label_selector: dict[str, str] = field(default_factory=dict)
+    """Ray node labels each env actor requires (see ``rollout.label_selector``)."""
+    timeout_s: float = 30.0
+    """Seconds one tool call may take; past it the model reads a timeout error and the episode goes on."""
+
+    @property
+    def enabled(self) -> bool:
+        """Whether rollouts are multi-turn episodes: an environment class or a tool is given."""
+        return self.path is not None or bool(self.tools)
+
+
+@dataclass
 class RayConfig:
     address: Optional[str] = None
     """Cluster to join. None: the job's cluster when run under ``ray job submit`` (RAY_ADDRESS), else a new local one on 127.0.0.1."""
@@ -348,6 +385,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     label: LabelConfig = field(default_factory=LabelConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
 
@@ -464,6 +502,7 @@ def validate(cfg: Config) -> None:
     _check(cfg.trainer.max_skipped_steps >= 0, f"trainer.max_skipped_steps={cfg.trainer.max_skipped_steps} must be >= 0")
     _check(cfg.trainer.max_restarts >= 0, f"trainer.max_restarts={cfg.trainer.max_restarts} must be >= 0")
     validate_placement(cfg)
+    validate_env(cfg.env)
     for name in ("prompts", "samples", "completions", "min_correct"):
         _check(getattr(cfg.label, name) > 0, f"label.{name}={getattr(cfg.label, name)} must be > 0")
     _check(cfg.label.min_correct <= cfg.label.completions,
@@ -498,6 +537,17 @@ def validate_placement(cfg: Config) -> None:
            "set reference.host=own (or auto)")
     _check(cfg.learner.lora_rank == 0, "trainer.placement=colocated sends the learner's own weights to vLLM and "
            "cannot merge a LoRA adapter on the way yet: use trainer.placement=separate with learner.lora_rank")
+
+
+def validate_env(ec: EnvConfig) -> None:
+    """Checks of the ``env`` section (multi-turn episodes)."""
+    _check(ec.contract in ENV_CONTRACTS, f"env.contract='{ec.contract}' is not one of {', '.join(ENV_CONTRACTS)}")
+    _check(ec.tool_parser in TOOL_PARSERS, f"env.tool_parser='{ec.tool_parser}' is not one of {', '.join(TOOL_PARSERS)}")
+    for name in ("max_turns", "max_total_tokens", "max_tool_tokens", "num_workers", "timeout_s"):
+        _check(getattr(ec, name) > 0, f"env.{name}={getattr(ec, name)} must be > 0")
+    _check(ec.contract != "gym" or ec.path is not None, "env.contract=gym needs env.path: the environment class")
+    _check(ec.contract != "gym" or not ec.tools, "env.tools cannot be used with env.contract=gym: there the whole "
+           "model turn is the environment's action")
 
 
 def validate_eval(ec: EvalConfig) -> None:

@@ -34,7 +34,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlcore.chat import ChatError, Message, check_messages, encode_prompt, render_prompt, user_text
+from rlcore.chat import (
+    ChatError,
+    Message,
+    check_messages,
+    encode_prompt,
+    prompt_messages,
+    render_prompt,
+    user_text,
+)
 
 
 class DataError(ValueError):
@@ -57,6 +65,9 @@ class PromptRow:
     user_prompt: str | None = None
     """What the user wrote (``rlcore.chat.user_text``), kept when ``render_prompts`` replaces ``prompt`` with the
     template's rendering; None while ``prompt`` is still the row's own."""
+    messages: list[dict] | None = None
+    """The messages ``prompt`` was rendered from, kept by ``render_prompts`` for runs with tools: an episode whose
+    environment answers ``reset`` renders them again with the observation appended (``actors.episodes``)."""
 
     def user_text(self) -> str:
         """The prompt as the user wrote it (the last user message's text): what rewards judge."""
@@ -433,23 +444,26 @@ def load_sft(files: list[str | Path], data_cfg) -> list[SFTRow]:
     return out
 
 
-def render_prompts(rows: list, tokenizer, system_prompt: str | None = None) -> list:
+def render_prompts(rows: list, tokenizer, system_prompt: str | None = None, tools: list[dict] | None = None) -> list:
     """Each ``PromptRow`` with its prompt rendered (``rlcore.chat.render_prompt``) and ``templated`` set; others as is.
 
     Message lists get the tokenizer's chat template and generation prompt, and
     ``system_prompt`` when they have no system message; a string prompt stays as
-    it is unless there is a system prompt to add. A rendered row keeps what the
-    user wrote in ``user_prompt``. Raises ``DataError`` naming the row.
+    it is unless there is a system prompt to add, or ``tools`` (JSON schemas,
+    listed by the template) to show. A rendered row keeps what the user wrote in
+    ``user_prompt``, and with ``tools`` (even none) its messages. Raises ``DataError`` naming the row.
     """
     out = []
     for row in rows:
         if isinstance(row, PromptRow):
             try:
-                text, templated = render_prompt(row.prompt, tokenizer, system_prompt)
+                text, templated = render_prompt(row.prompt, tokenizer, system_prompt, tools)
             except ChatError as exc:
                 raise DataError(f"{row.source}: {exc}") from None
             if templated:  # the user's words are kept for the rewards (PromptRow.user_text)
-                row = dataclasses.replace(row, prompt=text, templated=True, user_prompt=row.user_text())
+                messages = prompt_messages(row.prompt, system_prompt, tools) if tools is not None else None
+                row = dataclasses.replace(row, prompt=text, templated=True, user_prompt=row.user_text(),
+                                          messages=messages)
         out.append(row)
     return out
 

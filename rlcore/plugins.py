@@ -57,10 +57,14 @@ class Registry(Generic[T]):
 
 
 def import_path(name: str, key: str) -> Any:
-    """``module:attr`` (``attr`` may be dotted) imported, or a one-line ``ConfigError`` naming ``key``."""
+    """``module:attr`` (``attr`` may be dotted) imported, or a one-line ``ConfigError`` naming ``key``. A module may be
+    written as its file, relative to the import path (the working directory, or a Ray job's ``--working-dir``):
+    ``my_tools.py:multiply`` is ``my_tools:multiply``, ``pkg/tools.py:f`` is ``pkg.tools:f``."""
     module_name, _, attr = name.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"{key}='{name}': expected an import path 'module:attr'")
+    if module_name.endswith(".py"):
+        module_name = module_name[:-3].replace("/", ".")
     try:
         obj = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -1,0 +1,148 @@
+"""A small Qwen2-architecture chat model for the tool-use task: BPE tokenizer, tool chat template, random weights.
+
+The "base" model of the agent recipe: it knows nothing, and cold-start SFT on
+the multiplication task's tool-use traces (``rlcore.tasks.multiply``) teaches
+it to call the ``multiply`` tool before RL. What is built here is only what a
+hub model would bring, as ``rlcore.reasoning_model`` builds it:
+
+* a byte-level BPE tokenizer trained with ``tokenizers`` on the task's traces
+  rendered with the tools block (the system turn listing ``multiply``'s schema),
+  pre-tokenized with Qwen2's regex (so every digit is its own token), with Qwen's
+  special tokens ``<|endoftext|>`` (pad), ``<|im_start|>`` and ``<|im_end|>``
+  (end of turn, the EOS) and ``rlcore.tools.TOOL_TAGS`` as added, non-special
+  tokens (one token each, kept when decoding), as Qwen2.5's tokenizer has them;
+* Qwen2.5's tool chat template, ``rlcore.tools.QWEN_TOOL_TEMPLATE``;
+* a ``Qwen2ForCausalLM`` with random weights and a ``generation_config.json``
+  whose EOS is ``<|im_end|>``.
+
+The folder is cached: ``agent_model.json`` is written last, with the spec, so
+an interrupted or outdated build is redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rlcore.reasoning_model import IM_END, IM_START, PAD, QWEN2_SPLIT, SPECIAL_TOKENS, build_random_model
+from rlcore.tasks.multiply import TaskSpec, multiply, sft_rows, split_problems
+from rlcore.tools import QWEN_TOOL_TEMPLATE, TOOL_TAGS, tool_schema
+
+log = logging.getLogger(__name__)
+
+MARKER = "agent_model.json"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentModelSpec:
+    """What the model is made of. Every field is part of the cache key.
+
+    The shape is the reasoning model's (about 1.0M parameters). The corpus
+    runs out of pairs to merge at 491 tokens (495 with the tool tags), the
+    tools block learnt word by word: a prompt rendered with it is 187 tokens
+    and a whole SFT trace 238 to 240 (``rendered_tokens``), so 512 positions
+    leave room for several more turns.
+    """
+
+    bpe_vocab_size: int = 512
+    """Target vocabulary of the BPE trainer (256 bytes, specials, merges); it stops earlier when the corpus
+    has no more pairs to merge."""
+    hidden_size: int = 128
+    """Width of the residual stream."""
+    num_layers: int = 4
+    """Transformer blocks."""
+    num_heads: int = 4
+    """Attention heads."""
+    num_kv_heads: int = 2
+    """Key/value heads (grouped-query attention, as Qwen2)."""
+    intermediate_size: int = 512
+    """Width of the MLP."""
+    max_position_embeddings: int = 512
+    """Longest sequence: the prompt with its tools block, the model's turns and the tool's answers together."""
+    seed: int = 0
+    """Seed of the tokenizer corpus and of the random weights."""
+
+    def cache_key(self) -> str:
+        """A short, stable name for this spec (the same in every process)."""
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+        return "tiny-qwen2-agent-" + digest[:10]
+
+
+def tokenizer_corpus(seed: int = 0, size: int = 300) -> list[str]:
+    """Text the BPE merges are learnt from: SFT traces rendered with the tool template and ``multiply``'s schema."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    rows = sft_rows(split_problems(TaskSpec(train_size=size, test_size=1, seed=seed))[0])
+    texts, _ = render_jinja_template([row["messages"] for row in rows], tools=[tool_schema(multiply)],
+                                     chat_template=QWEN_TOOL_TEMPLATE)
+    return texts
+
+
+def build_tokenizer(spec: AgentModelSpec = AgentModelSpec()):
+    """The trained byte-level BPE tokenizer with Qwen's specials, the tool tags and the tool chat template, as a
+    ``PreTrainedTokenizerFast``."""
+    from tokenizers import (
+        AddedToken,
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        trainers,
+    )
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=spec.bpe_vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    core.train_from_iterator(tokenizer_corpus(spec.seed), trainer)
+    # Added after training: added before it, they did not survive as whole tokens (see rlcore.reasoning_model).
+    core.add_tokens([AddedToken(tag, special=False, normalized=False) for tag in TOOL_TAGS])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=IM_END,
+                                        additional_special_tokens=[IM_START], clean_up_tokenization_spaces=False,
+                                        model_max_length=spec.max_position_embeddings)
+    tokenizer.chat_template = QWEN_TOOL_TEMPLATE
+    return tokenizer
+
+
+def rendered_tokens(tokenizer, messages: list[dict], generation_prompt: bool = False) -> int:
+    """Tokens of ``messages`` rendered with the chat template and ``multiply``'s tools block: what a prompt or a
+    trace takes of ``max_position_embeddings``."""
+    text = tokenizer.apply_chat_template(messages, tools=[tool_schema(multiply)], tokenize=False,
+                                         add_generation_prompt=generation_prompt)
+    return len(tokenizer.encode(text, add_special_tokens=False))
+
+
+def is_built(out_dir: str | Path, spec: AgentModelSpec) -> bool:
+    """Whether ``out_dir`` holds a finished build of ``spec``."""
+    marker = Path(out_dir) / MARKER
+    return marker.exists() and json.loads(marker.read_text()).get("spec") == asdict(spec)
+
+
+def make_agent_model(out_dir: str | Path, spec: AgentModelSpec = AgentModelSpec(), force: bool = False) -> Path:
+    """Build (or reuse) the model and tokenizer in ``out_dir``; returns the folder."""
+    out_dir = Path(out_dir)
+    if is_built(out_dir, spec) and not force:
+        return out_dir
+    t0 = time.perf_counter()
+    (out_dir / MARKER).unlink(missing_ok=True)
+    tokenizer = build_tokenizer(spec)
+    model = build_random_model(spec, tokenizer)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir, save_jinja_files=False)  # the template in tokenizer_config.json, for vLLM
+    info = {"spec": asdict(spec), "cache_key": spec.cache_key(), "vocab": len(tokenizer),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "build_seconds": round(time.perf_counter() - t0, 1)}
+    (out_dir / MARKER).write_text(json.dumps(info, indent=2))
+    log.info("built agent model in %s (%.1fs)", out_dir, info["build_seconds"])
+    return out_dir
