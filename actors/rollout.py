@@ -80,6 +80,9 @@ class RolloutWorker:
     must be set before vLLM is imported, hence the import inside ``__init__``.
     """
 
+    episodes: Episodes | None = None
+    """With an ``env`` section, the episode loop (``actors.episodes``): ``generate`` plays multi-turn episodes."""
+
     def __init__(self, model_path: str, cfg: RolloutConfig, seed: int = 0, colocated: bool = False, sharers: int = 1,
                  env: EnvClient | None = None):
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -102,7 +105,6 @@ class RolloutWorker:
                        max_model_len=cfg.max_model_len, logprobs_mode="processed_logprobs",
                        enable_prefix_caching=cfg.prefix_caching, **kwargs)
         self.tokenizer = self.llm.get_tokenizer()
-        # With an env section, a sample is a multi-turn episode: actors.episodes has the loop.
         self.episodes = Episodes(self.llm, self.tokenizer, cfg, env) if env is not None else None
         self.version = 0
         self.asleep = False  # colocated placement: vLLM's sleep mode between a rollout and the weight sync

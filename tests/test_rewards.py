@@ -21,6 +21,7 @@ from rewards import (
     r1_tag_count,
 )
 from rewards.api import load_reward
+from rewards.env import env_return
 from rewards.judge import LLMJudge
 from rewards.l1 import L1Reward
 from rlcore.config import ConfigError
@@ -223,7 +224,7 @@ def _capture(errors: list[BaseException], fn) -> None:
 
 # --- registry ------------------------------------------------------------------------
 
-BUILTIN_NAMES = ("answer_match, exact_match, judge, l1, language_consistency, math_accuracy, numeric_match, orm, prm, "
+BUILTIN_NAMES = ("answer_match, env_return, exact_match, judge, l1, language_consistency, math_accuracy, numeric_match, orm, prm, "
                  "r1_format, r1_tag_count")
 
 
@@ -246,6 +247,7 @@ def test_builtin_rewards():
         "judge": LLMJudge,
         "orm": OutcomeRewardModel,
         "prm": ProcessRewardModel,
+        "env_return": env_return,
     }
     for name, fn in REWARDS.entries.items():
         assert resolve_reward(name) is fn

@@ -295,7 +295,7 @@ class FakeRollout:
 
     made: ClassVar[list] = []
 
-    def __init__(self, cfg, model_path):
+    def __init__(self, cfg, model_path, env=None):
         self.model_path, self.ready, self.updates, self.calls = model_path, [], [], []
         FakeRollout.made.append(self)
 
