@@ -143,17 +143,26 @@ def gae(
     return advantages, advantages + values
 
 
+def last_token(mask: torch.Tensor) -> torch.Tensor:
+    """[B] int64: the position of each row's last 1 in ``mask`` [B, T] (0 for an empty row). Not ``mask.sum(-1) - 1``:
+    a multi-turn episode's mask has holes, the environment's tokens, before its last model token."""
+    width = mask.shape[-1]
+    return (width - 1 - (mask.flip(-1) > 0).float().argmax(-1)) * (mask > 0).any(-1)  # [B]
+
+
 @torch.no_grad()
 def reinforce_pp_returns(
     token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """REINFORCE++ (Hu 2025, arXiv:2501.03262): discounted returns, globally whitened.
 
-    G_t = r_t + gamma * G_{t+1}, where the running return is reset *after* a masked
-    position (so nothing past EOS leaks backwards); advantages = masked_whiten(G) * mask
-    over the whole batch. On right-padded masks (every batch here) this equals verl
-    0.9.1's ``compute_reinforce_plus_plus_outcome_advantage`` (tests/test_verl_parity.py);
-    on a mask with an interior hole it differs: verl carries the return across the hole.
+    G_t = r_t + gamma * G_{t+1} over the response tokens; a masked position (an
+    environment's tokens between model turns, padding) is skipped: the running
+    return is carried through it, undiscounted, so an earlier turn is credited
+    with the episode's outcome. This is verl 0.9.1's
+    ``compute_reinforce_plus_plus_outcome_advantage`` (tests/test_verl_parity.py,
+    right-padded and holed masks); advantages = masked_whiten(G) * mask over the
+    whole batch.
 
     Returns ``(advantages [B, T], returns [B, T])``.
     """
@@ -161,9 +170,8 @@ def reinforce_pp_returns(
     returns = torch.zeros_like(token_rewards)  # [B, T]
     running = torch.zeros_like(token_rewards[:, 0])  # [B]
     for t in reversed(range(token_rewards.shape[-1])):
-        running = token_rewards[:, t] + gamma * running
+        running = torch.where(m[:, t] > 0, token_rewards[:, t] + gamma * running, running)
         returns[:, t] = running
-        running = running * m[:, t]  # reset after EOS
     advantages = masked_whiten(returns, m) * m  # [B, T]
     return advantages, returns
 

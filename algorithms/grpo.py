@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from algorithms.advantages import group_advantages, reinforce_pp_returns, rloo_advantages, zero_variance_groups
+from algorithms.advantages import (
+    group_advantages,
+    last_token,
+    reinforce_pp_returns,
+    rloo_advantages,
+    zero_variance_groups,
+)
 from algorithms.base import Outputs
 from algorithms.policy import PolicyAlgorithm, PolicyOptions
 from algorithms.shaping import overlong_penalty
@@ -106,7 +112,7 @@ class GRPO(PolicyAlgorithm):
             batch.advantages = rloo_advantages(batch.scores, batch.group_ids)  # [B]
         else:  # reinforce_pp: the outcome reward sits on the last response token
             mask = batch.response_mask  # [B, T]
-            last = (mask.sum(-1).long() - 1).clamp(min=0)  # [B]
+            last = last_token(mask)  # [B]
             token_rewards = torch.zeros_like(mask)
             token_rewards[torch.arange(len(batch)), last] = batch.scores
             batch.advantages, _ = reinforce_pp_returns(token_rewards, mask, gamma=1.0)  # [B, T]

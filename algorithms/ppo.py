@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, ClassVar, Optional
 
 import torch
 
-from algorithms.advantages import gae
+from algorithms.advantages import gae, last_token
 from algorithms.base import LearnerSpec, Outputs
 from algorithms.losses import value_loss
 from algorithms.policy import PolicyAlgorithm, PolicyOptions
@@ -39,7 +39,7 @@ def adaptive_kl_coef(coef: float, kl: float, target: float, samples: int, horizo
 def token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, kl_coef: float) -> torch.Tensor:
     """``[B, T]``: ``-kl_coef * kl`` on response tokens, plus the score on each sample's last one."""
     rewards = -kl_coef * kl * mask  # [B, T]
-    last = (mask.sum(-1).long() - 1).clamp(min=0)  # [B]
+    last = last_token(mask)  # [B]
     rewards[torch.arange(len(scores)), last] += scores
     return rewards
 

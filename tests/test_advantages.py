@@ -5,7 +5,7 @@ from collections import defaultdict
 import torch
 
 import algorithms
-from algorithms.advantages import gae, group_advantages, reinforce_pp_returns, rloo_advantages
+from algorithms.advantages import gae, group_advantages, last_token, reinforce_pp_returns, rloo_advantages
 
 
 def close(a, b, tol=1e-5):
@@ -156,13 +156,18 @@ def test_gae_no_grad():
 # ---------------------------------------------------------------- REINFORCE++
 
 
+def test_last_token_is_the_last_one_in_a_holed_mask():
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0, 1.0, 0.0], [1.0, 1.0, 1.0, 0.0, 0.0, 0.0], [0.0] * 6])
+    assert last_token(mask).tolist() == [4, 2, 0]  # not mask.sum(-1) - 1 = [2, 2, -1]
+
+
 def test_reinforce_pp_returns():
     rewards = torch.tensor([[0.0, 0.0, 1.0], [0.0, 2.0, 5.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
     adv, ret = reinforce_pp_returns(rewards, mask, gamma=0.5)
     # row 0: G = [.25, .5, 1]
-    # row 1: G2 = 5 (stored), then reset because position 2 is padding -> G1 = 2, G0 = 1
-    assert close(ret, [[0.25, 0.5, 1.0], [1.0, 2.0, 5.0]])
+    # row 1: position 2 is padding, skipped (its 5 is no response token's reward): G2 = 0 carried, G1 = 2, G0 = 1
+    assert close(ret, [[0.25, 0.5, 1.0], [1.0, 2.0, 0.0]])
     # whiten the 5 masked returns [.25, .5, 1, 1, 2]: mean .95,
     # unbiased var (.49 + .2025 + .0025 + .0025 + 1.1025) / 4 = .45, std .6708204
     # padding position -> 0

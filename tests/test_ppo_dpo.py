@@ -22,6 +22,12 @@ def test_token_rewards_put_score_on_last_token_minus_kl():
     assert torch.allclose(r, torch.tensor([[-0.05, -0.1, -0.15 + 1.0], [-0.25 + 2.0, 0.0, 0.0]]))
 
 
+def test_token_rewards_of_a_multi_turn_episode_put_the_score_on_its_last_model_token():
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0, 1.0, 0.0]])  # a model turn, two tool tokens, the answer, padding
+    r = token_rewards(torch.tensor([1.0]), torch.zeros(1, 6), mask, kl_coef=0.5)
+    assert r.tolist() == [[0.0, 0.0, 0.0, 0.0, 1.0, 0.0]]
+
+
 def test_adaptive_kl_moves_towards_target_within_20_percent():
     assert adaptive_kl_coef(0.1, kl=0.2, target=0.1, samples=100, horizon=100) == pytest.approx(0.12)  # error clipped to +0.2
     assert adaptive_kl_coef(0.1, kl=0.09, target=0.1, samples=50, horizon=100) == pytest.approx(0.1 * (1 - 0.1 * 0.5))

@@ -312,19 +312,19 @@ def test_reinforce_pp_matches_verl_right_padded(verl, shape, gamma):
     close(ours_adv, verl_adv)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known mismatch: verl 0.9.1 carries the running return through masked positions "
-    "(undiscounted); ours resets it to 0 after a masked position",
-)
-def test_reinforce_pp_matches_verl_with_interior_masked_span(verl):
+@pytest.mark.parametrize("gamma", [1.0, 0.9])
+def test_reinforce_pp_matches_verl_with_interior_masked_spans(verl, gamma):
+    """A multi-turn episode's mask has holes (the environment's tokens): the return is carried through them, so
+    the first turn is credited with the outcome, as in verl."""
     core, _, algo_config = verl
-    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0, 1.0, 1.0]])  # response, observation span, response
-    rewards = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 1.0]]) * mask
-    _, verl_ret = core.compute_reinforce_plus_plus_outcome_advantage(rewards, mask, config=algo_config(gamma=1.0))
-    _, ours_ret = reinforce_pp_returns(rewards, mask, 1.0)
-    # verl: [1, 1, 0, 0, 1, 1]; ours: [0, 0, 0, 0, 1, 1]
-    close(ours_ret * mask, verl_ret)
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0]])
+    rewards = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0]]) * mask
+    verl_adv, verl_ret = core.compute_reinforce_plus_plus_outcome_advantage(rewards, mask,
+                                                                            config=algo_config(gamma=gamma))
+    ours_adv, ours_ret = reinforce_pp_returns(rewards, mask, gamma)
+    close(ours_ret * mask, verl_ret * mask)
+    close(ours_adv, verl_adv)
+    assert ours_ret[0, 0] == pytest.approx(gamma ** 3)  # three model tokens after it, the hole not counted
 
 
 # ---------------------------------------------------------------- policy and value losses
