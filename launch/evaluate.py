@@ -36,7 +36,7 @@ import torch
 
 from launch.build import Plan, reward_term
 from launch.run_dir import Outputs
-from launch.sources import greedy_eval
+from launch.sources import Roles, greedy_eval
 from launch.train import exit_process, parse_args, plan_data_and_ray, stop_ray
 from rewards.api import RewardStartError, RewardTerm, answer_reading
 from rewards.text import thinking_token_count
@@ -82,6 +82,10 @@ def for_evaluation(plan: Plan) -> None:
     resolved = {key: reward_term(term, f"eval.{key}") for key, term in
                 (("verifier", cfg.eval.verifier), ("search_verifier", cfg.eval.search_verifier)) if term is not None}
     plan.verifiers = {key: term for key, term in resolved.items() if needed[key]}  # one no method uses is not started
+    episodic = methods - {"greedy", *SAMPLED}
+    if cfg.env.enabled and episodic:
+        raise ConfigError(f"eval.methods: {', '.join(sorted(episodic))} cannot run multi-turn episodes (an env "
+                          f"section is set); use greedy, {', '.join(SAMPLED)}")
     if "budget_forcing" in cfg.eval.methods and max(cfg.eval.budgets) + cfg.eval.answer_tokens > cfg.rollout.max_new_tokens:
         raise ConfigError(f"eval.budgets up to {max(cfg.eval.budgets)} + eval.answer_tokens={cfg.eval.answer_tokens} "
                           f"exceed rollout.max_new_tokens={cfg.rollout.max_new_tokens}; raise it")
@@ -90,13 +94,15 @@ def for_evaluation(plan: Plan) -> None:
 class Evaluation:
     """The roles of an evaluation (rollout workers, reward workers, the verifier's) and one method per ``eval.methods`` entry."""
 
-    def __init__(self, cfg: Config, rows: list[PromptRow], terms: list[RewardTerm], verifiers: dict[str, RewardTerm]):
+    def __init__(self, cfg: Config, rows: list[PromptRow], terms: list[RewardTerm], verifiers: dict[str, RewardTerm],
+                 roles: Roles):
         from transformers import AutoTokenizer
 
         from actors.groups import RewardGroup, RolloutGroup
 
         self.cfg, self.ec, self.rows = cfg, cfg.eval, rows
-        self.rollout = RolloutGroup(cfg, cfg.model.path)
+        self.env = roles.env_pool(cfg)  # multi-turn episodes: greedy and the sampled methods play them
+        self.rollout = RolloutGroup(cfg, cfg.model.path, env=self.env.client if self.env else None)
         self.rewards = RewardGroup(terms)
         # The verifiers' own reward workers. Without eval.verifier the preset's weighted reward judges; without
         # eval.search_verifier, eval.verifier. judge_names: what each row says judged it.
@@ -106,7 +112,8 @@ class Evaluation:
         self.judges = {"verifier": verifier, "search_verifier": groups.get("search_verifier", verifier)}
         first = names.get("verifier", "reward")
         self.judge_names = {"verifier": first, "search_verifier": names.get("search_verifier", first)}
-        self.ready = self.rollout.ready + self.rewards.ready + [ref for g in groups.values() for ref in g.ready]
+        self.ready = (self.rollout.ready + self.rewards.ready + [ref for g in groups.values() for ref in g.ready]
+                      + (self.env.ready if self.env else []))
         accuracy = next(t for t in terms if t.name == cfg.reward.accuracy_term)
         self.answer = answer_reading(accuracy.target)
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
@@ -338,7 +345,8 @@ def started(plan: Plan, rows: list[PromptRow], own_ray: bool):
     from actors.groups import wait_ready
 
     try:
-        evaluation = Evaluation(plan.cfg, rows, plan.reward_terms, plan.verifiers)
+        roles = Roles(plan.reward_terms, {}, None, tools=plan.tools, ship_environments=plan.ship_environments)
+        evaluation = Evaluation(plan.cfg, rows, plan.reward_terms, plan.verifiers, roles)
         wait_ready([evaluation])
         yield evaluation
     finally:
