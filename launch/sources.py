@@ -79,11 +79,14 @@ class Collected:
     """The source's metrics for the step: rewards, lengths, sampling, its own timings."""
 
     def summary(self, shown: int = 4) -> dict[str, Any]:
-        """What the step trained on: every group's prompt index in the data set, and a few samples to read."""
+        """What the step trained on: every group's prompt index in the data set, and a few samples to read (a
+        multi-turn episode's with its whole conversation: tool calls and answers)."""
         b = self.batch
+        samples = [{"prompt": b.prompts[i], "response": b.responses[i], "answer": b.answers[i],
+                    "score": round(b.scores[i].item(), 4),
+                    **({"messages": b.messages[i]} if b.messages is not None else {})} for i in range(min(shown, len(b)))]
         return {"prompt_indices": [int(b.prompt_index[a]) for a, _ in group_runs(b.group_ids.tolist())],
-                "samples": [{"prompt": b.prompts[i], "response": b.responses[i], "answer": b.answers[i],
-                             "score": round(b.scores[i].item(), 4)} for i in range(min(shown, len(b)))]}
+                "samples": samples}
 
 
 @contextmanager
