@@ -96,18 +96,21 @@ class Episodes:
         episodes = [Episode(row, g, seed + g, (g * n + j) % workers) for g, row in enumerate(rows) for j in range(n)]
         self.env_seconds = 0.0
         self._start(episodes)
-        live = [e for e in episodes if not e.traj.done]
-        while live:
-            self._model_turn(live, greedy)
-            restarted = self._env_turn([e for e in live if not e.traj.done])
-            if restarted:
-                self._start(restarted)
-            live = [e for e in live if not e.traj.done]
-        self._close(episodes)
-        return episodes
+        while True:
+            live = [e for e in episodes if not e.traj.done]
+            if live:
+                self._model_turn(live, greedy)
+                dead = self._env_turn([e for e in live if not e.traj.done])
+            else:
+                dead = self._close(episodes)
+                if not dead:
+                    return episodes
+            for w in dead:  # every episode whose environment lived there starts again, finished ones too
+                self._start(self._restart([e for e in episodes if e.worker == w], w))
 
     # ---- the two halves of a turn ---------------------------------------------------------------------------------
     def _model_turn(self, live: list[Episode], greedy: bool) -> None:
+        """One engine call for every live episode's next turn, each continuing its whole context."""
         from vllm import SamplingParams
 
         params = [SamplingParams(n=1, temperature=0.0 if greedy else self.rollout.temperature,
@@ -122,9 +125,9 @@ class Episodes:
             if sample.finish_reason == "length":  # cut inside the turn: nothing can follow it
                 e.traj.truncated = e.traj.done = True
 
-    def _env_turn(self, live: list[Episode]) -> list[Episode]:
-        """Send the turn's calls (or ``gym`` actions) to the pool and append the answers; returns the episodes whose
-        env actor died, to start again."""
+    def _env_turn(self, live: list[Episode]) -> list[int]:
+        """Send the turn's calls (or ``gym`` actions) to the pool and append the answers; returns the env actors that
+        died meanwhile (Ray restarts them)."""
         gym = self.cfg.contract == "gym"
         asks: dict[int, list[tuple[Episode, Any]]] = {}
         for e in live:
@@ -139,12 +142,12 @@ class Episodes:
         start = time.perf_counter()
         futures = {w: self._ask(w, [(e.key, e.last_text if gym else p.calls) for e, p in items])
                    for w, items in asks.items()}
-        dead: list[Episode] = []
+        dead: list[int] = []
         for w, items in asks.items():
             try:
                 answers = ray.get(futures[w])
             except ray.exceptions.RayActorError:
-                dead += self._restart([e for e, _ in items], w)
+                dead.append(w)
                 continue
             for (e, parsed), answer in zip(items, answers):
                 if gym:
@@ -209,12 +212,14 @@ class Episodes:
     def _prompt(self, row: PromptRow, observation: str | None) -> str:
         if observation is None:
             return row.prompt
-        messages = copy.deepcopy(row.messages)
+        messages = copy.deepcopy(row.messages) if row.messages else [{"role": "user", "content": row.prompt}]
         messages[-1]["content"] += observation
         return self.tokenizer.apply_chat_template(messages, tools=self.client.schemas or None, tokenize=False,
                                                   add_generation_prompt=True)
 
     def _restart(self, episodes: list[Episode], worker: int) -> list[Episode]:
+        """``episodes`` (those of the env actor ``worker``, which died), counted and to start again; a RuntimeError
+        when one has started again too often."""
         print(f"env worker {worker} died; its {len(episodes)} episodes start again", flush=True)
         for e in episodes:
             e.stats["redone"] += 1
@@ -222,15 +227,24 @@ class Episodes:
                 raise RuntimeError(f"env worker {worker} died {e.stats['redone']} times during one episode; giving up")
         return episodes
 
-    def _close(self, episodes: list[Episode]) -> None:
+    def _close(self, episodes: list[Episode]) -> list[int]:
+        """End every episode in its env actor, keeping what it returns (``Episode.outcome``); returns the env actors
+        that died before they could."""
         by_worker: dict[int, list[Episode]] = {}
         for e in episodes:
             by_worker.setdefault(e.worker, []).append(e)
         futures = {w: self.client.workers[w].close.remote([e.key for e in es], self.client.ship)
                    for w, es in by_worker.items()}
+        dead = []
         for w, es in by_worker.items():
-            for e, outcome in zip(es, ray.get(futures[w])):
+            try:
+                outcomes = ray.get(futures[w])
+            except ray.exceptions.RayActorError:
+                dead.append(w)
+                continue
+            for e, outcome in zip(es, outcomes):
                 e.outcome = outcome
+        return dead
 
 
 def env_row(row: PromptRow) -> dict:
