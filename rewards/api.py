@@ -209,7 +209,7 @@ async def _await(awaitable):
 
 def term_value(row: dict[str, float]) -> float:
     """A term's value from one sample's parts: their sum, leaving out ``_``-prefixed parts (logged only)."""
-    return sum(v for k, v in row.items() if not k.startswith("_"))
+    return sum((v for k, v in row.items() if not k.startswith("_")), 0.0)  # a float also when every part is "_"
 
 
 def check_scores(name: str, result: Any, count: int) -> list[dict[str, float]]:

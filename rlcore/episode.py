@@ -107,8 +107,9 @@ class Trajectory:
         self.turns += 1
 
     def add_env(self, ids: list[int], messages: list[dict]) -> bool:
-        """Append the environment's ids (mask 0) and messages. False when the cap cut the ids: then the
-        episode is ``truncated`` and ``done``, and keeps only the ids that fit."""
+        """Append the environment's ids (mask 0) and messages. False when the cap cut the ids: the episode keeps
+        only the ids that fit. Cut, or filling the cap exactly (no room for the model's next turn), the episode is
+        ``truncated`` and ``done``."""
         kept = ids[:self.remaining()]
         self.ids += kept
         self.mask += [0.0] * len(kept)
@@ -116,7 +117,6 @@ class Trajectory:
         self.messages += messages
         self.env_tokens += len(kept)
         self.tool_calls += sum(m["role"] == "tool" for m in messages)
-        if len(kept) < len(ids):
+        if len(kept) < len(ids) or self.remaining() == 0:  # no room left for the model's next turn
             self.truncated = self.done = True
-            return False
-        return True
+        return len(kept) == len(ids)

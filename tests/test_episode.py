@@ -133,10 +133,11 @@ def test_the_cap_cuts_environment_ids_and_ends_the_episode():
     assert [m["content"] for m in traj.messages] == ["first", "a", "second", "b", "c"]
 
 
-def test_environment_ids_that_just_fit_are_not_a_truncation():
+def test_environment_ids_that_fill_the_cap_exactly_end_the_episode_truncated():
+    """Nothing was cut, but no room is left for the model's next turn (vLLM refuses max_tokens=0)."""
     traj = Trajectory(prompt_ids=[1], max_total_tokens=3)
     assert traj.add_env([4, 5, 6], [{"role": "user", "content": "go"}])
-    assert not traj.truncated and not traj.done and traj.remaining() == 0 and traj.tool_calls == 0
+    assert traj.truncated and traj.done and traj.remaining() == 0 and traj.tool_calls == 0
 
 
 def test_a_model_turn_must_fit_the_cap_and_carry_a_logprob_per_token():

@@ -216,3 +216,10 @@ def test_a_terms_first_error_and_first_timeout_are_one_line_each(monkeypatch, ca
         f"reward '{sleepy}': 3 samples timed out after 5 s (timeout_s=5; 3 so far, scored failure_score=0.0); "
         f"further timeouts are counted in reward_faults/{sleepy}/timeouts"]
     assert text.count("Traceback (most recent call last)") == 1
+
+
+def test_a_term_of_log_only_parts_is_worth_a_float_zero():
+    from rewards.api import term_value
+
+    value = term_value({"_called": 1.0, "_valid": 0.0})
+    assert value == 0.0 and isinstance(value, float)  # a tensor of these has a mean (an int tensor had none)
