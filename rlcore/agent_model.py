@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rlcore.reasoning_model import IM_END, IM_START, PAD, QWEN2_SPLIT, SPECIAL_TOKENS, build_random_model
+from rlcore.reasoning_model import build_random_model, chat_bpe_tokenizer
 from rlcore.tasks.multiply import TaskSpec, multiply, sft_rows, split_problems
 from rlcore.tools import QWEN_TOOL_TEMPLATE, TOOL_TAGS, tool_schema
 
@@ -85,33 +85,8 @@ def tokenizer_corpus(seed: int = 0, size: int = 300) -> list[str]:
 def build_tokenizer(spec: AgentModelSpec = AgentModelSpec()):
     """The trained byte-level BPE tokenizer with Qwen's specials, the tool tags and the tool chat template, as a
     ``PreTrainedTokenizerFast``."""
-    from tokenizers import (
-        AddedToken,
-        Regex,
-        Tokenizer,
-        decoders,
-        models,
-        pre_tokenizers,
-        trainers,
-    )
-    from transformers import PreTrainedTokenizerFast
-
-    core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=spec.bpe_vocab_size, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    core.train_from_iterator(tokenizer_corpus(spec.seed), trainer)
-    # Added after training: added before it, they did not survive as whole tokens (see rlcore.reasoning_model).
-    core.add_tokens([AddedToken(tag, special=False, normalized=False) for tag in TOOL_TAGS])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=IM_END,
-                                        additional_special_tokens=[IM_START], clean_up_tokenization_spaces=False,
-                                        model_max_length=spec.max_position_embeddings)
-    tokenizer.chat_template = QWEN_TOOL_TEMPLATE
-    return tokenizer
+    return chat_bpe_tokenizer(tokenizer_corpus(spec.seed), spec.bpe_vocab_size, TOOL_TAGS, QWEN_TOOL_TEMPLATE,
+                              spec.max_position_embeddings)
 
 
 def rendered_tokens(tokenizer, messages: list[dict], generation_prompt: bool = False) -> int:

@@ -105,6 +105,13 @@ def tokenizer_corpus(seed: int = 0, size: int = 300) -> list[str]:
 
 def build_tokenizer(spec: ReasoningModelSpec = ReasoningModelSpec()):
     """The trained byte-level BPE tokenizer with Qwen's specials and chat template, as a ``PreTrainedTokenizerFast``."""
+    return chat_bpe_tokenizer(tokenizer_corpus(spec.seed), spec.bpe_vocab_size, R1_TAGS, CHAT_TEMPLATE,
+                              spec.max_position_embeddings)
+
+
+def chat_bpe_tokenizer(corpus: list[str], vocab_size: int, tags: list[str], chat_template: str, max_length: int):
+    """A byte-level BPE tokenizer trained on ``corpus`` with Qwen2's pre-tokenizer (every digit its own token),
+    Qwen's specials (``<|im_end|>`` the EOS), ``tags`` as added non-special tokens and ``chat_template``."""
     from tokenizers import (
         AddedToken,
         Regex,
@@ -122,15 +129,15 @@ def build_tokenizer(spec: ReasoningModelSpec = ReasoningModelSpec()):
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=spec.bpe_vocab_size, special_tokens=SPECIAL_TOKENS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    core.train_from_iterator(tokenizer_corpus(spec.seed), trainer)
+    core.train_from_iterator(corpus, trainer)
     # Added after training: added before it, they did not survive as whole tokens.
-    core.add_tokens([AddedToken(tag, special=False, normalized=False) for tag in R1_TAGS])
+    core.add_tokens([AddedToken(tag, special=False, normalized=False) for tag in tags])
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, eos_token=IM_END,
                                         additional_special_tokens=[IM_START], clean_up_tokenization_spaces=False,
-                                        model_max_length=spec.max_position_embeddings)
-    tokenizer.chat_template = CHAT_TEMPLATE
+                                        model_max_length=max_length)
+    tokenizer.chat_template = chat_template
     return tokenizer
 
 
