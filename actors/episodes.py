@@ -188,20 +188,23 @@ class Episodes:
     def _start(self, episodes: list[Episode]) -> None:
         """Open each episode's environment (a fresh key) and build its trajectory from the prompt, the first
         observation appended to the prompt's last message (TRL's rule)."""
-        by_worker: dict[int, list[Episode]] = {}
         for e in episodes:
             e.key = uuid.uuid4().int >> 65
-            by_worker.setdefault(e.worker, []).append(e)
-        pending = {w: self.client.workers[w].open.remote([e.key for e in es], [env_row(e.row) for e in es],
-                                                         [e.seed for e in es]) for w, es in by_worker.items()}
-        for w, es in by_worker.items():
+        groups = by_worker(episodes)
+
+        def open_(w: int):
+            es = groups[w]
+            return self.client.workers[w].open.remote([e.key for e in es], [env_row(e.row) for e in es],
+                                                      [e.seed for e in es])
+
+        pending = {w: open_(w) for w in groups}
+        for w, es in groups.items():
             for _ in range(REDO_LIMIT + 1):
                 try:
                     observations = ray.get(pending[w])
                     break
                 except ray.exceptions.RayActorError:  # restarting: ask again
-                    pending[w] = self.client.workers[w].open.remote([e.key for e in es], [env_row(e.row) for e in es],
-                                                                    [e.seed for e in es])
+                    pending[w] = open_(w)
             else:
                 raise RuntimeError(f"env worker {w} died {REDO_LIMIT + 1} times while starting episodes")
             for e, observation in zip(es, observations):
@@ -230,13 +233,11 @@ class Episodes:
     def _close(self, episodes: list[Episode]) -> list[int]:
         """End every episode in its env actor, keeping what it returns (``Episode.outcome``); returns the env actors
         that died before they could."""
-        by_worker: dict[int, list[Episode]] = {}
-        for e in episodes:
-            by_worker.setdefault(e.worker, []).append(e)
+        groups = by_worker(episodes)
         futures = {w: self.client.workers[w].close.remote([e.key for e in es], self.client.ship)
-                   for w, es in by_worker.items()}
+                   for w, es in groups.items()}
         dead = []
-        for w, es in by_worker.items():
+        for w, es in groups.items():
             try:
                 outcomes = ray.get(futures[w])
             except ray.exceptions.RayActorError:
@@ -245,6 +246,14 @@ class Episodes:
             for e, outcome in zip(es, outcomes):
                 e.outcome = outcome
         return dead
+
+
+def by_worker(episodes: list[Episode]) -> dict[int, list[Episode]]:
+    """The episodes grouped by their env actor, in order."""
+    groups: dict[int, list[Episode]] = {}
+    for e in episodes:
+        groups.setdefault(e.worker, []).append(e)
+    return groups
 
 
 def env_row(row: PromptRow) -> dict:
