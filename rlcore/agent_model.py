@@ -41,11 +41,17 @@ MARKER = "agent_model.json"
 class AgentModelSpec:
     """What the model is made of. Every field is part of the cache key.
 
-    The shape is the reasoning model's (about 1.0M parameters). The corpus
-    runs out of pairs to merge at 491 tokens (495 with the tool tags), the
-    tools block learnt word by word: a prompt rendered with it is 187 tokens
-    and a whole SFT trace 238 to 240 (``rendered_tokens``), so 512 positions
-    leave room for several more turns.
+    The shape is the reasoning model's but without grouped-query attention: four key/value heads for the four
+    query heads (about 1.1M parameters). What the task asks of it is copying: the question's factors into the
+    call, the tool's answer into the final answer. With ``launch/configs/agent_sft.yaml`` at lr 1e-3 it learns
+    both suddenly: held-out greedy accuracy 0.00 at step 450, 0.27 at 500, 0.98 at 550. Measured with a
+    transformers copy of that SFT loop, two key/value heads (the reasoning model's) stall at 0.11 to step 800,
+    6 layers of them reach 0.06 by step 600 and a width of 192 with 6 heads 0.00; heads of width 16 learnt
+    fastest, but vLLM's CPU attention does not support them (32 at least).
+
+    The corpus runs out of pairs to merge at 491 tokens (495 with the tool tags), the tools block learnt word by
+    word: a prompt rendered with it is 187 tokens and a whole SFT trace 238 to 240 (``rendered_tokens``), so 512
+    positions leave room for several more turns.
     """
 
     bpe_vocab_size: int = 512
@@ -57,8 +63,8 @@ class AgentModelSpec:
     """Transformer blocks."""
     num_heads: int = 4
     """Attention heads."""
-    num_kv_heads: int = 2
-    """Key/value heads (grouped-query attention, as Qwen2)."""
+    num_kv_heads: int = 4
+    """Key/value heads; fewer than ``num_heads`` is grouped-query attention, as Qwen2's."""
     intermediate_size: int = 512
     """Width of the MLP."""
     max_position_embeddings: int = 512

@@ -5,6 +5,7 @@ from itertools import groupby
 
 import pytest
 
+from rewards.api import check_scores, term_value
 from rewards.arithmetic import exact_match
 from rlcore.agent_model import (
     AgentModelSpec,
@@ -21,10 +22,12 @@ from rlcore.tasks.multiply import (
     MultiplyEnv,
     OffByOneMultiplyEnv,
     TaskSpec,
+    follows_tool,
     multiply,
     prompt_rows,
     sft_rows,
     split_problems,
+    tool_use,
 )
 from rlcore.tools import QWEN_TOOL_TEMPLATE, TOOL_TAGS, parse_hermes, public_tools, tool_schema
 
@@ -99,6 +102,47 @@ def test_every_sft_call_parses_and_its_answer_scores():
         assert exact_match(user["content"], final["content"], row["answer"]) == 1.0
         assert exact_match(user["content"], str(p.a * p.b + 1), row["answer"]) == 0.0
         assert exact_match(user["content"], call["content"], row["answer"]) == 0.0  # ending on a call scores 0
+
+
+# --- rewards that read the episode ---------------------------------------------------------
+
+
+def episode(tool_answer: str, final: str) -> list[dict]:
+    """The conversation after the prompt of an episode that called multiply(347, 58) once."""
+    return [{"role": "assistant", "content": CALL}, {"role": "tool", "name": "multiply", "content": tool_answer},
+            {"role": "assistant", "content": final}]
+
+
+def test_follows_tool_compares_the_answer_with_the_last_tool_answer():
+    assert follows_tool("q", "20126", "20126", messages=episode("20126", "20126")) == 1.0
+    assert follows_tool("q", " 20127\n", "20126", messages=episode("20127", " 20127\n")) == 1.0  # a lying tool
+    assert follows_tool("q", "20126", "20126", messages=episode("20127", "20126")) == 0.0  # right, but not the tool's
+    two_calls = episode("1", "2")[:2] + episode("20126", "20126")
+    assert follows_tool("q", "20126", "20126", messages=two_calls) == 1.0  # the last answer counts
+    assert follows_tool("q", "20126", "20126", messages=[{"role": "assistant", "content": "20126"}]) == 0.0
+    assert follows_tool("q", "20126", "20126") == 0.0  # no episode, no tool answer to follow
+
+
+def test_tool_use_counts_calls_and_errors_and_adds_nothing():
+    error = str({"error": "the calculator is offline"})  # what the env actor sends back when the tool raises
+    assert tool_use("q", "20126", "20126", messages=episode("20126", "20126")) == {"_called": 1.0, "_valid": 1.0}
+    assert tool_use("q", "x", "20126", messages=episode(error, "x")) == {"_called": 1.0, "_valid": 0.0}
+    assert tool_use("q", "20126", "20126", messages=episode("1", "2")[:2] + episode(error, "20126")) == {
+        "_called": 1.0, "_valid": 0.0}
+    assert tool_use("q", "20126", "20126", messages=[{"role": "assistant", "content": "20126"}]) == {
+        "_called": 0.0, "_valid": 0.0}
+    assert term_value(tool_use("q", "20126", "20126", messages=episode("20126", "20126"))) == 0.0  # logged only
+
+
+def test_episode_rewards_fit_the_reward_contract():
+    from rewards.api import FunctionReward, RewardSample
+
+    samples = [RewardSample("q", "20127", [], "20126", messages=episode("20127", "20127")),
+               RewardSample("q", "20126", [], "20126")]
+    follows = FunctionReward(follows_tool)
+    assert follows.extras == ["messages"] and follows.score(samples) == [1.0, 0.0]
+    rows = check_scores("tool_use", FunctionReward(tool_use).score(samples), 2)
+    assert rows == [{"_called": 1.0, "_valid": 1.0}, {"_called": 0.0, "_valid": 0.0}]
 
 
 # --- tokenizer and chat template -----------------------------------------------------------

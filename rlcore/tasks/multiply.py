@@ -23,7 +23,9 @@ cold-start SFT traces ``{"messages": [user, assistant call, tool, assistant answ
 "answer": product}`` (``sft_rows``). The tool is offered either as the function
 ``multiply`` or by the TRL-contract environment ``MultiplyEnv``; two broken
 environments with the same tool schema (``ErrorMultiplyEnv``, ``OffByOneMultiplyEnv``)
-check what an evaluation reports when the tool fails or lies.
+check what an evaluation reports when the tool fails or lies. Two rewards read the episode's
+messages for those checks: ``follows_tool`` (the final answer is the last tool answer) and
+``tool_use`` (logged only: whether the model called the tool, and without an error).
 """
 
 from __future__ import annotations
@@ -127,6 +129,32 @@ def sft_rows(problems: list[Multiplication]) -> list[dict]:
                           {"role": "tool", "content": p.answer},
                           {"role": "assistant", "content": p.answer}],
              "answer": p.answer} for p in problems]
+
+
+def tool_answers(messages: list[dict] | None) -> list[str]:
+    """The contents of an episode's ``tool`` messages, in order (none for a response without an episode)."""
+    return [m["content"] for m in messages or [] if m["role"] == "tool"]
+
+
+def follows_tool(prompt: str, response: str, ground_truth: str, messages: list[dict] | None = None) -> float:
+    """1.0 when the final answer repeats the episode's last tool answer, right or wrong; 0.0 otherwise.
+
+    With ``OffByOneMultiplyEnv`` it tells a model that trusts its calculator (it answers the product plus one)
+    from one that knows the products; ``exact_match`` then scores the trusting model 0.0.
+    """
+    answers = tool_answers(messages)
+    return float(bool(answers) and response.strip() == answers[-1].strip())
+
+
+def tool_use(prompt: str, response: str, ground_truth: str, messages: list[dict] | None = None) -> dict[str, float]:
+    """What an episode did with its tools, logged only (its value is 0.0): ``called``, 1.0 when the model called a
+    tool (an answer came back); ``valid``, 1.0 when it called one and no answer was an error (``{'error': ...}``,
+    TRL's form: a tool that raised, an unknown tool, bad arguments, a malformed call). Greedy evaluation reports
+    their means as ``<term>/called`` and ``<term>/valid``.
+    """
+    answers = tool_answers(messages)
+    valid = bool(answers) and not any(a.startswith("{'error'") for a in answers)
+    return {"_called": float(bool(answers)), "_valid": float(valid)}
 
 
 class MultiplyEnv:
