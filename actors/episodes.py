@@ -110,20 +110,26 @@ class Episodes:
 
     # ---- the two halves of a turn ---------------------------------------------------------------------------------
     def _model_turn(self, live: list[Episode], greedy: bool) -> None:
-        """One engine call for every live episode's next turn, each continuing its whole context."""
+        """One engine call for every live episode's next turn, each continuing its whole context. Episodes whose
+        contexts are equal (a group's first turn) are one request of ``n`` samples: the engine fills their prompt's
+        KV cache once."""
         from vllm import SamplingParams
 
-        params = [SamplingParams(n=1, temperature=0.0 if greedy else self.rollout.temperature,
+        same: dict[tuple, list[Episode]] = {}
+        for e in live:
+            same.setdefault((tuple(e.traj.context()), e.traj.remaining()), []).append(e)
+        params = [SamplingParams(n=len(es), temperature=0.0 if greedy else self.rollout.temperature,
                                  top_p=1.0 if greedy else self.rollout.top_p, logprobs=0,
-                                 max_tokens=min(self.rollout.max_new_tokens, e.traj.remaining())) for e in live]
-        outputs = self.llm.generate([{"prompt_token_ids": e.traj.context()} for e in live], params, use_tqdm=False)
-        for e, out in zip(live, outputs):
-            sample = out.outputs[0]
-            ids = list(sample.token_ids)
-            e.traj.add_model_turn(ids, [lp[t].logprob for lp, t in zip(sample.logprobs, ids)], sample.text)
-            e.last_text = sample.text
-            if sample.finish_reason == "length":  # cut inside the turn: nothing can follow it
-                e.traj.truncated = e.traj.done = True
+                                 max_tokens=min(self.rollout.max_new_tokens, remaining))
+                  for (_, remaining), es in same.items()]
+        outputs = self.llm.generate([{"prompt_token_ids": list(ids)} for ids, _ in same], params, use_tqdm=False)
+        for es, out in zip(same.values(), outputs):
+            for e, sample in zip(es, out.outputs):
+                ids = list(sample.token_ids)
+                e.traj.add_model_turn(ids, [lp[t].logprob for lp, t in zip(sample.logprobs, ids)], sample.text)
+                e.last_text = sample.text
+                if sample.finish_reason == "length":  # cut inside the turn: nothing can follow it
+                    e.traj.truncated = e.traj.done = True
 
     def _env_turn(self, live: list[Episode]) -> list[int]:
         """Send the turn's calls (or ``gym`` actions) to the pool and append the answers; returns the env actors that

@@ -267,6 +267,8 @@ def engine_options(cfg: RolloutConfig, cuda: bool, colocated: bool) -> dict:
     """``vllm.LLM``'s options beyond the model's: the GPU share on CUDA; with colocation, sleep mode (CUDA-graph
     memory offloaded too: level-1 sleep keeps it on the GPU otherwise) and the CUDA IPC weight-transfer engine."""
     options = {"gpu_memory_utilization": cfg.gpu_memory_utilization} if cuda else {}
+    if cfg.kv_block_size is not None:
+        options["block_size"] = cfg.kv_block_size
     if colocated:
         options.update(enable_sleep_mode=True, sleep_mode_offload_cudagraph=True,
                        weight_transfer_config={"backend": "ipc"})

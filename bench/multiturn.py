@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--model", default=None, help="an agent model export (default: a 60-step cold start)")
+    parser.add_argument("overrides", nargs="*", help="config overrides for both modes, e.g. rollout.kv_block_size=32")
     args = parser.parse_args()
 
     import ray
@@ -81,7 +82,7 @@ def main() -> None:
 
     model = args.model or cold_start(Path(tempfile.mkdtemp()) / "sft")
     Again.turns = args.turns
-    common = [f"model.path={model}", f"env.max_turns={args.turns}", "env.max_total_tokens=400"]
+    common = [f"model.path={model}", f"env.max_turns={args.turns}", "env.max_total_tokens=400", *args.overrides]
     multi = configure("launch/configs/agent_grpo.yaml",
                       [*common, "env.tools=[]", "env.path=bench.multiturn:Again", "env.contract=gym"])
     single = configure("launch/configs/agent_grpo.yaml", [*common, "env.tools=[]"])  # no env section: one turn

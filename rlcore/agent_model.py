@@ -21,25 +21,20 @@ an interrupted or outdated build is redone.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from rlcore.reasoning_model import build_random_model, chat_bpe_tokenizer
+from rlcore.reasoning_model import ReasoningModelSpec, build_cached, chat_bpe_tokenizer, is_built
 from rlcore.tasks.multiply import TaskSpec, multiply, sft_rows, split_problems
 from rlcore.tools import QWEN_TOOL_TEMPLATE, TOOL_TAGS, tool_schema
 
-log = logging.getLogger(__name__)
-
-MARKER = "agent_model.json"
+__all__ = ["AgentModelSpec", "build_tokenizer", "is_built", "make_agent_model", "rendered_tokens", "tokenizer_corpus"]
 
 
 @dataclass(frozen=True, slots=True)
-class AgentModelSpec:
-    """What the model is made of. Every field is part of the cache key.
+class AgentModelSpec(ReasoningModelSpec):
+    """What the model is made of: the reasoning model's fields, every one part of the cache key.
 
     The shape is the reasoning model's but without grouped-query attention: four key/value heads for the four
     query heads (about 1.1M parameters). What the task asks of it is copying: the question's factors into the
@@ -51,31 +46,15 @@ class AgentModelSpec:
 
     The corpus runs out of pairs to merge at 491 tokens (495 with the tool tags), the tools block learnt word by
     word: a prompt rendered with it is 187 tokens and a whole SFT trace 238 to 240 (``rendered_tokens``), so 512
-    positions leave room for several more turns.
+    positions (the prompt with its tools block, the model's turns and the tool's answers together) leave room for
+    several more turns.
     """
 
     bpe_vocab_size: int = 512
-    """Target vocabulary of the BPE trainer (256 bytes, specials, merges); it stops earlier when the corpus
-    has no more pairs to merge."""
-    hidden_size: int = 128
-    """Width of the residual stream."""
-    num_layers: int = 4
-    """Transformer blocks."""
-    num_heads: int = 4
-    """Attention heads."""
     num_kv_heads: int = 4
-    """Key/value heads; fewer than ``num_heads`` is grouped-query attention, as Qwen2's."""
-    intermediate_size: int = 512
-    """Width of the MLP."""
-    max_position_embeddings: int = 512
-    """Longest sequence: the prompt with its tools block, the model's turns and the tool's answers together."""
-    seed: int = 0
-    """Seed of the tokenizer corpus and of the random weights."""
 
-    def cache_key(self) -> str:
-        """A short, stable name for this spec (the same in every process)."""
-        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
-        return "tiny-qwen2-agent-" + digest[:10]
+    name: ClassVar[str] = "tiny-qwen2-agent"
+    marker: ClassVar[str] = "agent_model.json"
 
 
 def tokenizer_corpus(seed: int = 0, size: int = 300) -> list[str]:
@@ -103,27 +82,6 @@ def rendered_tokens(tokenizer, messages: list[dict], generation_prompt: bool = F
     return len(tokenizer.encode(text, add_special_tokens=False))
 
 
-def is_built(out_dir: str | Path, spec: AgentModelSpec) -> bool:
-    """Whether ``out_dir`` holds a finished build of ``spec``."""
-    marker = Path(out_dir) / MARKER
-    return marker.exists() and json.loads(marker.read_text()).get("spec") == asdict(spec)
-
-
 def make_agent_model(out_dir: str | Path, spec: AgentModelSpec = AgentModelSpec(), force: bool = False) -> Path:
     """Build (or reuse) the model and tokenizer in ``out_dir``; returns the folder."""
-    out_dir = Path(out_dir)
-    if is_built(out_dir, spec) and not force:
-        return out_dir
-    t0 = time.perf_counter()
-    (out_dir / MARKER).unlink(missing_ok=True)
-    tokenizer = build_tokenizer(spec)
-    model = build_random_model(spec, tokenizer)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir, save_jinja_files=False)  # the template in tokenizer_config.json, for vLLM
-    info = {"spec": asdict(spec), "cache_key": spec.cache_key(), "vocab": len(tokenizer),
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "build_seconds": round(time.perf_counter() - t0, 1)}
-    (out_dir / MARKER).write_text(json.dumps(info, indent=2))
-    log.info("built agent model in %s (%.1fs)", out_dir, info["build_seconds"])
-    return out_dir
+    return build_cached(out_dir, spec, build_tokenizer, force)

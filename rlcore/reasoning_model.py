@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 from pathlib import Path
 
 from rlcore.local_model import random_qwen2
@@ -52,7 +53,6 @@ CHAT_TEMPLATE = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
-MARKER = "reasoning_model.json"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +85,14 @@ class ReasoningModelSpec:
     seed: int = 0
     """Seed of the tokenizer corpus and of the random weights."""
 
+    name: ClassVar[str] = "tiny-qwen2-reason"
+    marker: ClassVar[str] = "reasoning_model.json"
+    """Written last into a finished build, with the spec: an interrupted or outdated build is redone."""
+
     def cache_key(self) -> str:
         """A short, stable name for this spec (the same in every process)."""
         digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
-        return "tiny-qwen2-reason-" + digest[:10]
+        return f"{self.name}-{digest[:10]}"
 
 
 def tokenizer_corpus(seed: int = 0, size: int = 300) -> list[str]:
@@ -160,18 +164,24 @@ def build_random_model(spec: ReasoningModelSpec, tokenizer):
 
 def is_built(out_dir: str | Path, spec: ReasoningModelSpec) -> bool:
     """Whether ``out_dir`` holds a finished build of ``spec``."""
-    marker = Path(out_dir) / MARKER
+    marker = Path(out_dir) / spec.marker
     return marker.exists() and json.loads(marker.read_text()).get("spec") == asdict(spec)
 
 
 def make_reasoning_model(out_dir: str | Path, spec: ReasoningModelSpec = ReasoningModelSpec(),
                          force: bool = False) -> Path:
     """Build (or reuse) the model and tokenizer in ``out_dir``; returns the folder."""
+    return build_cached(out_dir, spec, build_tokenizer, force)
+
+
+def build_cached(out_dir: str | Path, spec: ReasoningModelSpec, build_tokenizer: Callable, force: bool = False) -> Path:
+    """Build (or reuse) a model of ``spec`` (or of a spec derived from it) with ``build_tokenizer(spec)``'s tokenizer
+    in ``out_dir``; ``spec.marker`` is written last. Returns the folder."""
     out_dir = Path(out_dir)
     if is_built(out_dir, spec) and not force:
         return out_dir
     t0 = time.perf_counter()
-    (out_dir / MARKER).unlink(missing_ok=True)
+    (out_dir / spec.marker).unlink(missing_ok=True)
     tokenizer = build_tokenizer(spec)
     model = build_random_model(spec, tokenizer)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -180,8 +190,8 @@ def make_reasoning_model(out_dir: str | Path, spec: ReasoningModelSpec = Reasoni
     info = {"spec": asdict(spec), "cache_key": spec.cache_key(), "vocab": len(tokenizer),
             "parameters": sum(p.numel() for p in model.parameters()),
             "build_seconds": round(time.perf_counter() - t0, 1)}
-    (out_dir / MARKER).write_text(json.dumps(info, indent=2))
-    log.info("built reasoning model in %s (%.1fs)", out_dir, info["build_seconds"])
+    (out_dir / spec.marker).write_text(json.dumps(info, indent=2))
+    log.info("built %s in %s (%.1fs)", spec.name, out_dir, info["build_seconds"])
     return out_dir
 
 

@@ -1,7 +1,7 @@
 """Multi-turn episodes end to end on the agent task (real Ray, vLLM, FSDP): a short cold start teaches the tiny model
 the tool-call format once for the module; then the ids the learner gets are the engine's, span by span; GRPO, and
-PPO with a staleness bound, train on episodes with tool calls; and tools that raise, hang or kill their actor do not
-stop a run."""
+PPO with a staleness bound (stopped and resumed), train on episodes with tool calls; the elastic rollout pool grows
+and replaces a killed worker; and tools that raise, hang or kill their actor do not stop a LoRA run."""
 
 from __future__ import annotations
 
@@ -105,16 +105,41 @@ def test_grpo_trains_on_episodes_with_tool_calls(tmp_path, cold_start):
     assert any(m["role"] == "tool" for s in logged[0]["samples"] for m in s["messages"])
 
 
-def test_ppo_with_a_staleness_bound_trains_on_episodes(tmp_path, cold_start):
+def test_ppo_with_a_staleness_bound_trains_on_episodes_and_resumes(tmp_path, cold_start):
     out = tmp_path / "ppo"
-    run(out, f"model.path={cold_start}", "algorithm.name=ppo", "algorithm.critic.mini_batch_size=32",
-        "rollout.max_staleness=1", "trainer.total_steps=3", *SHORT)
+    ppo = [f"model.path={cold_start}", "algorithm.name=ppo", "algorithm.critic.mini_batch_size=32",
+           "rollout.max_staleness=1", *SHORT, "trainer.save_every=2"]
+    run(out, *ppo, "trainer.total_steps=2")
+    run(out, *ppo, "trainer.total_steps=4", "trainer.resume=true")  # from the step-2 checkpoint
     metrics = read_jsonl(out / "metrics.jsonl")
-    assert [m["step"] for m in metrics] == [1, 2, 3]
+    assert [m["step"] for m in metrics] == [1, 2, 3, 4]  # each step once across the two runs
     assert min(m["env/tool_call_frac"] for m in metrics) > 0 and "critic/value_loss" in metrics[-1]
     assert max(m["staleness/max"] for m in metrics) == 1  # a step trained on the samples of the policy before it
     fresh = [m for m in metrics if m["staleness/max"] == 0]  # on-policy steps: the learner sees the sampler's log-probs
     assert fresh and max(m["actor/rollout_gap/abs_diff_max"] for m in fresh) < 1e-3
+
+
+def test_a_grown_pool_and_a_replaced_rollout_worker_play_episodes(local_ray, cold_start, cache_dir):
+    """The elastic rollout pool with an env section: a worker added mid-run and one that replaces a killed worker
+    both get the env pool, and the killed worker's episodes are played again."""
+    import ray
+
+    from actors.groups import EnvPool, RolloutGroup, wait_ready
+    from launch.build import configure, prepare
+
+    plan = configure(GRPO, [f"model.path={cold_start}", f"trainer.cache_dir={cache_dir}", "rollout.balance=even"])
+    rows = prepare(plan).eval[:8]
+    pool = EnvPool(plan.cfg.env, plan.tools, ship=False)
+    group = RolloutGroup(plan.cfg, cold_start, env=pool.client)
+    wait_ready([pool, group])
+    group.resize(2)
+    ray.kill(group.members()[1])  # the newcomer dies before its first call
+    batch = group.generate(rows, 4, seed=1)
+    assert len(batch) == 32 and batch.group_ids.tolist() == [g for g in range(8) for _ in range(4)]
+    assert group.faults["restarts"] == 1 and group.faults["regenerated"] > 0
+    assert batch.episode_stats["tool_calls"].sum() > 0 and len(batch.messages) == 32
+    for w in group.members():
+        ray.kill(w)
 
 
 def test_tools_that_raise_hang_or_kill_their_actor_do_not_stop_the_run(tmp_path, cold_start, cache_dir):
@@ -127,9 +152,10 @@ def test_tools_that_raise_hang_or_kill_their_actor_do_not_stop_the_run(tmp_path,
     out = tmp_path / "faults"
     proc = run(out, f"model.path={cold_start}", f"data.train_files=[{data}]", "data.eval_files=[]",
                "env.tools=[]", "env.path=tests.plugins.agent_envs:FaultyMultiply", "env.timeout_s=1",
-               "trainer.total_steps=3", *SHORT)
+               "learner.lora_rank=4", "trainer.total_steps=3", *SHORT)  # a LoRA learner: its merged weights sampled
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2, 3]  # every step, despite the faults
     assert marker.is_file() and "env worker 0 died; its" in proc.stdout
     assert sum(m["env/redone"] for m in metrics) > 0
     assert sum(m["env/tool_errors"] for m in metrics) > 0 and sum(m["env/tool_timeouts"] for m in metrics) > 0
+    assert max(m["actor/rollout_gap/abs_diff_max"] for m in metrics) < 1e-3  # the adapter merged into what vLLM has
