@@ -31,6 +31,8 @@ from pathlib import Path
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep Ray on 127.0.0.1
 REPO = Path(__file__).resolve().parents[1]
+SETTLE_S = 0.5
+"""A pause before each call: the other engine's OpenMP threads, which spin a while after their work, are idle."""
 
 from actors.rollout import RolloutWorker, seed_samplers  # noqa: E402  (after the Ray setting above)
 from rlcore.chat import encode_prompt  # noqa: E402
@@ -83,10 +85,12 @@ def measure(episodes, samples, rows, n: int, repeats: int) -> list[tuple[float, 
 
     out = []
     for i in range(repeats + 1):
+        time.sleep(SETTLE_S)
         start = time.perf_counter()
         batch = episodes.generate(rows, n, seed=i)
         multi = time.perf_counter() - start
         lengths = [int(t) for t in batch.episode_stats["model_tokens"].tolist()]
+        time.sleep(SETTLE_S)
         start = time.perf_counter()
         generated = ray.get(samples.sample.remote(rows, n, lengths, seed=i))
         single = time.perf_counter() - start
