@@ -19,10 +19,11 @@ start=$SECONDS
 task=rlcore.tasks.multiply
 terms="[{name: exact_match}, {name: '$task:follows_tool', weight: 0}, {name: '$task:tool_use', weight: 0}]"
 
-stage() {  # stage NAME PRESET OVERRIDES...
-  local name="$1" preset="$2"; shift 2
+stage() {  # stage NAME PRESET [STEPS]: the preset's step count unless STEPS is given
+  local name="$1" preset="$2" steps="${3:-}"
   echo "=== stage $name ($(( SECONDS - start ))s) ==="
-  "$py" -m launch.train --config "$preset" trainer.output_dir="$out/$name" "$@" "${extra[@]}"
+  "$py" -m launch.train --config "$preset" trainer.output_dir="$out/$name" ${steps:+trainer.total_steps=$steps} \
+    "${@:4}" "${extra[@]}"
 }
 
 evaluate() {  # evaluate NAME MODEL OVERRIDES...: greedy episodes on all 200 held-out problems
@@ -32,8 +33,8 @@ evaluate() {  # evaluate NAME MODEL OVERRIDES...: greedy episodes on all 200 hel
     trainer.output_dir="$out/eval/$name" data.max_eval_prompts=200 reward.terms="$terms" "$@" "${extra[@]}"
 }
 
-stage 1-sft launch/configs/agent_sft.yaml trainer.total_steps="${SFT_STEPS:-500}"
-stage 2-grpo launch/configs/agent_grpo.yaml model.path="$out/1-sft/final" trainer.total_steps="${GRPO_STEPS:-60}"
+stage 1-sft launch/configs/agent_sft.yaml "${SFT_STEPS:-}"
+stage 2-grpo launch/configs/agent_grpo.yaml "${GRPO_STEPS:-}" model.path="$out/1-sft/final"
 evaluate 1-sft 1-sft
 evaluate 2-grpo 2-grpo
 evaluate 2-grpo-error-tool 2-grpo env.tools=[] env.path=$task:ErrorMultiplyEnv
@@ -50,5 +51,11 @@ for name, model, tool in (("1-sft", "1-sft", "multiply"), ("2-grpo", "2-grpo", "
     row = json.loads((out / "eval" / name / "eval_results.json").read_text())["rows"][0]
     print(f"| {model} | {tool} | {row['accuracy']:.3f} | {row[f'{task}:tool_use/called']:.3f} | "
           f"{row[f'{task}:tool_use/valid']:.3f} | {row[f'{task}:follows_tool']:.3f} |")
+steps = [json.loads(line) for line in (out / "2-grpo" / "metrics.jsonl").read_text().splitlines()]
+steps = [m for m in steps if "env/tool_call_frac" in m]  # training steps (evaluations log apart)
+first, last = steps[0], steps[-1]
+print(f"GRPO training, step {first['step']} -> {last['step']}: tool-call rate {first['env/tool_call_frac']:.2f} -> "
+      f"{last['env/tool_call_frac']:.2f}, valid-call rate {first['env/valid_call_frac']:.2f} -> "
+      f"{last['env/valid_call_frac']:.2f}, sampled accuracy {first['accuracy']:.2f} -> {last['accuracy']:.2f}")
 PY
 echo "recipe done in $(( SECONDS - start ))s"
