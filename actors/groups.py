@@ -402,7 +402,7 @@ class RewardPool:
         self.workers = [self._start() for _ in range(self.settings.num_workers)]
 
     def _start(self):
-        return self.actor.remote(self.term.name, self.term.target, dict(self.term.args))
+        return self.actor.remote(self.term.name, self.term.target, dict(self.term.args), self.term.config.kind)
 
     def _replace(self, index: int) -> None:
         ray.kill(self.workers[index], no_restart=True)
@@ -479,9 +479,10 @@ class RewardGroup:
     def _score(self, batch: RolloutBatch) -> dict[str, float]:
         thinking = batch.thinking_tokens.tolist() if batch.thinking_tokens is not None else [-1] * len(batch)
         users = batch.user_prompts or batch.prompts
-        samples = [RewardSample(u, r, ids, a, m, None if t < 0 else t, rendered_prompt=p)
-                   for u, p, r, ids, a, m, t in zip(users, batch.prompts, batch.responses, batch.response_ids,
-                                                    batch.answers, batch.metadata, thinking)]
+        chats = batch.prompt_messages or [None] * len(batch)
+        samples = [RewardSample(u, r, ids, a, m, None if t < 0 else t, rendered_prompt=p, prompt_messages=c)
+                   for u, p, r, ids, a, m, t, c in zip(users, batch.prompts, batch.responses, batch.response_ids,
+                                                       batch.answers, batch.metadata, thinking, chats)]
         if batch.messages is not None:  # multi-turn episodes: what rewards may read of them
             environments = batch.environments or [None] * len(samples)
             samples = [dataclasses.replace(s, messages=msgs, environment=env, env_return=None if math.isnan(r) else r)
@@ -494,10 +495,10 @@ class RewardGroup:
             name, failure = pool.term.name, pool.settings.failure_score
             rows, faults, first = pool.collect(samples, futures)
             value = torch.tensor([term_value(row) if row else failure for row in rows])
-            terms[name] = value
+            terms[name] = value  # NaN where the reward said "not applicable" (None, TRL's convention)
             for key in sorted({k for row in rows if row for k in row} - {""}):  # named parts ("_x" logged as "x")
                 terms[f"{name}/{key.lstrip('_')}"] = torch.tensor([row.get(key, 0.0) if row else failure for row in rows])
-            total += pool.settings.weight * value
+            total += pool.settings.weight * value.nan_to_num(0.0)  # the other terms still count
             metrics.update({f"reward_faults/{name}/{k}": float(v) for k, v in faults.items()})
             self.notice(pool, faults, first)
         batch.scores, batch.reward_terms = total, terms

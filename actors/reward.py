@@ -27,10 +27,10 @@ from rewards.api import (
 
 
 class RewardWorker:
-    def __init__(self, name: str, target: Any, args: dict):
+    def __init__(self, name: str, target: Any, args: dict, kind: str = "auto"):
         self.name = name
         try:
-            self.reward, self.failure = build_reward(name, target, args), None
+            self.reward, self.failure = build_reward(name, target, args, kind), None
         except Exception as exc:  # noqa: BLE001 -- the user's constructor: anything may come out
             self.reward, self.failure = None, f"reward {name!r} failed to start: {error_line(exc)}"
 

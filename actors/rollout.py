@@ -167,6 +167,7 @@ class RolloutWorker:
             truncated=torch.tensor(rows["truncated"], dtype=torch.bool),
             metadata=rows["metadata"],
             thinking_tokens=torch.tensor(rows["thinking"], dtype=torch.long),
+            prompt_messages=prompt_messages(prompts, n),
         )
 
     def _episodes(self, prompts: list[PromptRow], n: int, seed: int | None, greedy: bool) -> RolloutBatch:
@@ -261,6 +262,13 @@ class RolloutWorker:
     def finish_weight_update(self, version: int) -> None:
         self.llm.collective_rpc("finish_weight_update")
         self.version = version
+
+
+def prompt_messages(rows: list[PromptRow], n: int) -> list[list[dict] | None] | None:
+    """Each row's messages, ``n`` times (``RolloutBatch.prompt_messages``); None when no row has any."""
+    if all(row.messages is None for row in rows):
+        return None
+    return [row.messages for row in rows for _ in range(n)]
 
 
 def engine_options(cfg: RolloutConfig, cuda: bool, colocated: bool) -> dict:

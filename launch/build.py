@@ -30,7 +30,7 @@ from actors.models import MODELS, CausalLM
 from algorithms.base import Algorithm, LearnerSpec
 from algorithms.registry import ALGORITHMS
 from launch.sources import SOURCES
-from rewards.api import RewardTerm, check_reward, wants_environments
+from rewards.api import RewardTerm, check_kind, check_reward, wants_environments
 from rewards.registry import REWARDS, TRANSFORMS
 from rlcore.assets import SCHEME, AssetError, check_model_dir, model_context, resolve
 from rlcore.config import Config, ConfigError, RewardTermConfig, load_config, single_line, validate_learner
@@ -148,6 +148,10 @@ def check_lora(key: str, model_cls: type) -> None:
 def reward_term(term: RewardTermConfig, key: str) -> RewardTerm:
     """One reward term's config (at ``key``: ``reward.terms[0]``, ``eval.verifier``) resolved, its args parsed."""
     target = resolve_reward(term.name, f"{key}.name")
+    try:
+        check_kind(term.name, target, term.kind)
+    except ValueError as exc:
+        raise ConfigError(f"{key}.kind: {exc}") from None
     term.args = reward_args(target, term.args, f"{key}.args")
     return RewardTerm(term, target, term.args)
 

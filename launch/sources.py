@@ -104,7 +104,7 @@ def reward_stats(batch: RolloutBatch, accuracy_term: str) -> dict[str, float]:
              "reward/std": batch.scores.std().item() if len(batch) > 1 else 0.0,
              "response_length/mean": lengths.mean().item(), "response_length/max": lengths.max().item(),
              "response_length/truncated_frac": batch.truncated.float().mean().item(),
-             **{f"reward/{name}": v.mean().item() for name, v in batch.reward_terms.items()}}
+             **{f"reward/{name}": v.nanmean().item() for name, v in batch.reward_terms.items()}}  # NaN: not applicable
     if batch.thinking_tokens is not None and bool((batch.thinking_tokens >= 0).any()):
         thinking = batch.thinking_tokens[batch.thinking_tokens >= 0].float()
         stats.update({"response_length/thinking_mean": thinking.mean().item(),
@@ -146,7 +146,7 @@ def greedy_eval(rollout, rewards, rows: list[PromptRow], accuracy_term: str) -> 
     stats = reward_stats(batch, accuracy_term)
     out = {"eval/accuracy": stats.get("accuracy", 0.0), "eval/reward": stats["reward/mean"],
            "eval/response_length": stats["response_length/mean"]}
-    out.update({f"eval/reward/{name}": v.mean().item() for name, v in batch.reward_terms.items()})
+    out.update({f"eval/reward/{name}": v.nanmean().item() for name, v in batch.reward_terms.items()})
     if "response_length/thinking_mean" in stats:
         out["eval/thinking_length"] = stats["response_length/thinking_mean"]
     return out

@@ -3,7 +3,10 @@
 A reward is either
 
 * a **function** ``fn(prompt, response, ground_truth, **args) -> float`` (the
-  built-ins are), scored one sample at a time, or
+  built-ins are), scored one sample at a time; or one written for verl
+  (``compute_score(data_source, solution_str, ground_truth, extra_info)``,
+  ``VerlReward``) or for TRL (``fn(completions, prompts, **kwargs)`` per batch,
+  ``TRLReward``), unchanged; or
 * a **class** whose constructor takes the config's ``args`` as keyword
   arguments and whose one method ``score(samples)`` (plain or ``async``) takes
   a list of ``RewardSample`` and returns, per sample, a float or a dict of
@@ -53,6 +56,9 @@ class RewardSample:
     rendered_prompt: str | None = None
     """The prompt as the policy saw it, chat template (and ``data.system_prompt``) applied: for learned reward
     models trained on that encoding (``rlcore.reward_inputs``). None: the same as ``prompt`` (a hand-made sample)."""
+    prompt_messages: list[dict] | None = None
+    """The prompt as messages, for a conversational data row (TRL's ``prompts`` then hold them); None: a string
+    prompt."""
     messages: list[dict] | None = None
     """A multi-turn episode's whole conversation after the prompt (assistant turns, tool and environment messages);
     ``response`` is its last assistant turn. None: single-turn."""
@@ -130,32 +136,113 @@ def error_line(exc: BaseException) -> str:
 EPISODE_ARGS = ("messages", "environment", "env_return")
 """``RewardSample`` fields a reward function receives as keyword arguments when its signature names them."""
 
+NEEDS = {"verl": ("solution_str", "ground_truth"), "trl": ("completions",)}
+"""The parameters a reward function of each calling convention must take (by name, or through ``**kwargs``)."""
+
+
+def function_kind(fn, kind: str = "auto") -> str:
+    """The calling convention of reward function ``fn``: ``kind`` itself unless auto; else ``verl`` when its
+    parameters name ``data_source`` and ``solution_str`` (verl's ``compute_score``), ``trl`` when they name
+    ``completions`` or ``environments`` (TRL's reward functions), ``native`` otherwise."""
+    if kind != "auto":
+        return kind
+    params = _parameters(fn)
+    if {"data_source", "solution_str"} <= params:
+        return "verl"
+    return "trl" if {"completions", "environments"} & params else "native"
+
+
+def check_kind(name: str, target: Any, kind: str) -> None:
+    """A one-line ``ValueError`` when a reward class is given a calling convention, or a function lacks the
+    parameters its convention passes."""
+    if inspect.isclass(target):
+        if kind not in ("auto", "native"):
+            raise ValueError(f"reward {name!r} is a class (score(samples)); kind={kind} is for functions only")
+        return
+    kind = function_kind(target, kind)
+    params = inspect.signature(target).parameters
+    if kind in NEEDS and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        missing = [p for p in NEEDS[kind] if p not in params]
+        if missing:
+            raise ValueError(f"reward {name!r} is called as kind={kind} but takes no {', '.join(missing)} parameter")
+
 
 class FunctionReward:
-    """Adapts a reward function to the batched ``score`` interface.
-
-    A function ``fn(prompt, response, ground_truth, **args)`` is scored one
-    sample at a time; it also gets any of ``EPISODE_ARGS`` it names. A function
-    with an ``environments`` parameter is TRL's batched form: called once with
-    ``prompts``, ``completions`` (for an episode, its conversation as messages),
-    ``environments``, ``ground_truth`` and the rows' other columns, each a list
-    over the samples, and it returns one float per sample.
-    """
+    """Adapts a reward function of ours, ``fn(prompt, response, ground_truth, **args)``, to the batched ``score``
+    interface: scored one sample at a time; it also gets any of ``EPISODE_ARGS`` it names."""
 
     def __init__(self, fn, **args):
         self.fn, self.args = fn, args
         self.extras = [name for name in EPISODE_ARGS if name in _parameters(fn)]
-        self.batched = "environments" in _parameters(fn)
 
     def score(self, samples: list[RewardSample]) -> list[float]:
-        if self.batched:
-            columns = {k: [s.metadata.get(k) for s in samples] for s in samples[:1] for k in s.metadata}
-            return list(self.fn(prompts=[s.prompt for s in samples],
-                                completions=[s.messages if s.messages is not None else s.response for s in samples],
-                                environments=[s.environment for s in samples],
-                                ground_truth=[s.ground_truth for s in samples], **columns, **self.args))
         return [self.fn(s.prompt, s.response, s.ground_truth, **{k: getattr(s, k) for k in self.extras}, **self.args)
                 for s in samples]
+
+
+class VerlReward:
+    """verl's ``compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs)``, unchanged,
+    one sample at a time. ``data_source`` and ``extra_info`` are the row's fields of those names (verl's data
+    format), ``solution_str`` the response. It returns a number (a bool counts as 0 or 1), or a dict whose
+    ``score`` is the term's value and whose other numbers are logged as ``reward/<term>/<key>`` (strings, such as a
+    parsed prediction, are left out)."""
+
+    def __init__(self, fn, **args):
+        self.fn, self.args = fn, args
+        params = inspect.signature(fn).parameters
+        self.extra_info = "extra_info" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+    def score(self, samples: list[RewardSample]) -> list[float | dict[str, float]]:
+        return [self._one(s) for s in samples]
+
+    def _one(self, s: RewardSample) -> float | dict[str, float]:
+        extra = {"extra_info": s.metadata.get("extra_info")} if self.extra_info else {}
+        result = self.fn(data_source=s.metadata.get("data_source"), solution_str=s.response,
+                         ground_truth=s.ground_truth, **extra, **self.args)
+        if not isinstance(result, dict):
+            return float(result) if isinstance(result, bool) else result
+        if "score" not in result:
+            raise RewardContractError(f"compute_score returned a dict without 'score' (keys: {sorted(result)})")
+        parts = {f"_{k}": float(v) for k, v in result.items()
+                 if k != "score" and isinstance(v, (int, float)) and math.isfinite(v)}
+        return {"": float(result["score"]), **parts}
+
+
+class TRLReward:
+    """A TRL reward function, unchanged: one call per batch,
+    ``fn(prompts=..., completions=..., completion_ids=..., **kwargs) -> list[float | None]``.
+
+    As TRL calls it: ``prompts`` are the prompt strings, or message lists for
+    conversational rows; ``completions`` the response strings, or for
+    conversational rows ``[{"role": "assistant", "content": ...}]`` (a multi-turn
+    episode: its whole conversation after the prompt); the rows' other columns
+    (the answer column too) arrive as keyword arguments, one list each, with
+    ``environments`` (the episodes' environment instances), ``trainer_state``
+    (None here), ``log_extra`` (accepted, not shown) and ``log_metric(name,
+    value)``, whose values are logged as ``reward/<term>/<name>``. ``None`` for a
+    sample means "not applicable": the term is NaN there and the other terms
+    still count (``RewardGroup``), as in TRL.
+    """
+
+    def __init__(self, fn, **args):
+        self.fn, self.args = fn, args
+
+    def score(self, samples: list[RewardSample]) -> list[float | dict[str, float] | None]:
+        conversational = [s.prompt_messages is not None or s.messages is not None for s in samples]
+        keys = dict.fromkeys(k for s in samples for k in s.metadata)  # every row's columns, in order
+        logged: dict[str, float] = {}
+        result = self.fn(
+            prompts=[s.prompt_messages if s.prompt_messages is not None else s.prompt for s in samples],
+            completions=[(s.messages if s.messages is not None else [{"role": "assistant", "content": s.response}])
+                         if chat else s.response for s, chat in zip(samples, conversational)],
+            completion_ids=[s.response_ids for s in samples],
+            **{k: [s.metadata.get(k) for s in samples] for k in keys},
+            ground_truth=[s.ground_truth for s in samples], environments=[s.environment for s in samples],
+            trainer_state=None, log_extra=lambda *a, **k: None,
+            log_metric=lambda name, value: logged.__setitem__(f"_{name}", float(value)), **self.args)
+        if not logged or not isinstance(result, (list, tuple)):
+            return result
+        return [v if v is None else {"": v, **logged} for v in result]
 
 
 def _parameters(fn) -> set[str]:
@@ -182,17 +269,21 @@ def check_reward(name: str, target: Any) -> None:
         raise ValueError(f"reward {name!r} is not callable")
 
 
-def build_reward(name: str, target: Any, args: dict[str, Any]):
-    """An object with ``score(samples)`` from a resolved reward ``target`` and its keyword ``args``."""
+def build_reward(name: str, target: Any, args: dict[str, Any], kind: str = "auto"):
+    """An object with ``score(samples)`` from a resolved reward ``target`` and its keyword ``args``; a function is
+    adapted by its calling convention (``function_kind``)."""
     check_reward(name, target)
-    return target(**args) if inspect.isclass(target) else FunctionReward(target, **args)
+    if inspect.isclass(target):
+        return target(**args)
+    adapter = {"native": FunctionReward, "verl": VerlReward, "trl": TRLReward}[function_kind(target, kind)]
+    return adapter(target, **args)
 
 
-def load_reward(name: str, args: dict[str, Any] | None = None):
+def load_reward(name: str, args: dict[str, Any] | None = None, kind: str = "auto"):
     """``build_reward`` for a reward given by name (built-in, ``module:function`` or ``module:Class``)."""
     from rewards.registry import REWARDS  # the registry imports the built-ins, which import this module
 
-    return build_reward(name, REWARDS.resolve(name, "reward"), dict(args or {}))
+    return build_reward(name, REWARDS.resolve(name, "reward"), dict(args or {}), kind)
 
 
 def call_score(reward, samples: list[RewardSample]):
@@ -215,7 +306,8 @@ def term_value(row: dict[str, float]) -> float:
 def check_scores(name: str, result: Any, count: int) -> list[dict[str, float]]:
     """Normalise ``result`` to one ``{key: value}`` per sample, or raise ``RewardContractError``.
 
-    A float becomes ``{"": value}``; the empty key means "the term itself".
+    A float becomes ``{"": value}``; the empty key means "the term itself". ``None`` (TRL's "not applicable")
+    becomes ``{"": nan}``: the sample has no value for this term, and the other terms still count.
     """
     if not isinstance(result, (list, tuple)):
         raise RewardContractError(f"reward {name!r} returned {type(result).__name__}; "
@@ -224,6 +316,9 @@ def check_scores(name: str, result: Any, count: int) -> list[dict[str, float]]:
         raise RewardContractError(f"reward {name!r} returned {len(result)} scores for {count} samples")
     out = []
     for i, value in enumerate(result):
+        if value is None:
+            out.append({"": math.nan})
+            continue
         items = value.items() if isinstance(value, dict) else [("", value)]
         row = {}
         for key, v in items:

@@ -64,6 +64,9 @@ class RolloutBatch:
     there is none."""
     metadata: list[dict] | None = None
     """B dicts: the data row's extra fields, passed to rewards."""
+    prompt_messages: list[list[dict] | None] | None = None
+    """B prompts as message lists, for conversational data rows (None for a string prompt), what TRL's reward
+    functions read as ``prompts``. None: no row of the batch was conversational."""
     messages: list[list[dict]] | None = None
     """B conversations after the prompt, for multi-turn episodes (``actors.episodes``): each model turn as an
     assistant message and what the environment answered (``tool`` or ``user`` messages). None: single-turn."""

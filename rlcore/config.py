@@ -152,12 +152,18 @@ class ReferenceConfig:
     """Ray node labels each reference actor requires, e.g. ``{zone: a}``: it starts only on a node started with them (``ray start --labels zone=a``)."""
 
 
+REWARD_KINDS = ("auto", "native", "verl", "trl")
+"""Calling conventions of a reward function (``reward.terms[].kind``, ``rewards.api.function_kind``)."""
+
+
 @dataclass
 class RewardTermConfig:
     name: str = "exact_match"
     """A built-in reward (exact_match, numeric_match, math_accuracy, answer_match, r1_format, r1_tag_count, language_consistency, l1, judge, orm, prm, env_return) or an import path ``module:function`` / ``module:Class``."""
     weight: float = 1.0
     """Weight of this term in the total reward."""
+    kind: str = "auto"
+    """A reward function's calling convention. native: ``fn(prompt, response, ground_truth, **args)``; verl: verl's ``compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs)``; trl: TRL's ``fn(completions, prompts=None, completion_ids=None, **kwargs) -> list[float | None]``, once per batch, None meaning "not applicable"; auto: told apart by the parameters' names (docs/rewards.md). Not used for a reward class."""
     args: dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments: passed to a function on every call, or to a reward class's constructor."""
     num_workers: int = 1
@@ -498,6 +504,7 @@ def validate(cfg: Config) -> None:
     _check(cfg.reference.host in REFERENCE_HOSTS,
            f"reference.host='{cfg.reference.host}' is not one of {', '.join(REFERENCE_HOSTS)}")
     for i, term in enumerate(cfg.reward.terms):
+        _check(term.kind in REWARD_KINDS, f"reward.terms[{i}].kind='{term.kind}' is not one of {', '.join(REWARD_KINDS)}")
         _check(term.num_workers > 0, f"reward.terms[{i}].num_workers={term.num_workers} must be > 0")
         _check(term.timeout_s > 0, f"reward.terms[{i}].timeout_s={term.timeout_s} must be > 0")
     validate_eval(cfg.eval)

@@ -15,7 +15,8 @@ prompt, an SFT response and a preferred or rejected response are each a
 non-empty string or a list of ``{role, content}`` messages (``rlcore.chat``, the
 formats TRL calls standard and conversational). The top-level fields a key did
 not name are kept as metadata (a nested key's parent stays: it may hold more,
-like verl's ``reward_model.style``). A bad row fails with the file, row number
+like verl's ``reward_model.style``; a prompt row keeps its answer column too, as
+TRL's reward functions read it). A bad row fails with the file, row number
 and field, before any worker starts.
 
 A data transform (a plug-in named in ``data.transforms``) is a callable
@@ -297,7 +298,7 @@ def load_prompts(files: list[str | Path], prompt_key: str = "prompt", answer_key
         prompt = _text_or_messages(field_value(row, prompt_key), source, prompt_key)
         answer = _answer(field_value(row, answer_key), source, answer_key)
         out.append(PromptRow(index=len(out), prompt=prompt, answer=answer, source=source,
-                             metadata=_metadata(row, (prompt_key, answer_key))))
+                             metadata=_metadata(row, (prompt_key,))))  # the answer column too: TRL's rewards read it
     return out
 
 

@@ -32,7 +32,7 @@ def test_loads_jsonl_rows_with_metadata(tmp_path):
                                       json.dumps({"prompt": "2+2=", "answer": "4"})])
     rows = load_prompts([f])
     assert [(r.index, r.prompt, r.answer) for r in rows] == [(0, "1+1=", "2"), (1, "2+2=", "4")]
-    assert rows[0].metadata == {"level": "easy"}
+    assert rows[0].metadata == {"answer": 2, "level": "easy"}  # the answer column kept as it is (TRL's rewards)
     assert rows[1].source == f"{f} line 3"
 
 

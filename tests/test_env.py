@@ -11,7 +11,7 @@ import torch
 
 from actors.env import BAD_ARGS, ERROR, OK, TIMEOUT, UNKNOWN, EnvWorker, ToolResult
 from launch.sources import episode_metrics
-from rewards.api import FunctionReward, RewardSample, wants_environments
+from rewards.api import FunctionReward, RewardSample, build_reward, wants_environments
 from rlcore.batch import RolloutBatch
 from rlcore.config import ConfigError, EnvConfig, load_config
 from rlcore.episode import FAULTS
@@ -132,7 +132,7 @@ def test_a_trl_reward_gets_the_environments_batched():
 
     assert wants_environments(trl_reward)
     samples = [sample(environment=Env(2), metadata={"weight": 3}), sample(environment=Env(5), metadata={"weight": 1})]
-    assert FunctionReward(trl_reward).score(samples) == [6, 5]
+    assert build_reward("t", trl_reward, {}).score(samples) == [6, 5]
 
 
 def test_episode_metrics():
