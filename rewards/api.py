@@ -136,8 +136,8 @@ def error_line(exc: BaseException) -> str:
 EPISODE_ARGS = ("messages", "environment", "env_return")
 """``RewardSample`` fields a reward function receives as keyword arguments when its signature names them."""
 
-NEEDS = {"verl": ("solution_str", "ground_truth"), "trl": ("completions",)}
-"""The parameters a reward function of each calling convention must take (by name, or through ``**kwargs``)."""
+NEEDS = {"verl": ("solution_str", "ground_truth")}
+"""The parameters a verl reward function must take (by name, or through ``**kwargs``); a TRL one takes ``**kwargs``."""
 
 
 def function_kind(fn, kind: str = "auto") -> str:
@@ -161,10 +161,14 @@ def check_kind(name: str, target: Any, kind: str) -> None:
         return
     kind = function_kind(target, kind)
     params = inspect.signature(target).parameters
-    if kind in NEEDS and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        missing = [p for p in NEEDS[kind] if p not in params]
-        if missing:
-            raise ValueError(f"reward {name!r} is called as kind={kind} but takes no {', '.join(missing)} parameter")
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    if kind == "trl":
+        raise ValueError(f"reward {name!r} is called as kind=trl, which passes every column as a keyword argument "
+                         "(as TRL does), but takes no **kwargs")
+    missing = [p for p in NEEDS.get(kind, ()) if p not in params]
+    if missing:
+        raise ValueError(f"reward {name!r} is called as kind={kind} but takes no {', '.join(missing)} parameter")
 
 
 class FunctionReward:
@@ -229,17 +233,16 @@ class TRLReward:
 
     def score(self, samples: list[RewardSample]) -> list[float | dict[str, float] | None]:
         conversational = [s.prompt_messages is not None or s.messages is not None for s in samples]
-        keys = dict.fromkeys(k for s in samples for k in s.metadata)  # every row's columns, in order
         logged: dict[str, float] = {}
-        result = self.fn(
+        kwargs = {k: [s.metadata.get(k) for s in samples] for k in dict.fromkeys(k for s in samples for k in s.metadata)}
+        kwargs.update(  # after the rows' columns: a column of one of these names does not shadow it
             prompts=[s.prompt_messages if s.prompt_messages is not None else s.prompt for s in samples],
             completions=[(s.messages if s.messages is not None else [{"role": "assistant", "content": s.response}])
                          if chat else s.response for s, chat in zip(samples, conversational)],
-            completion_ids=[s.response_ids for s in samples],
-            **{k: [s.metadata.get(k) for s in samples] for k in keys},
-            ground_truth=[s.ground_truth for s in samples], environments=[s.environment for s in samples],
-            trainer_state=None, log_extra=lambda *a, **k: None,
+            completion_ids=[s.response_ids for s in samples], ground_truth=[s.ground_truth for s in samples],
+            environments=[s.environment for s in samples], trainer_state=None, log_extra=lambda *a, **k: None,
             log_metric=lambda name, value: logged.__setitem__(f"_{name}", float(value)), **self.args)
+        result = self.fn(**kwargs)
         if not logged or not isinstance(result, (list, tuple)):
             return result
         return [v if v is None else {"": v, **logged} for v in result]

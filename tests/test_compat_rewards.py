@@ -73,6 +73,10 @@ def test_a_wrong_kind_is_one_line_naming_the_term():
     with pytest.raises(ConfigError, match=r"reward.terms\[0\].kind: reward 'exact_match' is called as kind=verl but "
                                           r"takes no solution_str parameter"):
         configure(None, ["reward.terms=[{name: exact_match, kind: verl}]"])
+    with pytest.raises(ConfigError, match=r"reward.terms\[0\].kind: reward 'exact_match' is called as kind=trl, which "
+                                          r"passes every column as a keyword argument \(as TRL does\), but takes no "
+                                          r"\*\*kwargs"):
+        configure(None, ["reward.terms=[{name: exact_match, kind: trl}]"])
 
 
 @pytest.mark.slow
