@@ -1,7 +1,8 @@
 """Multi-turn episodes end to end on the agent task (real Ray, vLLM, FSDP): a short cold start teaches the tiny model
 the tool-call format once for the module; then the ids the learner gets are the engine's, span by span; GRPO, and
 PPO with a staleness bound (stopped and resumed), train on episodes with tool calls; the elastic rollout pool grows
-and replaces a killed worker; and tools that raise, hang or kill their actor do not stop a LoRA run."""
+and replaces a killed worker; ``launch.evaluate`` plays episodes for greedy, pass@k and maj@k; and tools that raise,
+hang or kill their actor do not stop a LoRA run."""
 
 from __future__ import annotations
 
@@ -140,6 +141,27 @@ def test_a_grown_pool_and_a_replaced_rollout_worker_play_episodes(local_ray, col
     assert batch.episode_stats["tool_calls"].sum() > 0 and len(batch.messages) == 32
     for w in group.members():
         ray.kill(w)
+
+
+def test_evaluate_plays_episodes_for_greedy_pass_at_k_and_maj_at_k(tmp_path, cold_start):
+    """``launch.evaluate`` on the same path: greedy, pass@k and maj@k over multi-turn answers; the searches, which
+    continue a single response, are refused in one line."""
+    from tests.test_evaluate_e2e import evaluate, rows_of
+
+    result = evaluate(tmp_path / "eval", "--config", GRPO, f"model.path={cold_start}", "eval.n=4",
+                      "eval.methods=[greedy,pass_at_k,maj_at_k]", "data.max_eval_prompts=16",
+                      "reward.terms=[{name: exact_match}, {name: 'rlcore.tasks.multiply:tool_use', weight: 0}]")
+    assert result["problems"] == 16
+    greedy = rows_of(result, "greedy")[1]
+    assert greedy["rlcore.tasks.multiply:tool_use/called"] > 0  # the answers came after tool calls
+    pass_at = [rows_of(result, "pass_at_k")[k]["accuracy"] for k in (1, 2, 4)]
+    assert pass_at == sorted(pass_at)
+    assert rows_of(result, "maj_at_k")[4]["accuracy"] <= pass_at[-1]
+    refused = subprocess.run([sys.executable, "-m", "launch.evaluate", "--config", GRPO, f"model.path={cold_start}",
+                              "eval.methods=[beam_search]", f"trainer.output_dir={tmp_path / 'refused'}"], cwd=REPO,
+                             env=venv_env(), capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith(
+        "config error: eval.methods: beam_search cannot run multi-turn episodes"), refused.stderr[-2000:]
 
 
 def test_tools_that_raise_hang_or_kill_their_actor_do_not_stop_the_run(tmp_path, cold_start, cache_dir):
