@@ -148,14 +148,9 @@ class Episodes:
         start = time.perf_counter()
         futures = {w: self._ask(w, [(e.key, e.last_text if gym else p.calls) for e, p in items])
                    for w, items in asks.items()}
-        dead: list[int] = []
-        for w, items in asks.items():
-            try:
-                answers = ray.get(futures[w])
-            except ray.exceptions.RayActorError:
-                dead.append(w)
-                continue
-            for (e, parsed), answer in zip(items, answers):
+        answers, dead = gather(futures)
+        for w in answers:
+            for (e, parsed), answer in zip(asks[w], answers[w]):
                 if gym:
                     self._append(e, [{"role": "user", "content": answer.observation}])
                     e.traj.done = e.traj.done or answer.done
@@ -242,16 +237,22 @@ class Episodes:
         groups = by_worker(episodes)
         futures = {w: self.client.workers[w].close.remote([e.key for e in es], self.client.ship)
                    for w, es in groups.items()}
-        dead = []
-        for w, es in groups.items():
-            try:
-                outcomes = ray.get(futures[w])
-            except ray.exceptions.RayActorError:
-                dead.append(w)
-                continue
-            for e, outcome in zip(es, outcomes):
+        outcomes, dead = gather(futures)
+        for w in outcomes:
+            for e, outcome in zip(groups[w], outcomes[w]):
                 e.outcome = outcome
         return dead
+
+
+def gather(futures: dict[int, ray.ObjectRef]) -> tuple[dict[int, Any], list[int]]:
+    """What each env actor answered, and the env actors that died before they could (Ray restarts them)."""
+    answers, dead = {}, []
+    for w, future in futures.items():
+        try:
+            answers[w] = ray.get(future)
+        except ray.exceptions.RayActorError:
+            dead.append(w)
+    return answers, dead
 
 
 def by_worker(episodes: list[Episode]) -> dict[int, list[Episode]]:
