@@ -139,6 +139,10 @@ def test_a_grown_pool_and_a_replaced_rollout_worker_play_episodes(local_ray, col
     assert len(batch) == 32 and batch.group_ids.tolist() == [g for g in range(8) for _ in range(4)]
     assert group.faults["restarts"] == 1 and group.faults["regenerated"] > 0
     assert batch.episode_stats["tool_calls"].sum() > 0 and len(batch.messages) == 32
+    group._admit(wait=True)  # the replacement's engine is up: it joins, and plays its share of the next call
+    assert len(group.members()) == 2
+    batch = group.generate(rows, 4, seed=2)  # a share without episodes would not join the others' (concat)
+    assert len(batch.messages) == 32 and batch.episode_stats["tool_calls"].sum() > 0
     for w in group.members():
         ray.kill(w)
 
