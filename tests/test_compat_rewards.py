@@ -98,7 +98,7 @@ def test_verl_and_trl_rewards_score_in_reward_actors_and_none_leaves_the_other_t
     batch.prompt_messages = [CHAT] * 4
     metrics = group.score(batch)
     terms = batch.reward_terms
-    assert terms[VERL].tolist() == [1.0, 0.2, 1.0, 1.0] and terms[f"{VERL}/acc"].tolist() == [1.0, 0.0, 1.0, 1.0]
+    assert terms[VERL].tolist() == pytest.approx([1.0, 0.2, 1.0, 1.0]) and terms[f"{VERL}/acc"].tolist() == [1.0, 0.0, 1.0, 1.0]
     assert terms[ACCURACY].tolist()[:3] == [1.0, 1.0, 1.0] and math.isnan(terms[ACCURACY][3])
     assert terms[FORMAT].tolist() == [1.0, 0.0, 1.0, 0.0]
     assert batch.scores.tolist() == pytest.approx([3.5, 2.2, 3.5, 1.0])  # the last: verl's 1.0 alone
