@@ -22,7 +22,7 @@ from rlcore.batch import RolloutBatch, pad_2d
 from rewards.text import thinking_token_count
 from rlcore.chat import encode_prompt
 from rlcore.config import RolloutConfig
-from rlcore.data import PromptRow
+from rlcore.data import PromptRow, prompt_messages
 
 
 @dataclass
@@ -262,13 +262,6 @@ class RolloutWorker:
     def finish_weight_update(self, version: int) -> None:
         self.llm.collective_rpc("finish_weight_update")
         self.version = version
-
-
-def prompt_messages(rows: list[PromptRow], n: int) -> list[list[dict] | None] | None:
-    """Each row's messages, ``n`` times (``RolloutBatch.prompt_messages``); None when no row has any."""
-    if all(row.messages is None for row in rows):
-        return None
-    return [row.messages for row in rows for _ in range(n)]
 
 
 def engine_options(cfg: RolloutConfig, cuda: bool, colocated: bool) -> dict:

@@ -161,7 +161,7 @@ def check_kind(name: str, target: Any, kind: str) -> None:
         return
     kind = function_kind(target, kind)
     params = inspect.signature(target).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+    if takes_kwargs(target):
         return
     if kind == "trl":
         raise ValueError(f"reward {name!r} is called as kind=trl, which passes every column as a keyword argument "
@@ -193,8 +193,7 @@ class VerlReward:
 
     def __init__(self, fn, **args):
         self.fn, self.args = fn, args
-        params = inspect.signature(fn).parameters
-        self.extra_info = "extra_info" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        self.extra_info = "extra_info" in _parameters(fn) or takes_kwargs(fn)
 
     def score(self, samples: list[RewardSample]) -> list[float | dict[str, float]]:
         return [self._one(s) for s in samples]
@@ -246,6 +245,11 @@ class TRLReward:
         if not logged or not isinstance(result, (list, tuple)):
             return result
         return [v if v is None else {"": v, **logged} for v in result]
+
+
+def takes_kwargs(fn) -> bool:
+    """Whether ``fn`` has a ``**kwargs`` parameter."""
+    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values())
 
 
 def _parameters(fn) -> set[str]:

@@ -290,6 +290,14 @@ def _answer(value: Any, source: str, key: str) -> str:
     return str(value)
 
 
+def prompt_messages(rows: list[PromptRow], n: int = 1) -> list[list[Message] | None] | None:
+    """Each row's messages (None for a string prompt), ``n`` times in a row: ``RolloutBatch.prompt_messages``; None
+    when no row has any."""
+    if all(row.messages is None for row in rows):
+        return None
+    return [row.messages for row in rows for _ in range(n)]
+
+
 def load_prompts(files: list[str | Path], prompt_key: str = "prompt", answer_key: str = "answer") -> list[PromptRow]:
     """All rows of ``files``, in order, validated: a prompt (string or messages) and an answer (string or number)."""
     out: list[PromptRow] = []

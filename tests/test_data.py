@@ -513,3 +513,12 @@ def test_preference_pairs_in_message_form_are_masked_to_the_assistant():
     assert batch.prompts == [USER_HEADER, USER_HEADER, "1+1=", "1+1="]  # strings, for logs
     assert batch.responses == ["4\n\nthanks\n\nbye", "6", "2", "3"]
     assert batch.group_ids.tolist() == [0, 0, 1, 1] and batch.scores.tolist() == [1, 0, 1, 0]
+
+
+def test_prompt_messages_repeat_each_conversational_row_and_are_none_without_one():
+    from rlcore.data import PromptRow, prompt_messages
+
+    chat = [{"role": "user", "content": "hi"}]
+    rows = [PromptRow(0, "rendered", "1", messages=chat), PromptRow(1, "plain", "2")]
+    assert prompt_messages(rows, 2) == [chat, chat, None, None]
+    assert prompt_messages([PromptRow(0, "plain", "2")], 3) is None
