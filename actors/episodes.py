@@ -41,7 +41,7 @@ import torch
 from actors.env import BAD_ARGS, ERROR, TIMEOUT, UNKNOWN
 from rlcore.batch import RolloutBatch, pad_2d
 from rlcore.config import EnvConfig
-from rlcore.data import PromptRow, prompt_messages
+from rlcore.data import PromptRow, row_messages
 from rlcore.episode import FAULTS, Trajectory, message_delta
 from rlcore.tools import TOOL_PARSERS
 
@@ -294,7 +294,7 @@ def episode_batch(episodes: list[Episode], version: int, env_seconds: float, thi
         truncated=torch.tensor([e.traj.truncated for e in episodes], dtype=torch.bool),
         metadata=[e.row.metadata for e in episodes],
         thinking_tokens=torch.tensor([thinking(e.last_text) for e in episodes], dtype=torch.long),
-        prompt_messages=prompt_messages([e.row for e in episodes]),
+        prompt_messages=row_messages([e.row for e in episodes]),
         messages=[e.traj.messages for e in episodes],
         episode_stats={k: torch.tensor(v, dtype=torch.float32) for k, v in stats.items()},
         env_returns=torch.tensor([float("nan") if r is None else r for r in returns], dtype=torch.float32),

@@ -22,7 +22,7 @@ from rlcore.batch import RolloutBatch, pad_2d
 from rewards.text import thinking_token_count
 from rlcore.chat import encode_prompt
 from rlcore.config import RolloutConfig
-from rlcore.data import PromptRow, prompt_messages
+from rlcore.data import PromptRow, row_messages
 
 
 @dataclass
@@ -167,7 +167,7 @@ class RolloutWorker:
             truncated=torch.tensor(rows["truncated"], dtype=torch.bool),
             metadata=rows["metadata"],
             thinking_tokens=torch.tensor(rows["thinking"], dtype=torch.long),
-            prompt_messages=prompt_messages(prompts, n),
+            prompt_messages=row_messages(prompts, n),
         )
 
     def _episodes(self, prompts: list[PromptRow], n: int, seed: int | None, greedy: bool) -> RolloutBatch:

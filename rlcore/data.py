@@ -290,7 +290,7 @@ def _answer(value: Any, source: str, key: str) -> str:
     return str(value)
 
 
-def prompt_messages(rows: list[PromptRow], n: int = 1) -> list[list[Message] | None] | None:
+def row_messages(rows: list[PromptRow], n: int = 1) -> list[list[Message] | None] | None:
     """Each row's messages (None for a string prompt), ``n`` times in a row: ``RolloutBatch.prompt_messages``; None
     when no row has any."""
     if all(row.messages is None for row in rows):

@@ -515,10 +515,10 @@ def test_preference_pairs_in_message_form_are_masked_to_the_assistant():
     assert batch.group_ids.tolist() == [0, 0, 1, 1] and batch.scores.tolist() == [1, 0, 1, 0]
 
 
-def test_prompt_messages_repeat_each_conversational_row_and_are_none_without_one():
-    from rlcore.data import PromptRow, prompt_messages
+def test_row_messages_repeat_each_conversational_row_and_are_none_without_one():
+    from rlcore.data import PromptRow, row_messages
 
     chat = [{"role": "user", "content": "hi"}]
     rows = [PromptRow(0, "rendered", "1", messages=chat), PromptRow(1, "plain", "2")]
-    assert prompt_messages(rows, 2) == [chat, chat, None, None]
-    assert prompt_messages([PromptRow(0, "plain", "2")], 3) is None
+    assert row_messages(rows, 2) == [chat, chat, None, None]
+    assert row_messages([PromptRow(0, "plain", "2")], 3) is None
