@@ -15,7 +15,7 @@ this one run. Printed: model tokens per second of each, their ratio, and the
 multi-turn rollout's time waiting on the env actors (``time/env``) against its
 whole time.
 
-    .venv/bin/python -m bench.multiturn [--prompts 16 --n 4 --turns 4 --repeats 3 --model PATH] [OVERRIDES]
+    .venv/bin/python -m bench.multiturn [--prompts 16 --n 4 --turns 4 --repeats 10 --model PATH] [OVERRIDES]
 """
 
 from __future__ import annotations
