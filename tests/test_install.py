@@ -32,7 +32,7 @@ def project() -> dict:
 
 def setup_extras(engine: str) -> list[str]:
     """The extras ``scripts/setup.sh <engine>`` installs with the project (its ``pip install -e ".[$engine,...]"``)."""
-    found = re.search(r'install -e "\.\[\$engine,([a-z,]+)\]"', SETUP.read_text())
+    found = re.search(r'install -e "\.\[\$engine,([a-z,-]+)\]"', SETUP.read_text())
     assert found, "scripts/setup.sh no longer installs the project as pip install -e \".[$engine,...]\""
     return [engine, *found.group(1).split(",")]
 
@@ -69,7 +69,7 @@ PIP = "-m pip --disable-pip-version-check -q "
 def test_setup_gpu_installs_the_extra_then_flash_attn_against_its_torch(tmp_path):
     proc, calls = run_setup(tmp_path, "gpu")
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
-    assert calls == [PIP + "install --upgrade pip", PIP + 'install -e .[gpu,test,logging,data,lora]',
+    assert calls == [PIP + "install --upgrade pip", PIP + 'install -e .[gpu,test,logging,data,lora,reasoning-gym]',
                      PIP + "install setuptools wheel packaging ninja psutil",
                      PIP + "install --no-build-isolation flash-attn"]
 
@@ -88,7 +88,7 @@ def test_setup_cpu_takes_the_cpu_torch_first_and_never_flash_attn(tmp_path):
     proc, calls = run_setup(tmp_path, "cpu")
     assert proc.returncode == 0 and proc.stderr == ""
     assert calls == [PIP + "install --upgrade pip", PIP + "install torch==2.13.0",
-                     PIP + "install -e .[cpu,test,logging,data,lora]",
+                     PIP + "install -e .[cpu,test,logging,data,lora,reasoning-gym]",
                      PIP + "uninstall -y torchvision torchaudio torchcodec"]
 
 
