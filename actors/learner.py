@@ -55,6 +55,7 @@ from rlcore.batch import (
 from rlcore.config import Config
 from rlcore.functional import logprob_gap
 from rlcore.lora import adapter_weights, merge_lora
+from rlcore.schedule import lr_multiplier
 
 
 def free_address() -> tuple[str, int]:
@@ -123,8 +124,10 @@ class LearnerRank:
         self.model = model
         trained = [p for p in model.parameters() if p.requires_grad]  # all of them, or the LoRA adapter's
         self.optimizer = torch.optim.AdamW(trained, lr=s.lr, weight_decay=s.weight_decay)
+        batch = self.cfg.data.prompts_per_step * self.algorithm.group_size()
+        total = self.cfg.trainer.total_steps * -(-batch // s.mini_batch_size) * s.epochs  # optimizer steps of the run
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda k: min(1.0, (k + 1) / s.warmup_steps) if s.warmup_steps else 1.0)
+            self.optimizer, lambda k: lr_multiplier(k, s.warmup_steps, total, s.lr_schedule, s.min_lr_ratio))
         if self.reference_path is not None:
             self.reference = ReferenceWorker(self.cfg, self.reference_path, own_process=False)
 

@@ -26,6 +26,8 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from rlcore.schedule import LR_SCHEDULES
+
 EVAL_METHODS = ("greedy", "pass_at_k", "maj_at_k", "best_of_n", "weighted_best_of_n", "beam_search", "dvts",
                 "budget_forcing", "mcts")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -53,7 +55,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     train_files: list[str] = field(default_factory=lambda: ["local://arithmetic-train.jsonl"])
-    """Files or folders, read in order: JSONL, Parquet, a folder of Parquet shards, or a folder written by ``datasets.Dataset.save_to_disk``. Their rows are prompts, preference pairs or SFT conversations, as the algorithm needs. ``local://arithmetic-train.jsonl`` is the built-in task."""
+    """Files or folders, read in order: JSONL, Parquet, a folder of Parquet shards, or a folder written by ``datasets.Dataset.save_to_disk``. Their rows are prompts, preference pairs or SFT conversations, as the algorithm needs. ``local://arithmetic-train.jsonl`` is the built-in task; ``reasoning_gym://NAME?size=N&seed=S&...`` generates a reasoning-gym dataset (the reasoning-gym extra; rlcore.tasks.reasoning_gym), scored by the ``reasoning_gym`` reward term."""
     eval_files: list[str] = field(default_factory=lambda: ["local://arithmetic-test.jsonl"])
     """Held-out prompts scored with greedy decoding every ``trainer.eval_every`` steps. Empty list: no evaluation."""
     prompt_key: str = "prompt"
@@ -204,6 +206,10 @@ class LearnerConfig:
     """AdamW weight decay."""
     warmup_steps: int = 0
     """Linear learning-rate warm-up, in optimizer steps."""
+    lr_schedule: str = "constant"
+    """After the warm-up: constant (lr throughout), cosine (half a cosine from lr down to lr × min_lr_ratio at the run's last optimizer step) or linear (the same in a straight line). The last step is counted as trainer.total_steps × the optimizer steps of a full batch (its samples / mini_batch_size × epochs); steps that train on fewer samples (DAPO's filtered groups) leave the decay short of its end (rlcore.schedule.lr_multiplier)."""
+    min_lr_ratio: float = 0.0
+    """Where cosine and linear decays end, as a fraction of lr."""
     max_grad_norm: float = 1.0
     """Gradient clipping threshold (global norm)."""
     mini_batch_size: int = 128
@@ -270,7 +276,7 @@ class TrainerConfig:
     loggers: list[str] = field(default_factory=lambda: ["console", "jsonl", "tensorboard"])
     """Where metrics go, any of: console (one line per step), jsonl (output_dir/metrics.jsonl, which ``python -m launch.plot`` draws), tensorboard (output_dir/tensorboard; skipped with a note without the package) and wandb (a run under output_dir/wandb, offline unless WANDB_MODE says otherwise; project and run name from WANDB_PROJECT / WANDB_NAME)."""
     cache_dir: str = "~/.cache/rlcore"
-    """Where ``local://`` models and datasets are built and cached."""
+    """Where ``local://`` models and datasets, and ``reasoning_gym://`` data files, are built and cached."""
     placement: str = "separate"
     """Where the roles run. separate: each role takes its own CPUs and GPUs (the only choice on CPU), and the new weights reach the rollout workers through Ray's object store. colocated (GPU only): the learner ranks, the rollout workers and the reference share the GPUs (one rollout worker beside each learner rank, so rollout.num_workers = learner.world_size); vLLM sleeps while the learners work, and the weights move GPU to GPU through vLLM's weight-transfer API (CUDA IPC). Needs rollout.max_staleness=0, the rollout source, and rollout.gpu_memory_utilization low enough for the learner's state to fit beside vLLM."""
 
@@ -588,6 +594,8 @@ def validate_learner(lc: LearnerConfig, key: str) -> None:
     for name in ("world_size", "lr", "mini_batch_size", "micro_batch_size", "epochs"):
         _check(getattr(lc, name) > 0, f"{key}.{name}={getattr(lc, name)} must be > 0")
     _check(lc.num_threads >= 0, f"{key}.num_threads={lc.num_threads} must be >= 0 (0: all cores)")
+    _check(lc.lr_schedule in LR_SCHEDULES, f"{key}.lr_schedule='{lc.lr_schedule}' is not one of {', '.join(LR_SCHEDULES)}")
+    _check(0.0 <= lc.min_lr_ratio <= 1.0, f"{key}.min_lr_ratio={lc.min_lr_ratio} must be in [0, 1]")
     _check(lc.backend in ("auto", "gloo", "nccl"), f"{key}.backend='{lc.backend}' is not one of auto, gloo, nccl")
     validate_forward(lc, key)
     _check(lc.lora_rank >= 0, f"{key}.lora_rank={lc.lora_rank} must be >= 0 (0: full fine-tuning)")

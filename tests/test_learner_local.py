@@ -318,3 +318,24 @@ def test_two_ranks_with_uneven_tokens_update_as_one_rank_does(local_model, tmp_p
     assert two[0]["metrics"]["grad_norm"] == pytest.approx(one["metrics"]["grad_norm"], rel=1e-4)
     for name, weight in one["weights"].items():
         assert torch.allclose(two[0]["weights"][name], weight, atol=1e-4), name  # lr 1e-2: a wrong weighting moves them ~1e-2
+
+
+def test_cosine_schedule_ends_at_min_lr_on_the_runs_last_optimizer_step(local_model):
+    """Two training steps of 8 samples in mini-batches of 4: 4 optimizer steps, so the decay is half done after the
+    first step and at its floor after the second (rlcore.schedule.lr_multiplier)."""
+    plan = configure(None, [f"model.path={local_model}", "learner.lr=1e-3", "learner.mini_batch_size=4",
+                            "learner.micro_batch_size=4", "data.prompts_per_step=1", "rollout.n=8",
+                            "trainer.total_steps=2", "learner.lr_schedule=cosine", "learner.min_lr_ratio=0.1",
+                            "algorithm.old_logprobs=recompute"])
+    group = plan.learners["actor"]
+    batch = sampled_batch(local_model)
+    batch.ref_logprobs = torch.zeros_like(batch.response_mask)
+    plan.algorithm.compute_advantages(batch)
+    learner = LearnerRank(plan.cfg, plan.algorithm, "actor", group.spec, group.model, 0, 1)
+    learner.setup(free_address())
+    try:
+        batch.old_logprobs = learner.forward(batch, "logprobs")
+        lrs = [learner.train_step(batch, step, plan.algorithm.state_dict())["lr"] for step in (1, 2)]
+    finally:
+        learner.shutdown()
+    assert lrs == pytest.approx([1e-3 * (0.1 + 0.9 * 0.5), 1e-4])
