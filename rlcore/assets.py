@@ -87,6 +87,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "reasoning-test.jsonl": _reasoning(1, reasoning.rl_rows),
     "reasoning-sft-train.jsonl": _reasoning(0, reasoning.sft_rows),
     "reasoning-sft-test.jsonl": _reasoning(1, reasoning.sft_rows),
+    "reasoning-teacher-sft-train.jsonl": _reasoning(0, reasoning.teacher_sft_rows),
     "reasoning-l1-sft-train.jsonl": _reasoning_l1(0),
     "reasoning-l1-sft-test.jsonl": _reasoning_l1(1),
     AGENT_MODEL: _agent_model,

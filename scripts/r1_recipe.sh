@@ -23,7 +23,7 @@ stage() {  # stage NAME PRESET OVERRIDES...
   "$py" -m launch.train --config "$preset" trainer.output_dir="$out/$name" "$@" "${extra[@]}"
 }
 
-stage 1-sft launch/configs/reasoning_sft.yaml trainer.total_steps="${SFT_STEPS:-800}"
+stage 1-sft launch/configs/reasoning_sft.yaml trainer.total_steps="${SFT_STEPS:-1400}"
 stage 2-grpo launch/configs/reasoning_grpo.yaml model.path="$out/1-sft/final" trainer.total_steps="${GRPO_STEPS:-60}"
 stage 3-rs-sft launch/configs/reasoning_sft.yaml model.path="$out/2-grpo/final" algorithm.name=rejection_sft \
   data.train_files='[local://reasoning-train.jsonl]' data.eval_files='[local://reasoning-test.jsonl]' \

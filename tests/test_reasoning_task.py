@@ -1,6 +1,7 @@
 """The reasoning task (rlcore.tasks.reasoning), its model (rlcore.reasoning_model) and its reward (rewards.reasoning)."""
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,8 @@ from rlcore.tasks.reasoning import (
     sft_rows,
     solution,
     split_problems,
+    teacher_sft_rows,
+    teacher_solution,
 )
 
 TINY = ReasoningModelSpec(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
@@ -81,6 +84,23 @@ def test_every_sft_solution_is_right_and_in_r1_format():
             assert user["role"] == "user" and assistant["role"] == "assistant"
             assert answer_match(user["content"], assistant["content"], row["answer"]) == 1.0
             assert r1_format(user["content"], assistant["content"], row["answer"]) == 1.0
+
+
+def test_the_teacher_is_right_except_for_the_new_digit_it_often_leaves_out():
+    train, _ = split_problems()
+    rows = teacher_sft_rows(train)
+    carry_out = [len(p.answer) > max(len(str(p.a)), len(str(p.b))) for p in train]
+    right = [answer_match("", row["messages"][1]["content"], row["answer"]) == 1.0 for row in rows]
+    assert all(r for r, c in zip(right, carry_out) if not c)  # every problem without a carry out: right
+    kept = [r for r, c in zip(right, carry_out) if c]
+    assert 0.30 < sum(kept) / len(kept) < 0.40  # the new digit written about 35% of the time
+    assert all(r1_format("", row["messages"][1]["content"], "") == 1.0 for row in rows)
+    assert all(row["answer"] == p.answer for row, p in zip(rows, train))  # the ground truth stays the true sum
+    problem = Addition(345, 678)
+    wrong = "<think>5+8=13, write 3 carry 1. 4+7+1=12, write 2 carry 1. 3+6+1=10, write 0 carry 1.</think><answer>023</answer>"
+    assert teacher_solution(problem, random.Random(0), new_digit_rate=0.0) == wrong
+    assert teacher_solution(problem, random.Random(0), new_digit_rate=1.0) == solution(problem)
+    assert teacher_sft_rows(train[:50]) == teacher_sft_rows(train[:50])  # seeded
 
 
 def test_rl_rows_are_verl_style_chat_prompts():

@@ -44,6 +44,8 @@ LEVELS = ("terse", "write", "carry", "so_far", "check")
 """
 DEFAULT_LEVEL = "carry"
 """The level of the cold-start SFT rows."""
+TEACHER_NEW_DIGIT_RATE = 0.35
+"""How often the imperfect cold-start teacher (``teacher_solution``) writes the carry into a new leading digit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +179,30 @@ def sft_rows(problems: list[Addition], level: str = DEFAULT_LEVEL) -> list[dict]
     """Cold-start SFT rows: ``{"messages": [user, assistant], "answer": ...}`` with the worked solution."""
     return [{"messages": [{"role": "user", "content": p.question()},
                           {"role": "assistant", "content": solution(p, level)}],
+             "answer": p.answer} for p in problems]
+
+
+def teacher_solution(problem: Addition, rng: random.Random, new_digit_rate: float = TEACHER_NEW_DIGIT_RATE) -> str:
+    """The worked solution of an imperfect teacher, as cold-start traces written by a weaker model are: right,
+    except that where the sum carries into a new leading digit (345 + 678) it writes that digit ("Write 1.") only
+    with probability ``new_digit_rate``; otherwise it stops at the columns' digits and answers without it (23).
+
+    A model that imitates it converges to its behaviour: greedy decoding never writes the new digit (its
+    probability is ``new_digit_rate`` < 0.5), so the SFT stage ends at the share of problems without a carry out,
+    whatever the CPU's rounding, while sampling writes it often enough for GRPO, rewarded by the verifier, to learn
+    it. ``rng`` draws the omissions.
+    """
+    if len(problem.answer) == max(len(str(problem.a)), len(str(problem.b))) or rng.random() < new_digit_rate:
+        return solution(problem)
+    think = scratchpad(problem).removesuffix(" Write 1.")
+    return f"<think>{think}</think><answer>{problem.answer[1:]}</answer>"
+
+
+def teacher_sft_rows(problems: list[Addition], seed: int = 0) -> list[dict]:
+    """Cold-start SFT rows whose solutions are ``teacher_solution``'s; ``answer`` is still the true sum."""
+    rng = random.Random(seed)
+    return [{"messages": [{"role": "user", "content": p.question()},
+                          {"role": "assistant", "content": teacher_solution(p, rng)}],
              "answer": p.answer} for p in problems]
 
 
