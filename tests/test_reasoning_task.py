@@ -86,20 +86,23 @@ def test_every_sft_solution_is_right_and_in_r1_format():
             assert r1_format(user["content"], assistant["content"], row["answer"]) == 1.0
 
 
-def test_the_teacher_is_right_except_for_the_new_digit_it_often_leaves_out():
+def test_the_teacher_is_right_except_for_the_carry_into_the_tens_it_often_forgets():
     train, _ = split_problems()
     rows = teacher_sft_rows(train)
-    carry_out = [len(p.answer) > max(len(str(p.a)), len(str(p.b))) for p in train]
+    carries = [(p.a % 10 + p.b % 10) >= 10 for p in train]
     right = [answer_match("", row["messages"][1]["content"], row["answer"]) == 1.0 for row in rows]
-    assert all(r for r, c in zip(right, carry_out) if not c)  # every problem without a carry out: right
-    kept = [r for r, c in zip(right, carry_out) if c]
-    assert 0.30 < sum(kept) / len(kept) < 0.40  # the new digit written about 35% of the time
+    assert all(r for r, c in zip(right, carries) if not c)  # no carry out of the ones column: right
+    kept = [r for r, c in zip(right, carries) if c]
+    assert 0.30 < sum(kept) / len(kept) < 0.40  # the carry added about 35% of the time
     assert all(r1_format("", row["messages"][1]["content"], "") == 1.0 for row in rows)
     assert all(row["answer"] == p.answer for row, p in zip(rows, train))  # the ground truth stays the true sum
     problem = Addition(345, 678)
-    wrong = "<think>5+8=13, write 3 carry 1. 4+7+1=12, write 2 carry 1. 3+6+1=10, write 0 carry 1.</think><answer>023</answer>"
-    assert teacher_solution(problem, random.Random(0), new_digit_rate=0.0) == wrong
-    assert teacher_solution(problem, random.Random(0), new_digit_rate=1.0) == solution(problem)
+    # the slip, and every column after it computed from the wrong sum, to the answer they write
+    wrong = ("<think>5+8=13, write 3 carry 1. 4+7=11, write 1 carry 1. 3+6+1=10, write 0 carry 1. Write 1.</think>"
+             "<answer>1013</answer>")
+    assert teacher_solution(problem, random.Random(0), carry_rate=0.0) == wrong
+    assert teacher_solution(problem, random.Random(0), carry_rate=1.0) == solution(problem)
+    assert teacher_solution(Addition(341, 678), random.Random(0), carry_rate=0.0) == solution(Addition(341, 678))
     assert teacher_sft_rows(train[:50]) == teacher_sft_rows(train[:50])  # seeded
 
 

@@ -44,8 +44,8 @@ LEVELS = ("terse", "write", "carry", "so_far", "check")
 """
 DEFAULT_LEVEL = "carry"
 """The level of the cold-start SFT rows."""
-TEACHER_NEW_DIGIT_RATE = 0.35
-"""How often the imperfect cold-start teacher (``teacher_solution``) writes the carry into a new leading digit."""
+TEACHER_CARRY_RATE = 0.35
+"""How often the imperfect cold-start teacher (``teacher_solution``) adds the ones column's carry into the tens."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,21 +130,31 @@ def split_problems(spec: TaskSpec = TaskSpec()) -> tuple[list[Addition], list[Ad
     return picked[spec.test_size:], picked[:spec.test_size]
 
 
-def columns(a: int, b: int) -> list[Column]:
-    """The columns of ``a + b``, ones first, as many as the longer operand has digits."""
+def columns(a: int, b: int, slip: int | None = None) -> list[Column]:
+    """The columns of ``a + b``, ones first, as many as the longer operand has digits. ``slip``: the index of a
+    column whose carry-in is forgotten (an imperfect teacher's mistake); the columns after it follow from the
+    wrong sum."""
     out, carry = [], 0
     for i in range(max(len(str(a)), len(str(b)))):
-        col = Column(a // 10**i % 10, b // 10**i % 10, carry)
+        col = Column(a // 10**i % 10, b // 10**i % 10, 0 if i == slip else carry)
         out.append(col)
         carry = col.total // 10
     return out
 
 
-def scratchpad(problem: Addition, level: str = DEFAULT_LEVEL) -> str:
-    """The worked solution's thinking at verbosity ``level`` (one of ``LEVELS``), without the tags."""
+def written(cols: list[Column]) -> str:
+    """The sum the columns write: their digits, and a leading 1 when the last one carries."""
+    digits = "".join(str(col.total % 10) for col in reversed(cols))
+    return ("1" if cols[-1].total >= 10 else "") + digits
+
+
+def scratchpad(problem: Addition, level: str = DEFAULT_LEVEL, slip: int | None = None) -> str:
+    """The worked solution's thinking at verbosity ``level`` (one of ``LEVELS``), without the tags; ``slip`` as in
+    ``columns``."""
     rank = LEVELS.index(level)
+    cols = columns(problem.a, problem.b, slip)
     steps, so_far = [], ""
-    for col in columns(problem.a, problem.b):
+    for col in cols:
         step = f"{col.x}+{col.y}" + ("+1" if col.carry_in else "") + f"={col.total}"
         so_far = str(col.total % 10) + so_far
         if rank >= LEVELS.index("write"):
@@ -154,16 +164,17 @@ def scratchpad(problem: Addition, level: str = DEFAULT_LEVEL) -> str:
         if rank >= LEVELS.index("so_far"):
             step += f", so far {so_far}"
         steps.append(step + ".")
-    if rank >= LEVELS.index("write") and len(so_far) < len(problem.answer):  # the last carry is a new digit
+    if rank >= LEVELS.index("write") and cols[-1].total >= 10:  # the last carry is a new digit
         steps.append("Write 1." if rank < LEVELS.index("so_far") else f"Write 1, so far 1{so_far}.")
     if rank >= LEVELS.index("check"):
-        steps.append(f"So {problem.a}+{problem.b}={problem.answer}.")
+        steps.append(f"So {problem.a}+{problem.b}={written(cols)}.")
     return " ".join(steps)
 
 
-def solution(problem: Addition, level: str = DEFAULT_LEVEL) -> str:
-    """The assistant's whole response: ``<think>scratchpad</think><answer>sum</answer>``."""
-    return f"<think>{scratchpad(problem, level)}</think><answer>{problem.answer}</answer>"
+def solution(problem: Addition, level: str = DEFAULT_LEVEL, slip: int | None = None) -> str:
+    """The assistant's whole response: ``<think>scratchpad</think><answer>sum</answer>``; with a ``slip``, the
+    wrong sum it leads to."""
+    return f"<think>{scratchpad(problem, level, slip)}</think><answer>{written(columns(problem.a, problem.b, slip))}</answer>"
 
 
 def rl_rows(problems: list[Addition]) -> list[dict]:
@@ -182,20 +193,20 @@ def sft_rows(problems: list[Addition], level: str = DEFAULT_LEVEL) -> list[dict]
              "answer": p.answer} for p in problems]
 
 
-def teacher_solution(problem: Addition, rng: random.Random, new_digit_rate: float = TEACHER_NEW_DIGIT_RATE) -> str:
+def teacher_solution(problem: Addition, rng: random.Random, carry_rate: float = TEACHER_CARRY_RATE) -> str:
     """The worked solution of an imperfect teacher, as cold-start traces written by a weaker model are: right,
-    except that where the sum carries into a new leading digit (345 + 678) it writes that digit ("Write 1.") only
-    with probability ``new_digit_rate``; otherwise it stops at the columns' digits and answers without it (23).
+    except that where the ones column carries (345 + 678: 5+8=13) it adds that carry into the tens column only
+    with probability ``carry_rate``; otherwise it forgets it (4+7=11 instead of 4+7+1=12) and carries on from the
+    wrong sum, to a wrong answer (1013).
 
-    A model that imitates it converges to its behaviour: greedy decoding never writes the new digit (its
-    probability is ``new_digit_rate`` < 0.5), so the SFT stage ends at the share of problems without a carry out,
-    whatever the CPU's rounding, while sampling writes it often enough for GRPO, rewarded by the verifier, to learn
-    it. ``rng`` draws the omissions.
+    A model that imitates it converges to its behaviour: greedy decoding forgets that carry every time (its
+    probability is ``carry_rate`` < 0.5), so the SFT stage ends near the share of problems without it, whatever
+    the CPU's rounding, while sampling adds it often enough for GRPO, rewarded by the verifier, to learn it.
+    ``rng`` draws the slips.
     """
-    if len(problem.answer) == max(len(str(problem.a)), len(str(problem.b))) or rng.random() < new_digit_rate:
-        return solution(problem)
-    think = scratchpad(problem).removesuffix(" Write 1.")
-    return f"<think>{think}</think><answer>{problem.answer[1:]}</answer>"
+    first = columns(problem.a, problem.b)[0]
+    slip = first.total >= 10 and len(str(max(problem.a, problem.b))) > 1 and rng.random() >= carry_rate
+    return solution(problem, slip=1 if slip else None)
 
 
 def teacher_sft_rows(problems: list[Addition], seed: int = 0) -> list[dict]:
