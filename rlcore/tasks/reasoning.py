@@ -174,7 +174,8 @@ def scratchpad(problem: Addition, level: str = DEFAULT_LEVEL, slip: int | None =
 def solution(problem: Addition, level: str = DEFAULT_LEVEL, slip: int | None = None) -> str:
     """The assistant's whole response: ``<think>scratchpad</think><answer>sum</answer>``; with a ``slip``, the
     wrong sum it leads to."""
-    return f"<think>{scratchpad(problem, level, slip)}</think><answer>{written(columns(problem.a, problem.b, slip))}</answer>"
+    answer = written(columns(problem.a, problem.b, slip))
+    return f"<think>{scratchpad(problem, level, slip)}</think><answer>{answer}</answer>"
 
 
 def rl_rows(problems: list[Addition]) -> list[dict]:

@@ -49,7 +49,7 @@ INSTALL = "pip install -e '.[reasoning-gym]'"
 
 
 class ReasoningGymError(ValueError):
-    """A ``reasoning_gym://`` address that cannot be built: a one-line message naming the config key and what is wrong."""
+    """A ``reasoning_gym://`` address that cannot be built: one line naming the config key and what is wrong."""
 
 
 def _value(text: str) -> Any:
@@ -119,6 +119,7 @@ def json_entry(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def question(entry: dict[str, Any], fmt: str) -> str:
+    """The user message: the entry's question, with R1's format instruction unless ``fmt`` is ``plain``."""
     return entry["question"] if fmt == "plain" else f"{entry['question']} {INSTRUCTION}"
 
 
@@ -144,7 +145,8 @@ def build(uri: str, cache_dir: str | Path, what: str) -> str:
     name, config, options = parse(uri, what)
     dataset = create_dataset(name, config, what)  # checks the extra, the name and the config; draws lazily
     key = f"{version('reasoning-gym')} {name} {sorted(config.items())} {sorted(options.items())}"
-    path = Path(cache_dir).expanduser().resolve() / "reasoning_gym" / f"{name}-{sha256(key.encode()).hexdigest()[:16]}.jsonl"
+    digest = sha256(key.encode()).hexdigest()[:16]
+    path = Path(cache_dir).expanduser().resolve() / "reasoning_gym" / f"{name}-{digest}.jsonl"
     if not path.exists():
         write_jsonl(rows(name, dataset, options), path)
     return str(path)
