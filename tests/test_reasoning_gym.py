@@ -5,7 +5,6 @@ end (real Ray, vLLM, FSDP): a cold start, GRPO on the dataset's verifier, and ``
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,11 +14,11 @@ from rewards.api import RewardSample, load_reward
 from rewards.r1 import extract_answer, r1_format
 from rlcore.assets import AssetError, resolve
 from rlcore.tasks import reasoning_gym as rgt
-from tests.test_e2e import read_jsonl, venv_env
+from tests.test_agents_e2e import run
+from tests.test_e2e import read_jsonl
 
 reasoning_gym = pytest.importorskip("reasoning_gym")
 
-REPO = Path(__file__).resolve().parents[1]
 CHAIN = "reasoning_gym://chain_sum?size=40&seed=7&min_terms=4&max_terms=5&max_digits=1"
 
 
@@ -105,24 +104,17 @@ SFT_DATA = "reasoning_gym://chain_sum?size=400&seed=1&min_terms=4&max_terms=5&ma
 EVAL_DATA = "reasoning_gym://chain_sum?size=16&seed=100000&min_terms=4&max_terms=5&max_digits=1"
 
 
-def train(out: Path, preset: str, *overrides: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "launch.train", "--config", preset, f"trainer.output_dir={out}",
-                           *overrides], cwd=REPO, env=venv_env(), capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-
-
 @pytest.mark.slow
 @pytest.mark.usefixtures("shared_ray")
 def test_cold_start_grpo_and_evaluate_on_a_reasoning_gym_task(tmp_path):
     """The demonstration's presets, shortened: SFT on worked solutions, GRPO whose rewards are chain_sum's own
     verifier (every logged sample's score recomputed here with reasoning-gym), then pass@k and maj@k."""
     sft = tmp_path / "sft"
-    train(sft, "launch/configs/rg_chain_sum_sft.yaml", f"data.train_files=[{SFT_DATA!r}]", "data.eval_files=[]",
-          "trainer.total_steps=40", "trainer.eval_every=0", "trainer.save_every=0")
+    run(sft, f"data.train_files=[{SFT_DATA!r}]", "data.eval_files=[]", "trainer.total_steps=40",
+        "trainer.eval_every=0", "trainer.save_every=0", preset="launch/configs/rg_chain_sum_sft.yaml")
     grpo = tmp_path / "grpo"
-    train(grpo, "launch/configs/rg_chain_sum_grpo.yaml", f"model.path={sft / 'final'}",
-          f"data.eval_files=[{EVAL_DATA!r}]", "trainer.total_steps=2", "trainer.eval_every=2", "trainer.save_every=0",
-          *SHORT)
+    run(grpo, f"model.path={sft / 'final'}", f"data.eval_files=[{EVAL_DATA!r}]", "trainer.total_steps=2",
+        "trainer.eval_every=2", "trainer.save_every=0", *SHORT, preset="launch/configs/rg_chain_sum_grpo.yaml")
     metrics = read_jsonl(grpo / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [0, 1, 2]
     assert {"reward/reasoning_gym", "reward/r1_format", "accuracy", "eval/accuracy"} <= set(metrics[2])

@@ -33,7 +33,7 @@ import json
 import re
 from collections.abc import Callable
 from hashlib import sha256
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -143,12 +143,15 @@ def build(uri: str, cache_dir: str | Path, what: str) -> str:
     """The JSONL file of a ``reasoning_gym://`` address, generated on first use and cached under a name derived
     from the whole address and reasoning-gym's version (a changed parameter or release writes a new file)."""
     name, config, options = parse(uri, what)
-    dataset = create_dataset(name, config, what)  # checks the extra, the name and the config; draws lazily
-    key = f"{version('reasoning-gym')} {name} {sorted(config.items())} {sorted(options.items())}"
+    try:
+        release = version("reasoning-gym")  # the package's metadata: a cached file needs no import of it
+    except PackageNotFoundError:
+        release = "absent"  # no such file is cached: create_dataset names the missing extra
+    key = f"{release} {name} {sorted(config.items())} {sorted(options.items())}"
     digest = sha256(key.encode()).hexdigest()[:16]
     path = Path(cache_dir).expanduser().resolve() / "reasoning_gym" / f"{name}-{digest}.jsonl"
-    if not path.exists():
-        write_jsonl(rows(name, dataset, options), path)
+    if not path.exists():  # checks the extra, the name and the config, then draws the entries
+        write_jsonl(rows(name, create_dataset(name, config, what), options), path)
     return str(path)
 
 
