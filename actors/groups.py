@@ -24,12 +24,13 @@ from actors.episodes import EnvClient
 from actors.learner import LearnerRank
 from actors.placement import SEPARATE, Colocated, Separate
 from actors.reference import ReferenceWorker
+from actors.teacher import TeacherWorker
 from actors.reward import RewardWorker
 from actors.rollout import Completion, Request, RolloutWorker
 from algorithms.base import LearnerSpec
 from rewards.api import RewardFailure, RewardSample, RewardStartError, RewardTerm, term_value
 from rlcore.batch import TOKEN_FIELDS, TRAIN_FIELDS, RolloutBatch, rank_parts, sequence_lengths, take
-from rlcore.config import Config, EnvConfig
+from rlcore.config import Config, EnvConfig, ReferenceConfig
 from rlcore.data import PromptRow
 
 
@@ -540,6 +541,44 @@ class ReferenceGroup:
             self.worker = self.actor.remote(self.cfg, self.model_path)
             self.faults["restarts"] += 1
             return ray.get(_sliced([self.worker], shipment, TOKEN_FIELDS, "logprobs")[0])
+
+
+class TeacherGroup:
+    """``count`` teacher actors (token-level distillation), each giving its top-k log-probs for a slice of the batch.
+    One that dies is replaced (its weights are the frozen ones on disk) and the step's slices computed again;
+    ``faults["restarts"]`` counts this."""
+
+    def __init__(self, cfg: Config, model_path: str, settings: ReferenceConfig, count: int):
+        self.actor = remote(TeacherWorker, settings)
+        self.args = (cfg, model_path, settings)
+        self.workers = [self.actor.remote(*self.args) for _ in range(count)]
+        self.ready = [w.__ray_ready__.remote() for w in self.workers]
+        self.faults = {"restarts": 0}
+
+    def topk(self, shipment: Shipment, k: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log-probs [B, T, k], ids [B, T, k])`` of the shipped batch (``TeacherWorker.topk``), in its order."""
+        parts, dead = self._topk(shipment, k, temperature)
+        if dead:
+            print(f"teacher worker{'s' * (len(dead) > 1)} {', '.join(map(str, dead))} died; replacing and computing "
+                  "the step's top-k again", flush=True)
+            for i in dead:
+                self.workers[i] = self.actor.remote(*self.args)
+            self.faults["restarts"] += len(dead)
+            parts, dead = self._topk(shipment, k, temperature)
+            if dead:
+                raise RuntimeError(f"teacher worker{'s' * (len(dead) > 1)} {', '.join(map(str, dead))} died twice "
+                                   "in one step")
+        return shipment.joined([v for v, _ in parts]), shipment.joined([i for _, i in parts])
+
+    def _topk(self, shipment: Shipment, k: int, temperature: float) -> tuple[list, list[int]]:
+        """Each worker's slice; the indices of the workers that died instead of answering."""
+        parts, dead = [], []
+        for i, future in enumerate(_sliced(self.workers, shipment, TOKEN_FIELDS, "topk", k=k, temperature=temperature)):
+            try:
+                parts.append(ray.get(future))
+            except ray.exceptions.RayActorError:
+                dead.append(i)
+        return parts, dead
 
 
 class ReferenceInPolicy:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from rlcore.plugins import Registry
-from rlcore.sequences import response_logprobs, response_scores, response_values
+from rlcore.sequences import response_logprobs, response_logprobs_at, response_scores, response_values
 
 if TYPE_CHECKING:
     from rlcore.batch import RolloutBatch
@@ -106,6 +106,25 @@ class UntemperedCausalLM(CausalLM):
     def __init__(self, cfg: Config, settings=None):
         super().__init__(cfg, settings)
         self.temperature = 1.0
+
+
+class DistillLM(UntemperedCausalLM):
+    """The student of token-level distillation (``algorithms.kd``). With a teacher's top-k in the batch
+    (``teacher_topk_ids`` and ``teacher_temperature``) it returns, besides the response tokens' log-probs at
+    temperature 1 (the hard labels), its log-probs at the teacher's ids (``topk_logprobs`` ``[B, T, k]``) and the
+    log of its mass on every other id (``tail_logprob``), both at the batch's distillation temperature. Without
+    one (a held-out loss), what ``causal_lm_untempered`` returns."""
+
+    outputs = ("logprobs", "topk_logprobs", "tail_logprob")
+
+    def forward(self, model, batch: RolloutBatch, wanted: tuple[str, ...] = outputs) -> dict[str, torch.Tensor]:
+        if batch.teacher_topk_ids is None or "topk_logprobs" not in wanted:
+            return super().forward(model, batch, wanted)
+        logprobs, at, rest = as_forward(model, response_logprobs_at, batch.prompt_ids, batch.response_ids,
+                                        batch.teacher_topk_ids, temperature=float(batch.teacher_temperature[0]),
+                                        pad_id=_pad_id(model), width=batch.response_mask.shape[1],
+                                        packing=self.layout)
+        return {"logprobs": logprobs, "topk_logprobs": at, "tail_logprob": rest}
 
 
 class ValueModel(ModelKind):
@@ -212,4 +231,4 @@ def _pad_id(model) -> int:
 
 
 MODELS: Registry[type] = Registry("model kind", {"causal_lm": CausalLM, "causal_lm_untempered": UntemperedCausalLM,
-                                                 "value": ValueModel, "reward": RewardModel})
+                                                 "causal_lm_kd": DistillLM, "value": ValueModel, "reward": RewardModel})

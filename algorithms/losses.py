@@ -14,6 +14,9 @@ References:
   (Bradley and Terry 1952); TRL ``RewardTrainer``.
 * Process reward model -- per-step binary cross-entropy, Lightman et al. 2023 ("Let's Verify Step by Step"),
   arXiv:2305.20050, with the soft labels of Math-Shepherd, Wang et al. 2023, arXiv:2312.08935.
+* Token-level knowledge distillation -- Hinton et al. 2015, "Distilling the Knowledge in a Neural Network",
+  arXiv:1503.02531 (forward KL between temperature-softened distributions, scaled by T^2); the generalized
+  Jensen-Shannon divergence of GKD, Agarwal et al. 2024, arXiv:2306.13649.
 
 Policy/value losses return ``(loss, metrics)`` where ``loss`` is a scalar tensor
 and ``metrics`` maps names to python floats (detached).
@@ -21,15 +24,20 @@ and ``metrics`` maps names to python floats (detached).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from rlcore.functional import aggregate_loss, masked_mean
 
-__all__ = ["bradley_terry_loss", "dpo_loss", "gspo_policy_loss", "policy_loss", "reverse_kl_loss",
-           "sequence_log_ratio", "sft_loss", "step_label_loss", "value_loss"]
+__all__ = ["KD_DIVERGENCES", "KD_TAILS", "bradley_terry_loss", "dpo_loss", "gspo_policy_loss", "kd_distributions",
+           "kd_divergence", "kd_loss", "policy_loss", "reverse_kl_loss", "sequence_log_ratio", "sft_loss",
+           "step_label_loss", "value_loss"]
 
 DPO_KINDS: tuple[str, ...] = ("sigmoid", "robust", "hinge", "ipo")
+KD_TAILS: tuple[str, ...] = ("bucket", "renormalize")
+KD_DIVERGENCES: tuple[str, ...] = ("forward", "reverse", "jsd")
 
 
 def _token_advantages(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -282,3 +290,124 @@ def step_label_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tens
     """
     losses = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")  # [B, T]
     return masked_mean(losses, mask)
+
+
+def kd_distributions(
+    student_topk: torch.Tensor,
+    student_tail: torch.Tensor,
+    teacher_topk: torch.Tensor,
+    tail: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two distributions that token-level distillation compares, as log-probs ``(student, teacher)``, ``[B, T, m]``.
+
+    ``teacher_topk`` ``[B, T, k]`` are the teacher's log-probs (full vocabulary, at temperature T) of its k most
+    likely ids, ``student_topk`` ``[B, T, k]`` the student's at the same ids and ``student_tail`` ``[B, T]`` the
+    log of the student's mass on every other id (-inf when k is the vocabulary size).
+
+    * ``bucket`` (m = k + 1): the k ids plus one "other" outcome holding the rest of the mass. The teacher's is
+      log(1 - sum_j exp(teacher_topk_j)) = log(-expm1(logsumexp(teacher_topk))), floored at log(tiny) so it is
+      never NaN or -inf when the top-k mass rounds to 1; where ``student_tail`` is -inf (k = vocab, the outcome is
+      empty) it is -inf, dropping the rounding residue.
+    * ``renormalize`` (m = k): both restricted to the k ids, p_j / sum_i p_i (a log_softmax over the k).
+
+    The teacher's side is detached.
+    """
+    teacher_topk = teacher_topk.detach()
+    if tail == "renormalize":
+        return torch.log_softmax(student_topk, dim=-1), torch.log_softmax(teacher_topk, dim=-1)
+    if tail != "bucket":
+        raise ValueError(f"unknown KD tail rule {tail!r}; expected one of {KD_TAILS}")
+    log_mass = torch.logsumexp(teacher_topk, dim=-1).clamp(max=0.0)  # [B, T]; log of the teacher's top-k mass
+    floor = math.log(torch.finfo(teacher_topk.dtype).tiny)
+    teacher_other = torch.log(-torch.expm1(log_mass)).clamp(min=floor)  # [B, T]; log(1 - mass)
+    teacher_other = torch.where(torch.isneginf(student_tail), -math.inf, teacher_other)  # [B, T]
+    student_logp = torch.cat([student_topk, student_tail.unsqueeze(-1)], dim=-1)  # [B, T, k + 1]
+    teacher_logp = torch.cat([teacher_topk, teacher_other.unsqueeze(-1)], dim=-1)  # [B, T, k + 1]
+    return student_logp, teacher_logp
+
+
+def _kl_terms(logp: torch.Tensor, logq: torch.Tensor) -> torch.Tensor:
+    # p * (log p - log q) per outcome with 0 log 0 = 0: where p = 0 both logs become 0, so the term is
+    # exactly 1 * (0 - 0) = 0 and no inf * 0 is formed, in the value or the gradient.
+    pos = ~torch.isneginf(logp)
+    logp, logq = torch.where(pos, logp, 0.0), torch.where(pos, logq, 0.0)
+    return logp.exp() * (logp - logq)
+
+
+def kd_divergence(
+    student_logp: torch.Tensor,
+    teacher_logp: torch.Tensor,
+    divergence: str,
+    beta: float = 0.5,
+) -> torch.Tensor:
+    """Per-position divergence between two distributions given as log-probs ``[B, T, m]``, summed over m: ``[B, T]``.
+
+    With p_t, p_s the teacher's and the student's probabilities:
+
+        forward: KL(p_t || p_s) = sum p_t (log p_t - log p_s)        (Hinton et al. 2015; mean-seeking)
+        reverse: KL(p_s || p_t) = sum p_s (log p_s - log p_t)        (mode-seeking)
+        jsd:     beta KL(p_t || M) + (1 - beta) KL(p_s || M),  M = beta p_t + (1 - beta) p_s   (GKD, 0 < beta < 1)
+
+    with 0 log 0 = 0: an outcome of zero probability on the weighting side adds exactly 0, and an outcome that
+    both sides give zero probability (the bucket's "other" when k = vocab) is dropped; neither yields NaN, in the
+    value or the gradient. log M = logaddexp(log beta + log p_t, log(1 - beta) + log p_s). At beta = 0.5 the JSD
+    is symmetric and at most log 2. Gradients reach ``student_logp`` only (the teacher's side is detached).
+    """
+    if divergence not in KD_DIVERGENCES:
+        raise ValueError(f"unknown KD divergence {divergence!r}; expected one of {KD_DIVERGENCES}")
+    if divergence == "jsd" and not 0.0 < beta < 1.0:
+        raise ValueError(f"jsd needs 0 < beta < 1, got {beta}")
+    teacher_logp = teacher_logp.detach()
+    empty = torch.isneginf(teacher_logp) & torch.isneginf(student_logp)  # [B, T, m]
+    t = torch.where(empty, 0.0, teacher_logp)  # [B, T, m]; finite stand-ins, their terms are zeroed below
+    s = torch.where(empty, 0.0, student_logp)  # [B, T, m]
+    if divergence == "forward":
+        terms = _kl_terms(t, s)
+    elif divergence == "reverse":
+        terms = _kl_terms(s, t)
+    else:
+        log_m = torch.logaddexp(t + math.log(beta), s + math.log1p(-beta))  # [B, T, m]
+        terms = beta * _kl_terms(t, log_m) + (1 - beta) * _kl_terms(s, log_m)
+    return torch.where(empty, 0.0, terms).sum(dim=-1)  # [B, T]
+
+
+def kd_loss(
+    student_topk: torch.Tensor,
+    student_tail: torch.Tensor,
+    teacher_topk: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    divergence: str = "forward",
+    beta: float = 0.5,
+    tail: str = "bucket",
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Token-level knowledge distillation on the teacher's top k: the token-mean divergence times T^2.
+
+        L = T^2 * sum_{i,t} D(p_s[i, t], p_t[i, t]) * m[i, t] / sum_{i,t} m[i, t]
+
+    with D = ``kd_divergence(*kd_distributions(...), divergence, beta)``. The inputs are log-probs at
+    temperature T (log_softmax(logits / T)); the T^2 factor keeps the gradient's size independent of T
+    (Hinton et al. 2015). Shapes: ``student_topk``/``teacher_topk`` ``[B, T, k]``, ``student_tail``/``mask``
+    ``[B, T]``. Padding (mask 0) may hold any finite values: it is replaced by zeros before any math, so it
+    changes nothing and gets zero gradient; an all-zero mask gives 0. The teacher gets no gradient.
+    Metrics: ``kd_loss``, ``kd_divergence`` (the token mean of D, without T^2), ``topk_mass`` and
+    ``teacher_topk_mass`` (token means of the student's / teacher's mass on the teacher's k ids), ``temperature``.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    keep = mask.bool()  # [B, T]
+    student_topk = torch.where(keep.unsqueeze(-1), student_topk, 0.0)  # [B, T, k]
+    teacher_topk = torch.where(keep.unsqueeze(-1), teacher_topk.detach(), 0.0)  # [B, T, k]
+    student_tail = torch.where(keep, student_tail, 0.0)  # [B, T]
+    div = kd_divergence(*kd_distributions(student_topk, student_tail, teacher_topk, tail), divergence, beta)  # [B, T]
+    loss = aggregate_loss(div, mask, "token-mean") * temperature**2
+    with torch.no_grad():
+        metrics = {
+            "kd_loss": loss.item(),
+            "kd_divergence": masked_mean(div, mask).item(),
+            "topk_mass": masked_mean(student_topk.exp().sum(dim=-1), mask).item(),
+            "teacher_topk_mass": masked_mean(teacher_topk.exp().sum(dim=-1), mask).item(),
+            "temperature": float(temperature),
+        }
+    return loss, metrics

@@ -7,10 +7,11 @@ from __future__ import annotations
 from algorithms.base import Algorithm
 from algorithms.dpo import DPO, OnlineDPO
 from algorithms.grpo import GRPO
+from algorithms.kd import KD
 from algorithms.ppo import PPO
 from algorithms.reward_models import ORM, PRM
 from algorithms.sft import SFT, DistillSFT, OnPolicyDistill, RejectionSFT
 from rlcore.plugins import Registry
 
 ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", {cls.name: cls for cls in (
-    GRPO, PPO, DPO, OnlineDPO, SFT, RejectionSFT, DistillSFT, OnPolicyDistill, ORM, PRM)})
+    GRPO, PPO, DPO, OnlineDPO, SFT, RejectionSFT, DistillSFT, OnPolicyDistill, KD, ORM, PRM)})

@@ -230,15 +230,26 @@ def as_kwargs(options: Any) -> dict[str, Any]:
     return dict(options)
 
 
-def check_same_vocab(model_path: str, other_path: str, key: str) -> None:
-    """Token-level roles (a reference, a teacher's log-probs) must share the policy's vocabulary. Raises ``AssetError``."""
+def check_same_vocab(model_path: str, other_path: str, key: str, instead: str = "") -> None:
+    """Token-level roles (a reference, a teacher's log-probs) must share the policy's vocabulary. Raises ``AssetError``
+    (naming ``instead``, an algorithm that works across tokenizers, when given)."""
     from transformers import AutoTokenizer
 
     if model_path == other_path:
         return
     if AutoTokenizer.from_pretrained(model_path).get_vocab() != AutoTokenizer.from_pretrained(other_path).get_vocab():
+        hint = f"; use algorithm.name={instead}, which works across tokenizers" if instead else ""
         raise AssetError(f"{key}: the tokenizer of {other_path} differs from that of model.path={model_path}; "
-                         "token log-probs can only be compared under one vocabulary")
+                         f"token log-probs can only be compared under one vocabulary{hint}")
+
+
+def same_vocab_folders(options: object, cache: str):
+    """``(path, key, instead)`` for each model folder among an algorithm's ``options`` that must share the policy's
+    vocabulary (fields with ``same_vocab`` metadata, its value the algorithm to use instead)."""
+    for f in dataclasses.fields(options) if dataclasses.is_dataclass(options) else ():
+        instead, value = f.metadata.get("same_vocab"), getattr(options, f.name)
+        if instead and isinstance(value, str):
+            yield resolve(value, cache, f"algorithm.{f.name}"), f"algorithm.{f.name}", instead
 
 
 def prepare(plan: Plan) -> Data:
@@ -326,12 +337,14 @@ def check_prompt_budget(budget: int, found: tuple[int, str] | None) -> None:
 def render(plan: Plan, data: Data) -> Data:
     """``prepare``'s second half: the source's checks that need the tokenizer (``check``, if it has one), the prompts
     rendered with the model's tokenizer (a chat template, the system prompt) and their lengths checked; a reference
-    model's vocabulary checked against the policy's."""
+    model's vocabulary, and a teacher's that gives token log-probs (``same_vocab``), checked against the policy's."""
     from transformers import AutoTokenizer
 
     cfg, dc = plan.cfg, plan.cfg.data
     if cfg.reference.path is not None:
         check_same_vocab(cfg.model.path, cfg.reference.path, "reference.path")
+    for path, key, instead in same_vocab_folders(getattr(plan.algorithm, "options", None), cfg.trainer.cache_dir):
+        check_same_vocab(cfg.model.path, path, key, instead)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
     check = getattr(plan.source, "check", None)  # a source's own checks that need the tokenizer
     if check is not None:

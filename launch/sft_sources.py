@@ -86,6 +86,11 @@ def example_batch(rows: list, encoded: list[tuple[list[int], list[int], list[flo
         metadata=[row.metadata for row in rows], scores=torch.zeros(size))
 
 
+def sft_examples(rows: list[SFTRow], tokenizer, system_prompt: str | None, tools: list[dict] | None) -> RolloutBatch:
+    """SFT rows tokenized and masked (``SFTSource.encode``) as a batch of examples (``example_batch``)."""
+    return example_batch(rows, [SFTSource.encode(row, tokenizer, system_prompt, tools) for row in rows], tokenizer)
+
+
 def prompt_row(row: SFTRow, tokenizer, system_prompt: str | None, tools: list[dict] | None = None) -> PromptRow:
     """The row's prompt, rendered as the rollout workers generate from it (with the ``env`` section's ``tools``),
     with its answer."""
@@ -182,8 +187,7 @@ class SFTSource:
             raise DataError(f"{row.source}: {exc}") from None
 
     def examples(self, rows: list[SFTRow]) -> RolloutBatch:
-        encoded = [self.encode(row, self.tokenizer, self.cfg.data.system_prompt, self.tools) for row in rows]
-        return example_batch(rows, encoded, self.tokenizer)
+        return sft_examples(rows, self.tokenizer, self.cfg.data.system_prompt, self.tools)
 
     def collect(self, step: int) -> Collected:
         from launch.sources import Collected

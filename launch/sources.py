@@ -300,10 +300,11 @@ class PreferenceSource:
 
 
 # SFT and distillation (launch/sft_sources.py: they import the helpers above where they use them)
+from launch.kd_source import KDSource
 from launch.rm_sources import RewardPairSource, StepLabelSource
 from launch.sft_sources import SampledSFTSource, SFTSource, TeacherSFTSource
 
 SOURCES: Registry[type] = Registry("source", {"rollout": RolloutSource, "preferences": PreferenceSource,
                                               "sft": SFTSource, "sampled_sft": SampledSFTSource,
                                               "teacher_sft": TeacherSFTSource, "reward_pairs": RewardPairSource,
-                                              "step_labels": StepLabelSource})
+                                              "step_labels": StepLabelSource, "kd": KDSource})

@@ -18,6 +18,9 @@ from rlcore.tasks.arithmetic import preference_rows, split_problems, write_jsonl
 
 SCHEME = "local://"
 REASONING_MODEL = "tiny-qwen2-reason"
+SMALL_REASONING_MODEL = "tiny-qwen2-reason-small"
+"""The reasoning model with half its layers (about half its parameters) and the same tokenizer: a distillation
+student of the reasoning model."""
 AGENT_MODEL = "tiny-qwen2-agent"
 
 
@@ -47,6 +50,12 @@ def _reasoning_model(path: Path) -> None:
     from rlcore.reasoning_model import make_reasoning_model
 
     make_reasoning_model(path)
+
+
+def _small_reasoning_model(path: Path) -> None:
+    from rlcore.reasoning_model import ReasoningModelSpec, make_reasoning_model
+
+    make_reasoning_model(path, ReasoningModelSpec(num_layers=2))
 
 
 def _agent_model(path: Path) -> None:
@@ -83,6 +92,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "arithmetic-prefs-train.jsonl": _prefs_train,
     "arithmetic-prefs-test.jsonl": _prefs_test,
     REASONING_MODEL: _reasoning_model,
+    SMALL_REASONING_MODEL: _small_reasoning_model,
     "reasoning-train.jsonl": _reasoning(0, reasoning.rl_rows),
     "reasoning-test.jsonl": _reasoning(1, reasoning.rl_rows),
     "reasoning-sft-train.jsonl": _reasoning(0, reasoning.sft_rows),
@@ -96,7 +106,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "multiply-sft-train.jsonl": _multiply(0, multiply.sft_rows),
     "multiply-sft-test.jsonl": _multiply(1, multiply.sft_rows),
 }
-MODELS = ("tiny-qwen2-arith", REASONING_MODEL, AGENT_MODEL)
+MODELS = ("tiny-qwen2-arith", REASONING_MODEL, SMALL_REASONING_MODEL, AGENT_MODEL)
 """Assets whose builder checks its own cache marker, so it runs on every ``resolve`` (data files are built once)."""
 
 

@@ -27,7 +27,8 @@ import torch
 TOKEN_FIELDS = ("prompt_ids", "response_ids", "response_mask")
 """What a forward pass over the responses needs: the reference's and every learner group's."""
 TRAIN_FIELDS = TOKEN_FIELDS + ("group_ids", "scores", "rollout_logprobs", "ref_logprobs", "old_logprobs", "values",
-                               "advantages", "returns", "step_labels", "step_mask")
+                               "advantages", "returns", "step_labels", "step_mask", "teacher_topk_logprobs",
+                               "teacher_topk_ids", "teacher_temperature")
 """What a learner group's update may read: never the texts, which only the driver and the reward workers use."""
 
 
@@ -101,6 +102,14 @@ class RolloutBatch:
     step_mask: torch.Tensor | None = None
     """[B, T] fp32: 1 at the last token of each step, where a reward model's score is read (an outcome reward model:
     the response's last token), 0 elsewhere. Set by the reward-model sources."""
+
+    teacher_topk_logprobs: torch.Tensor | None = None
+    """[B, T, k] fp32: a teacher's k largest log-probs at each response position, of its whole-vocabulary
+    distribution at ``teacher_temperature`` (token-level distillation). Set by the ``kd`` source."""
+    teacher_topk_ids: torch.Tensor | None = None
+    """[B, T, k] int32: the token ids of ``teacher_topk_logprobs``."""
+    teacher_temperature: torch.Tensor | None = None
+    """[B] fp32: the distillation temperature the teacher's top-k were computed at."""
 
     def __len__(self) -> int:
         for f in dataclasses.fields(self):
@@ -242,7 +251,7 @@ def trim(batch: RolloutBatch) -> RolloutBatch:
     cut = {}
     for f in dataclasses.fields(batch):
         value = getattr(batch, f.name)
-        if isinstance(value, torch.Tensor) and value.dim() == 2:
+        if isinstance(value, torch.Tensor) and value.dim() >= 2:  # [B, T] and [B, T, k]
             cut[f.name] = value[:, :width]
     return dataclasses.replace(batch, **cut)
 
@@ -281,9 +290,10 @@ def run_ids(group_ids: torch.Tensor) -> torch.Tensor:
 
 
 def _pad_to(t: torch.Tensor, width: int) -> torch.Tensor:
+    """``[B, T, ...]`` right-padded with zeros along T to ``width``."""
     if t.dim() < 2 or t.shape[1] == width:
         return t
-    return torch.nn.functional.pad(t, (0, width - t.shape[1]))
+    return torch.nn.functional.pad(t, (0, 0) * (t.dim() - 2) + (0, width - t.shape[1]))
 
 
 def pad_2d(rows: list[list[float]], dtype: torch.dtype = torch.float32, width: int | None = None) -> torch.Tensor:

@@ -240,6 +240,35 @@ def chunked_logprobs(
     return torch.cat(logprobs), (torch.cat(entropy) if with_entropy else None)
 
 
+def topk_logprobs(logits: torch.Tensor, k: int, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest log-probs of ``softmax(logits / temperature)`` per row and their token ids, ``([N, k] fp32,
+    [N, k] int32)`` for ``logits [N, V]``, largest first. ``k <= 0`` or ``k >= V``: the whole vocabulary. The
+    log-probs are normalised over the whole vocabulary, so ``1 - sum(exp(.))`` is the mass left outside."""
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    logp = logits - torch.logsumexp(logits, dim=-1, keepdim=True)  # [N, V]
+    values, ids = logp.topk(logp.shape[-1] if k <= 0 else min(k, logp.shape[-1]), dim=-1)
+    return values, ids.to(torch.int32)
+
+
+def logprobs_at(logits: torch.Tensor, ids: torch.Tensor,
+                temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of ``softmax(logits / temperature)`` at given token ids and the log of the mass on every other
+    id: ``([N, k], [N])`` for ``logits [N, V]`` and ``ids [N, k]`` (distinct within a row), fp32. The other mass is
+    -inf (without a gradient) when the ids cover the vocabulary."""
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    total = torch.logsumexp(logits, dim=-1)  # [N]
+    ids = ids.long()
+    at = torch.gather(logits, -1, ids) - total.unsqueeze(-1)  # [N, k]
+    if ids.shape[-1] >= logits.shape[-1]:
+        return at, torch.full_like(total, float("-inf"))
+    rest = logits.scatter(-1, ids, float("-inf"))  # every row keeps V - k > 0 finite entries
+    return at, torch.logsumexp(rest, dim=-1) - total
+
+
 def truncated_is_weights(
     logprobs: torch.Tensor, rollout_logprobs: torch.Tensor, mask: torch.Tensor, level: str, cap: float
 ) -> tuple[torch.Tensor, dict[str, float]]:

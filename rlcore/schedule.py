@@ -21,3 +21,11 @@ def lr_multiplier(step: int, warmup: int, total: int, schedule: str = "constant"
     progress = min(1.0, (step - warmup) / (total - warmup))
     shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if schedule == "cosine" else 1.0 - progress
     return min_ratio + (1.0 - min_ratio) * shape
+
+
+def anneal(start: float, end: float, step: int, total: int, schedule: str = "linear") -> float:
+    """A value going from ``start`` at step 1 to ``end`` at step ``total`` (1-based): in a straight line
+    (``linear``), or along half a cosine (``cosine``: slow at both ends); ``end`` past ``total``."""
+    if total <= 1:
+        return end
+    return end + (start - end) * lr_multiplier(step - 1, 0, total - 1, schedule)

@@ -35,7 +35,13 @@ from dataclasses import dataclass
 
 import torch
 
-from rlcore.functional import chunked_logprobs, entropy_from_logits, logprobs_from_logits
+from rlcore.functional import (
+    chunked_logprobs,
+    entropy_from_logits,
+    logprobs_at,
+    logprobs_from_logits,
+    topk_logprobs,
+)
 
 
 @dataclass
@@ -64,10 +70,10 @@ class Layout:
                       self.rows, self.cols, self.targets.to(device), self.shape)
 
     def scatter(self, values: torch.Tensor | None) -> torch.Tensor | None:
-        """``[R]`` values per response token as ``[B, T]``, 0 where no response token is."""
+        """``[R, ...]`` values per response token as ``[B, T, ...]``, 0 where no response token is."""
         if values is None:
             return None
-        out = values.new_zeros(self.shape)
+        out = values.new_zeros(self.shape + tuple(values.shape[1:]))
         out[self.rows.to(values.device), self.cols.to(values.device)] = values
         return out
 
@@ -227,6 +233,36 @@ def response_logprobs(
         logprobs = logprobs_from_logits(logits, lay.targets, temperature)
         entropy = entropy_from_logits(logits, temperature) if with_entropy else None
     return lay.scatter(logprobs), lay.scatter(entropy)
+
+
+def response_topk(model: torch.nn.Module, prompt_ids: list[list[int]], response_ids: list[list[int]], *, k: int,
+                  temperature: float, pad_id: int, width: int, packing: str = "padded",
+                  chunk_tokens: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """A teacher's ``k`` most likely next tokens at every response position: ``(log-probs [B, T, k] fp32, ids
+    [B, T, k] int32)`` of ``softmax(logits / temperature)`` over the whole vocabulary (``topk_logprobs``), 0 on
+    padding; ``chunk_tokens`` positions' fp32 logits at a time (0: all at once)."""
+    lay = layout_on(model, prompt_ids, response_ids, pad_id, width, packing)
+    logits = read_outputs(model, lay)  # [R, V]
+    step = chunk_tokens or max(len(logits), 1)
+    parts = [topk_logprobs(logits[a:a + step], k, temperature) for a in range(0, len(logits), step)]
+    if not parts:
+        n = logits.shape[-1] if k <= 0 else min(k, logits.shape[-1])
+        parts = [(logits.new_zeros(0, n, dtype=torch.float32), torch.zeros(0, n, dtype=torch.int32))]
+    return lay.scatter(torch.cat([v for v, _ in parts])), lay.scatter(torch.cat([i for _, i in parts]))
+
+
+def response_logprobs_at(model: torch.nn.Module, prompt_ids: list[list[int]], response_ids: list[list[int]],
+                         ids: torch.Tensor, *, temperature: float, pad_id: int, width: int,
+                         packing: str = "padded") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A student's view of a teacher's top-k (token-level distillation): ``(logprobs [B, T], at_ids [B, T, k],
+    rest [B, T])``, fp32, 0 on padding: the log-probs of the response tokens at temperature 1 (the hard labels),
+    and under ``softmax(logits / temperature)`` the log-probs at ``ids`` (``[B, T, k]``, the teacher's ids at each
+    position) and the log of the mass on all other ids (``rlcore.functional.logprobs_at``)."""
+    lay = layout_on(model, prompt_ids, response_ids, pad_id, width, packing)
+    logits = read_outputs(model, lay)  # [R, V]
+    at, rest = logprobs_at(logits, ids.to(logits.device)[lay.rows.to(logits.device), lay.cols.to(logits.device)],
+                           temperature)
+    return lay.scatter(logprobs_from_logits(logits, lay.targets)), lay.scatter(at), lay.scatter(rest)
 
 
 def response_values(model: torch.nn.Module, prompt_ids: list[list[int]], response_ids: list[list[int]], *,

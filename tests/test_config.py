@@ -161,8 +161,8 @@ def test_core_config_knows_no_plugin():
         (["data.length_target_mode=exact"], "unknown key 'data.length_target_mode'; allowed under 'data': train_files"),
         # the algorithm and its options
         (["algorithm.name=nope"], "algorithm.name='nope' is not a registered algorithm; registered: distill_sft, dpo, "
-                                  "grpo, on_policy_distill, online_dpo, orm, ppo, prm, rejection_sft, sft (or give an import "
-                                  "path 'module:Class')"),
+                                  "grpo, kd, on_policy_distill, online_dpo, orm, ppo, prm, rejection_sft, sft (or give an "
+                                  "import path 'module:Class')"),
         (["algorithm.name=no_such_pkg_xyz:Algo"], "algorithm.name='no_such_pkg_xyz:Algo': no module named 'no_such_pkg_xyz'"),
         (["algorithm.name=algorithms.grpo:Nope"], "algorithm.name='algorithms.grpo:Nope': module 'algorithms.grpo' has "
                                                   "no attribute 'Nope'"),
@@ -284,7 +284,7 @@ def test_registered_user_algorithm(monkeypatch):
     monkeypatch.setitem(ALGORITHMS.entries, "scaled", ScaledAdvantage)  # as ALGORITHMS.register would, undone after
     plan = configure(None, ["algorithm.name=scaled", "algorithm.factor=4"])
     assert type(plan.algorithm) is ScaledAdvantage and plan.algorithm.options.factor == 4.0
-    with pytest.raises(ConfigError, match="registered: distill_sft, dpo, grpo, on_policy_distill, online_dpo, orm, ppo, prm, rejection_sft, scaled, sft"):
+    with pytest.raises(ConfigError, match="registered: distill_sft, dpo, grpo, kd, on_policy_distill, online_dpo, orm, ppo, prm, rejection_sft, scaled, sft"):
         configure(None, ["algorithm.name=nope"])
     with pytest.raises(ValueError, match="algorithm 'scaled' is already registered"):
         ALGORITHMS.register("scaled", GRPO)

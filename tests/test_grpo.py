@@ -21,7 +21,7 @@ def outputs(logprobs, entropy=None):
 
 def test_registry():
     assert ALGORITHMS.resolve("grpo", "algorithm.name") is GRPO and GRPO.name == "grpo"
-    assert ALGORITHMS.names() == ["distill_sft", "dpo", "grpo", "on_policy_distill", "online_dpo", "orm", "ppo", "prm",
+    assert ALGORITHMS.names() == ["distill_sft", "dpo", "grpo", "kd", "on_policy_distill", "online_dpo", "orm", "ppo", "prm",
                                   "rejection_sft", "sft"]
     assert ALGORITHMS.resolve("algorithms.grpo:GRPO", "algorithm.name") is GRPO  # an import path works too
     with pytest.raises(ValueError, match="algorithm 'grpo' is already registered"):

@@ -1,0 +1,41 @@
+"""TeacherWorker: a frozen teacher that gives its top-k next-token log-probs at every response position.
+
+Token-level distillation (``algorithms.kd``) runs it as ``algorithm.teacher_workers`` Ray actors of their own
+(``actors.groups.TeacherGroup``), each scoring a slice of the batch. It returns only the k largest log-probs and
+their ids, ``[B, T, k]`` each: never the ``[B, T, V]`` logits.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from actors.models import CausalLM, autocast, set_threads
+from rlcore.batch import RolloutBatch, micro_batches
+from rlcore.config import Config, ReferenceConfig
+from rlcore.sequences import response_topk
+
+
+class TeacherWorker:
+    def __init__(self, cfg: Config, model_path: str, settings: ReferenceConfig):
+        """``settings``: the reference's kind of settings (``algorithms.kd.KD.teacher_settings``): micro-batch size,
+        mixed precision, packing, logits chunk, threads."""
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        set_threads(settings.num_threads, device)
+        self.kind = CausalLM(cfg, settings)
+        self.model = self.kind.build(model_path, device).eval().requires_grad_(False)
+        self.micro_batch_size, self.mixed_precision = settings.micro_batch_size, settings.mixed_precision
+
+    @torch.no_grad()
+    def topk(self, batch: RolloutBatch, k: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log-probs [B, T, k] fp32, ids [B, T, k] int32)``: at each response position the teacher's ``k`` most
+        likely tokens under ``softmax(logits / temperature)`` (``k <= 0``: the whole vocabulary), 0 on padding."""
+        width = batch.response_mask.shape[1]
+        values, ids = [], []
+        with autocast(self.model.device, self.mixed_precision):
+            for micro in micro_batches(batch, self.micro_batch_size):
+                v, i = response_topk(self.model, micro.prompt_ids, micro.response_ids, k=k, temperature=temperature,
+                                     pad_id=self.model.config.pad_token_id or 0, width=width,
+                                     packing=self.kind.layout, chunk_tokens=self.kind.chunk_tokens)
+                values.append(v.cpu())
+                ids.append(i.cpu())
+        return torch.cat(values), torch.cat(ids)
