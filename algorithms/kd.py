@@ -119,6 +119,9 @@ class KD(AlgorithmBase):
         if o.teacher_workers < 1 or size % o.teacher_workers:
             raise ConfigError(f"algorithm.teacher_workers={o.teacher_workers} must divide the {size} sequences of a "
                               "step (data.prompts_per_step × samples per prompt)")
+        if o.lmbda > 0 and cfg.rollout.max_staleness > 0:
+            raise ConfigError(f"algorithm.lmbda={o.lmbda} samples the student with its newest weights before each "
+                              f"on-policy step: set rollout.max_staleness=0 (it is {cfg.rollout.max_staleness})")
         if cfg.reference.enabled:
             raise ConfigError("kd trains without a reference policy (the teacher is its own worker): set "
                               "reference.enabled=false")

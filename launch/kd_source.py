@@ -109,6 +109,9 @@ class KDSource:
                 sampler = self.student_rollout() if on_policy else self.teacher_rollout
                 batch = sampler.generate([self.prompt(r) for r in rows], self.algorithm.group_size(), seed)
                 batch.rollout_logprobs = None  # at rollout.temperature: not what the student's loss compares
+                batch.scores = torch.zeros(len(batch))  # nothing scores them: the teacher's distribution is the target
+                if not on_policy:
+                    batch.policy_version = None  # the teacher's samples: never stale
             else:
                 batch = self.examples(rows)
         temperature = self.algorithm.temperature(step)

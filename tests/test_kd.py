@@ -128,13 +128,14 @@ def kd_plan(cache_dir, *overrides):
     ("algorithm.top_k=-1", "algorithm.top_k=-1 must be >= 0"),
     ("algorithm.teacher_workers=3", "algorithm.teacher_workers=3 must divide the 16 sequences of a step"),
     ("reference.enabled=true", "set reference.enabled=false"),
+    ("algorithm.lmbda=0.5 rollout.max_staleness=1", "set rollout.max_staleness=0"),
     ("algorithm.teacher_path=null", "algorithm.teacher_path is not set"),
 ])
 def test_bad_options_are_one_line_errors_naming_the_key(cache_dir, override, message):
     from rlcore.config import ConfigError
 
     with pytest.raises(ConfigError) as err:
-        kd_plan(cache_dir, override)
+        kd_plan(cache_dir, *override.split())
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
@@ -227,11 +228,12 @@ def assert_teacher_top_k_arrived_unchanged(records: list[dict], teacher_path: st
         for i, (p, r) in enumerate(zip(rec["prompt_ids"], rec["response_ids"])):
             with torch.no_grad():
                 logits = teacher(torch.tensor([p + r])).logits[0, len(p) - 1:len(p) + len(r) - 1]
-            top = torch.log_softmax(logits / temperature, -1).topk(k, -1)
-            assert torch.allclose(rec["values"][i, :len(r)], top.values, atol=1e-4)
-            same = rec["ids"][i, :len(r)].long() == top.indices
-            ties = (top.values[:, 1:] - top.values[:, :-1]).abs() < 1e-6  # equal log-probs may come in either order
-            assert same.all() or bool(ties.any())
+            full = torch.log_softmax(logits / temperature, -1)  # [len(r), V]
+            values, ids = rec["values"][i, :len(r)], rec["ids"][i, :len(r)].long()
+            assert torch.allclose(values, full.topk(k, -1).values, atol=1e-4)  # the k largest, largest first
+            # each id carries its own log-prob (near-equal ones may come in either order)
+            assert torch.allclose(full.gather(-1, ids), values, atol=1e-4)
+            assert (ids.sort(-1).values[:, 1:] != ids.sort(-1).values[:, :-1]).all()  # k distinct ids
             checked += 1
     assert checked > 0
 
@@ -271,17 +273,22 @@ def test_off_policy_kd_learns_the_teacher_and_its_top_k_reach_the_learner_unchan
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("shared_ray")
-def test_on_policy_kd_trains_on_the_student_samples_scored_by_the_teacher(tmp_path, cache_dir, peaked_teacher):
-    """lmbda=1 (GKD on-policy): every step samples the student on vLLM, synced after each update; the teacher scores
-    those samples, and the learner receives them with the teacher's top-k; the student is evaluated greedily."""
+def test_kd_on_the_teacher_samples_and_the_student_samples_mixed_by_lmbda(tmp_path, cache_dir, peaked_teacher):
+    """sequences=teacher, lmbda=0.5 (GKD's mix): with trainer.seed 0 the draws make steps 2 and 3 on-policy (the
+    student sampled on vLLM, synced after each update) and steps 1 and 4 the teacher's samples (its own vLLM
+    workers); the teacher actors score every sequence, and the learner receives them with the teacher's whole
+    distribution (top_k=0) unchanged; the student and the teacher are evaluated greedily."""
     out = tmp_path / "gkd"
-    run_kd(out, cache_dir, peaked_teacher, "trainer.total_steps=3", "trainer.eval_every=3", "data.max_eval_prompts=8",
-           "algorithm.lmbda=1", "algorithm.divergence=jsd", "algorithm.top_k=0", "rollout.max_new_tokens=24")
+    run_kd(out, cache_dir, peaked_teacher, "trainer.total_steps=4", "trainer.eval_every=4", "data.max_eval_prompts=8",
+           "algorithm.sequences=teacher", "algorithm.lmbda=0.5", "algorithm.divergence=jsd", "algorithm.top_k=0",
+           "rollout.n=2", "rollout.max_new_tokens=24", "data.train_files=[local://reasoning-train.jsonl]",
+           "data.eval_files=[local://reasoning-test.jsonl]", "data.answer_key=reward_model.ground_truth")
     rows = [r for r in metrics(out) if "actor/kd_loss" in r]
-    assert [r["kd/on_policy"] for r in rows] == [1.0, 1.0, 1.0]
-    assert "eval/accuracy" in metrics(out)[-1]
+    assert [r["kd/on_policy"] for r in rows] == [0.0, 1.0, 1.0, 0.0]
+    assert {"eval/accuracy", "eval/teacher_accuracy"} <= set(metrics(out)[-1])
     records = received(out)
     vocab = records[0]["ids"].shape[-1]
     assert vocab > 300  # top_k=0: the whole vocabulary
-    assert all(len(r) <= 24 for rec in records for r in rec["response_ids"])  # the student's samples (the data's are longer)
-    assert_teacher_top_k_arrived_unchanged(records[:1], peaked_teacher, vocab)
+    assert sum(len(rec["response_ids"]) for rec in records) == 4 * 16 * 2  # 16 prompts x 2 samples a step
+    assert all(len(r) <= 24 for rec in records for r in rec["response_ids"])  # sampled (the data's are longer)
+    assert_teacher_top_k_arrived_unchanged(records[:1] + records[-1:], peaked_teacher, vocab)

@@ -56,6 +56,21 @@ def test_sft_rows_are_worked_solutions_the_verifier_accepts(tmp_path):
         rgt.chain_sum_solution({**entry, "answer": "5"})
 
 
+def test_an_imperfect_teacher_drops_the_sign_of_a_total_turning_negative_at_the_slip_rate(tmp_path):
+    entry = {"answer": "-2", "metadata": {"expression": "4 - 1 - 7 + 2"}}
+    assert rgt.chain_sum_solution(entry, 1.0) == "<think>4-1=3. 3-7=4. 4+2=6.</think><answer>6</answer>"
+    assert rgt.chain_sum_solution({**entry, "metadata": {"expression": "-4 - 1 + 2"}, "answer": "-3"}, 1.0) == (
+        "<think>-4-1=-5. -5+2=-3.</think><answer>-3</answer>")  # already negative: no crossing, no slip
+    address = "reasoning_gym://chain_sum?size=400&seed=1&min_terms=4&max_terms=5&max_digits=1&rows=sft"
+    right, slipped = rows_of(address, tmp_path), rows_of(address + "&slip=0.5", tmp_path)
+    crossing = [i for i, row in enumerate(right) if rgt.chain_sum_solution(row["reasoning_gym"]["entry"], 1.0)
+                != row["messages"][1]["content"]]
+    changed = [i for i, (a, b) in enumerate(zip(right, slipped)) if a["messages"] != b["messages"]]
+    assert set(changed) <= set(crossing) and 0.35 < len(changed) / len(crossing) < 0.65
+    assert all(slipped[i]["answer"] == right[i]["answer"] for i in changed)  # the reference answer stays right
+    assert rows_of(address + "&slip=0.5", tmp_path) == slipped  # seeded by the expression
+
+
 def test_the_term_calls_each_datasets_own_score_answer(tmp_path):
     chain = rows_of(CHAIN, tmp_path)[0]
     other = rows_of("reasoning_gym://basic_arithmetic?size=4&seed=3", tmp_path)[0]
@@ -79,6 +94,9 @@ def test_the_term_calls_each_datasets_own_score_answer(tmp_path):
                                           "allow_negation, max_digits"),
     ("reasoning_gym://chain_sum?min_terms=-1", "min_terms must be positive"),
     ("reasoning_gym://chain_sum?rows=dpo", "rows=dpo is not one of rl, sft"),
+    ("reasoning_gym://chain_sum?rows=sft&slip=1.5", "slip=1.5 is not a probability in [0, 1]"),
+    ("reasoning_gym://chain_sum?rows=sft&slip=often", "slip=often is not a probability in [0, 1]"),
+    ("reasoning_gym://chain_sum?slip=0.5", "slip=0.5 makes the worked solutions' teacher imperfect: it needs rows=sft"),
     ("reasoning_gym://leg_counting?rows=sft", "rows=sft needs worked solutions, written here for chain_sum only"),
     ("reasoning_gym://chain_sum?size", "the query is not key=value"),
     ("reasoning_gym://", "names no dataset"),

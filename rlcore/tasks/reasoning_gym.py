@@ -21,7 +21,8 @@ file whose rows carry their entry, so that the ``reasoning_gym`` reward term
 Query parameters: ``size`` and ``seed`` (reasoning-gym's own, defaults 500 and
 0), ``format`` (``r1`` or ``plain``), ``rows`` (``rl``: prompts, the default;
 ``sft``: cold-start conversations with worked solutions, for the datasets in
-``SOLVERS``), and every other one is a field of the dataset's config class,
+``SOLVERS``), ``slip`` (with ``rows=sft``: the probability of the worked
+solutions' one systematic mistake, an imperfect teacher; default 0), and every other one is a field of the dataset's config class,
 parsed as JSON when it parses (``3``, ``true``, ``[1, 2]``) and as text otherwise.
 A wrong name or value stops the run with one line naming it.
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import re
 from collections.abc import Callable
 from hashlib import sha256
@@ -69,7 +71,7 @@ def parse(uri: str, what: str) -> tuple[str, dict[str, Any], dict[str, str]]:
     if not name:
         raise ReasoningGymError(f"{what}: {uri} names no dataset; e.g. {SCHEME}chain_sum?size=1000&seed=1")
     config: dict[str, Any] = {"size": 500, "seed": 0}
-    options = {"format": "r1", "rows": "rl"}
+    options = {"format": "r1", "rows": "rl", "slip": "0"}
     try:
         pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
     except ValueError as exc:
@@ -82,6 +84,15 @@ def parse(uri: str, what: str) -> tuple[str, dict[str, Any], dict[str, str]]:
     for key, allowed in (("format", FORMATS), ("rows", ROWS)):
         if options[key] not in allowed:
             raise ReasoningGymError(f"{what}: {uri}: {key}={options[key]} is not one of {', '.join(allowed)}")
+    try:
+        slip = float(options["slip"])
+    except ValueError:
+        slip = -1.0
+    if not 0.0 <= slip <= 1.0:
+        raise ReasoningGymError(f"{what}: {uri}: slip={options['slip']} is not a probability in [0, 1]")
+    if slip and options["rows"] != "sft":
+        raise ReasoningGymError(f"{what}: {uri}: slip={options['slip']} makes the worked solutions' teacher "
+                                "imperfect: it needs rows=sft")
     if options["rows"] == "sft" and name not in SOLVERS:
         raise ReasoningGymError(f"{what}: {uri}: rows=sft needs worked solutions, written here for "
                                 f"{', '.join(sorted(SOLVERS))} only; give your own SFT file for {name}")
@@ -132,7 +143,7 @@ def rows(name: str, dataset, options: dict[str, str]) -> list[dict[str, Any]]:
         row = {"answer": str(entry["answer"]), "data_source": f"reasoning_gym/{name}",
                "reasoning_gym": {"dataset": name, "entry": entry}}
         if options["rows"] == "sft":
-            row["messages"] = [user, {"role": "assistant", "content": SOLVERS[name](entry)}]
+            row["messages"] = [user, {"role": "assistant", "content": SOLVERS[name](entry, float(options["slip"]))}]
         else:
             row["prompt"] = [user]
         out.append(row)
@@ -141,13 +152,16 @@ def rows(name: str, dataset, options: dict[str, str]) -> list[dict[str, Any]]:
 
 def build(uri: str, cache_dir: str | Path, what: str) -> str:
     """The JSONL file of a ``reasoning_gym://`` address, generated on first use and cached under a name derived
-    from the whole address and reasoning-gym's version (a changed parameter or release writes a new file)."""
+    from the whole address and reasoning-gym's version (a changed parameter or release writes a new file), and for
+    SFT rows ``SOLUTIONS_VERSION``."""
     name, config, options = parse(uri, what)
     try:
         release = version("reasoning-gym")  # the package's metadata: a cached file needs no import of it
     except PackageNotFoundError:
         release = "absent"  # no such file is cached: create_dataset names the missing extra
     key = f"{release} {name} {sorted(config.items())} {sorted(options.items())}"
+    if options["rows"] == "sft":
+        key += f" solutions v{SOLUTIONS_VERSION}"  # a changed worked solution writes a new file
     digest = sha256(key.encode()).hexdigest()[:16]
     path = Path(cache_dir).expanduser().resolve() / "reasoning_gym" / f"{name}-{digest}.jsonl"
     if not path.exists():  # checks the extra, the name and the config, then draws the entries
@@ -160,23 +174,33 @@ def build(uri: str, cache_dir: str | Path, what: str) -> str:
 _TERM = re.compile(r"\s*([+-])\s*(\d+)")
 
 
-def chain_sum_solution(entry: dict[str, Any]) -> str:
+def chain_sum_solution(entry: dict[str, Any], slip: float = 0.0) -> str:
     """``chain_sum``'s worked solution, left to right, one operation per step::
 
         4 - 1 - 7  ->  <think>4-1=3. 3-7=-4.</think><answer>-4</answer>
+
+    ``slip`` > 0 makes an imperfect teacher: where a step's result is negative while the total before it was
+    not, it drops the minus sign with that probability (``3-7=4.``) and goes on from the wrong total, so the
+    answer is wrong too. The draw is seeded by the expression: the same entry always gets the same solution.
     """
     expression = entry["metadata"]["expression"].strip()
     first = re.match(r"-?\d+", expression)
-    total, steps = int(first.group()), []
+    total, steps, slipped = int(first.group()), [], False
+    rng = random.Random(expression)
     for op, digits in _TERM.findall(expression[first.end():]):
         new = total + int(digits) if op == "+" else total - int(digits)
+        if slip and new < 0 <= total and rng.random() < slip:
+            new, slipped = -new, True
         steps.append(f"{total}{op}{digits}={new}.")
         total = new
-    if str(total) != str(entry["answer"]):
+    if not slipped and str(total) != str(entry["answer"]):
         raise ReasoningGymError(f"chain_sum: the worked solution of {expression!r} gives {total}, "
                                 f"the entry says {entry['answer']}")
     return f"<think>{' '.join(steps)}</think><answer>{total}</answer>"
 
 
-SOLVERS: dict[str, Callable[[dict[str, Any]], str]] = {"chain_sum": chain_sum_solution}
-"""Datasets whose ``rows=sft`` rows this module can write: name -> the entry's whole assistant response."""
+SOLUTIONS_VERSION = 1
+"""Raised with every change to what ``SOLVERS`` write: part of an SFT file's cache key."""
+SOLVERS: dict[str, Callable[[dict[str, Any], float], str]] = {"chain_sum": chain_sum_solution}
+"""Datasets whose ``rows=sft`` rows this module can write: name -> the entry's whole assistant response (given the
+``slip`` option, an imperfect teacher's mistake rate)."""
