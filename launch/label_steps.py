@@ -4,7 +4,12 @@ Math-Shepherd (Wang et al. 2023, "Math-Shepherd: Verify and Reinforce LLMs
 Step-by-step without Human Annotations", https://arxiv.org/abs/2312.08935) labels
 a step by what follows it: from the end of the step the policy writes
 ``label.completions`` (k) completions, and the step is as good as the share of
-them that reach the right answer. For the first ``label.prompts`` prompts of
+them that reach the right answer. A completion goes on from the token ids the
+policy sampled, up to the token that completes the step
+(``rlcore.test_time.sampled_step_ends``), never from the steps re-encoded: a
+boundary re-encoded on its own is a token sequence the policy does not write
+(``". "`` + ``"Write"`` where it wrote ``"."`` + ``" Write"``), and its
+continuations, so the labels, would be biased. For the first ``label.prompts`` prompts of
 ``data.train_files``, the policy at ``model.path`` samples ``label.samples``
 responses each (the rollout workers), cut into steps at ``eval.step_delimiter``;
 every step but the last is completed k times, the preset's accuracy term
@@ -36,7 +41,7 @@ from launch.train import exit_process, parse_args, plan_data_and_ray
 from rewards.api import RewardStartError
 from rlcore.config import Config
 from rlcore.data import PromptRow
-from rlcore.test_time import encode_steps, split_steps
+from rlcore.test_time import sampled_step_ends, split_steps
 
 
 OUTPUTS = Outputs("launch.label_steps", ("steps-train.jsonl", "steps-test.jsonl", "pairs-train.jsonl",
@@ -70,12 +75,13 @@ def label(evaluation: Evaluation, cfg: Config, rows: list[PromptRow]) -> tuple[l
     lc, tok = cfg.label, evaluation.tokenizer
     batch = evaluation.rollout.generate(rows, n=lc.samples, seed=lc.seed)
     correct = evaluation.correct(batch)
-    samples = []  # (problem, sample index, steps, step-encoded ids, step ends)
+    decode = lambda ids: tok.decode(ids, skip_special_tokens=True)  # noqa: E731
+    samples = []  # (problem, sample index, steps, the sampled ids, the token that completes each step)
     for i, text in enumerate(batch.responses):
         steps = split_steps(text, cfg.eval.step_delimiter)
         if steps:
-            ids, ends = encode_steps(steps, lambda s: tok.encode(s, add_special_tokens=False))
-            samples.append((i // lc.samples, i, steps, ids, ends))
+            ids = list(batch.response_ids[i])  # continued as sampled: never re-encoded step by step
+            samples.append((i // lc.samples, i, steps, ids, sampled_step_ends(ids, steps, decode)))
     limit = cfg.rollout.max_new_tokens
     requests = [Request(evaluation.prompt_ids[p] + ids[:end + 1], n=lc.completions, temperature=cfg.rollout.temperature,
                         top_p=cfg.rollout.top_p, max_tokens=max(1, limit - end - 1))
@@ -85,8 +91,8 @@ def label(evaluation: Evaluation, cfg: Config, rows: list[PromptRow]) -> tuple[l
     problems, token_ids, texts = [], [], []
     at = 0
     for p, _, steps, ids, ends in samples:
-        for s, end in enumerate(ends[:-1]):
-            prefix = "".join(steps[:s + 1])
+        for end in ends[:-1]:
+            prefix = decode(ids[:end + 1])
             for c in completions[at]:
                 problems.append(p)
                 token_ids.append(ids[:end + 1] + c.token_ids)

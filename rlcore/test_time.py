@@ -202,6 +202,27 @@ def encode_steps(steps: Sequence[str], encode: Callable[[str], list[int]]) -> tu
     return ids, ends
 
 
+def sampled_step_ends(ids: Sequence[int], steps: Sequence[str], decode: Callable[[list[int]], str]) -> list[int]:
+    """For each of a response's ``steps`` (its text cut by ``split_steps``), the index in the token ids the policy
+    sampled, ``ids``, of the token that completes the step: the first whose decoded prefix (``decode``) holds the
+    text of every step up to it. A continuation from ``ids[:end + 1]`` goes on from exactly what the policy wrote;
+    where a token straddles a boundary (``"."`` then ``" Write"`` across ``". "``), it goes on after that token.
+    A step the ids never complete ends at the last token."""
+    ends, low, total = [], 0, 0
+    for step in steps:
+        total += len(step)
+        lo, hi = low, max(len(ids) - 1, low)
+        while lo < hi:  # decoded lengths grow with the prefix: the first long enough
+            mid = (lo + hi) // 2
+            if len(decode(list(ids[:mid + 1]))) >= total:
+                hi = mid
+            else:
+                lo = mid + 1
+        ends.append(lo)
+        low = lo
+    return ends
+
+
 def aggregate_steps(scores: Sequence[float], how: str = "min") -> float:
     """One response score from its per-step scores (each in [0, 1]): ``min``, ``last``, ``mean`` or ``prod``."""
     if how not in AGGREGATES:

@@ -174,3 +174,69 @@ def test_within_problem_accuracy_ranks_only_responses_to_the_same_problem():
     easy_hard = [0.9, 0.9, 0.9, 0.1, 0.1, 0.1]
     assert within_problem_accuracy(easy_hard, [0, 0, 0, 1, 1, 1], [True, True, False, True, False, False])[0] == 0.5
     assert within_problem_accuracy([0.3, 0.4], [0, 1], [True, False])[1] == 0  # no pair within a problem
+
+
+# ---- Monte-Carlo step labels continue from the sampled tokens (launch.label_steps) -----------------------------
+SAMPLED = "<think>5+8=13. Write 3, carry 1. 1+4+7=12.</think><answer>123</answer>"
+
+
+@pytest.fixture(scope="module")
+def reasoning_tokenizer(cache_dir):
+    from transformers import AutoTokenizer
+
+    from rlcore.assets import resolve
+
+    return AutoTokenizer.from_pretrained(resolve("local://tiny-qwen2-reason", cache_dir, "model.path"))
+
+
+def test_sampled_step_ends_find_the_token_completing_each_step(reasoning_tokenizer):
+    from rlcore.test_time import sampled_step_ends, split_steps
+
+    tok = reasoning_tokenizer
+    ids = tok.encode(SAMPLED, add_special_tokens=False) + [tok.eos_token_id]
+    steps = split_steps(SAMPLED, ". ")
+    ends = sampled_step_ends(ids, steps, lambda x: tok.decode(x, skip_special_tokens=True))
+    assert ends == sorted(ends) and ends[-1] <= len(ids) - 1
+    for s, end in enumerate(ends):
+        text = "".join(steps[:s + 1])
+        assert tok.decode(ids[:end + 1], skip_special_tokens=True).startswith(text)
+        assert len(tok.decode(ids[:end], skip_special_tokens=True)) < len(text)  # the first token that does
+    assert tok.decode(ids[ends[0]:ends[0] + 1]) == " Write"  # it straddles ". " | "Write": the step ends after it
+
+
+def test_step_labels_continue_from_the_policy_sampled_ids_not_the_steps_re_encoded(reasoning_tokenizer):
+    """Re-encoding "... 13. " and "Write ..." one by one gives ids the policy never wrote ("." " " "Write" against its
+    "." " Write"): every Monte-Carlo continuation must start from a prefix of the sampled ids."""
+    from types import SimpleNamespace
+
+    from launch.label_steps import label
+    from rlcore.config import load_config
+    from rlcore.test_time import encode_steps, split_steps
+
+    tok = reasoning_tokenizer
+    sampled = tok.encode(SAMPLED, add_special_tokens=False) + [tok.eos_token_id]
+    reencoded, _ = encode_steps(split_steps(SAMPLED, ". "), lambda s: tok.encode(s, add_special_tokens=False))
+    assert reencoded != sampled[:len(reencoded)]  # the defect this guards against is real for this tokenizer
+    prompt = [7, 8, 9]
+    asked = []
+
+    class Rollout:
+        def generate(self, rows, n, seed):
+            return SimpleNamespace(responses=[SAMPLED] * n, response_ids=[list(sampled)] * n)
+
+        def complete(self, requests, seed):
+            asked.extend(requests)
+            return [[SimpleNamespace(token_ids=[5], text="5")] * r.n for r in requests]
+
+    evaluation = SimpleNamespace(tokenizer=tok, rollout=Rollout(), prompt_ids=[prompt],
+                                 correct=lambda batch: [True] * len(batch.responses) if hasattr(batch, "responses")
+                                 else [True] * len(batch),
+                                 batch=lambda problems, ids, texts: SimpleNamespace(responses=texts, ids=ids))
+    cfg = load_config(None, ["label.samples=1", "label.completions=2", "eval.step_delimiter='. '"])
+    rows = [SimpleNamespace(prompt="p", answer="123", index=0)]
+    step_rows, _ = label(evaluation, cfg, rows)
+    assert len(asked) == 2  # the two steps before the last
+    for request in asked:
+        continued = request.prompt_ids[len(prompt):]
+        assert request.prompt_ids[:len(prompt)] == prompt and continued == sampled[:len(continued)]
+    assert step_rows[0]["steps"] == split_steps(SAMPLED, ". ") and step_rows[0]["soft_labels"] == [1.0, 1.0, 1.0]
