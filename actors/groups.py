@@ -24,9 +24,9 @@ from actors.episodes import EnvClient
 from actors.learner import LearnerRank
 from actors.placement import SEPARATE, Colocated, Separate
 from actors.reference import ReferenceWorker
-from actors.teacher import TeacherWorker
 from actors.reward import RewardWorker
 from actors.rollout import Completion, Request, RolloutWorker
+from actors.teacher import TeacherWorker
 from algorithms.base import LearnerSpec
 from rewards.api import RewardFailure, RewardSample, RewardStartError, RewardTerm, term_value
 from rlcore.batch import TOKEN_FIELDS, TRAIN_FIELDS, RolloutBatch, rank_parts, sequence_lengths, take
