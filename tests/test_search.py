@@ -148,7 +148,8 @@ class FakeRollout:
         self.batch = None
 
     def generate(self, rows, n, seed=None):
-        self.batch = SimpleNamespace(responses=["g. b. x", "g. g. x"] * len(rows))
+        responses = ["g. b. x", "g. g. x"] * len(rows)
+        self.batch = SimpleNamespace(responses=responses, response_ids=[[ord(c) for c in r] for r in responses])
         return self.batch
 
     def complete(self, requests, seed=None):
@@ -161,7 +162,8 @@ def test_monte_carlo_labels_with_a_fake_rollout():
 
     rollout = FakeRollout()
     evaluation = SimpleNamespace(
-        tokenizer=SimpleNamespace(encode=lambda s, add_special_tokens=False: [ord(c) for c in s]),
+        tokenizer=SimpleNamespace(encode=lambda s, add_special_tokens=False: [ord(c) for c in s],
+                                  decode=lambda ids, skip_special_tokens=True: "".join(map(chr, ids))),
         prompt_ids=[[1], [2]], rollout=rollout,
         batch=lambda problems, ids, texts: SimpleNamespace(responses=texts),
         correct=lambda batch: [False, True] * 2 if batch is rollout.batch else [t.endswith("ok") for t in batch.responses])
