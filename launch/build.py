@@ -9,12 +9,15 @@ source and the data transforms. Both run before any actor starts and raise
 one-line errors (``ConfigError``, ``AssetError``, ``DataError``) naming the key,
 file or row.
 
-Two kinds of field metadata in a plug-in's ``Options`` let this module check
+Three kinds of field metadata in a plug-in's ``Options`` let this module check
 what it knows nothing about: ``{"model_folder": True}`` (or a hint saying how to
 make one) marks a Hugging Face model folder, resolved and checked in ``load``
-like ``model.path``; ``{"reward_args": "<field>"}`` marks a field naming another
-reward, resolved in ``configure`` with its keyword arguments, held in
-``<field>``, parsed into that reward's own ``Options`` (L1's ``accuracy``).
+like ``model.path``; ``{"same_vocab": "<algorithm>"}`` marks an algorithm's model
+folder that must share the policy's vocabulary, checked in ``render`` (the error
+names the algorithm to use instead: ``kd``'s teacher points to ``distill_sft``);
+``{"reward_args": "<field>"}`` marks a field naming another reward, resolved in
+``configure`` with its keyword arguments, held in ``<field>``, parsed into that
+reward's own ``Options`` (L1's ``accuracy``).
 Everything after receives built objects: the driver, the sources and the roles
 never look a plug-in up.
 """
