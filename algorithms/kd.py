@@ -80,6 +80,11 @@ class KDOptions:
     """Micro-batches of the student by a token budget, as sft's; null: learner.micro_batch_size sequences each."""
 
 
+def samples_per_prompt(cfg: Config, o: KDOptions) -> int:
+    """Sequences per prompt: 1 from the data set, ``rollout.n`` sampled (by the teacher, or the student)."""
+    return 1 if o.sequences == "data" else cfg.rollout.n
+
+
 class KD(AlgorithmBase):
     """Token-level distillation from a teacher's top-k next-token log-probs, mixed with the hard-label NLL."""
 
@@ -115,7 +120,7 @@ class KD(AlgorithmBase):
                 raise ConfigError(f"algorithm.{key}={value} must be > 0")
         if o.top_k < 0:
             raise ConfigError(f"algorithm.top_k={o.top_k} must be >= 0 (0: the whole vocabulary)")
-        size = cfg.data.prompts_per_step * (1 if o.sequences == "data" else cfg.rollout.n)
+        size = cfg.data.prompts_per_step * samples_per_prompt(cfg, o)
         if o.teacher_workers < 1 or size % o.teacher_workers:
             raise ConfigError(f"algorithm.teacher_workers={o.teacher_workers} must divide the {size} sequences of a "
                               "step (data.prompts_per_step × samples per prompt)")
@@ -127,8 +132,7 @@ class KD(AlgorithmBase):
                               "reference.enabled=false")
 
     def group_size(self) -> int:
-        """Sequences per prompt: 1 from the data set, ``rollout.n`` sampled (by the teacher, or the student)."""
-        return 1 if self.options.sequences == "data" else self.cfg.rollout.n
+        return samples_per_prompt(self.cfg, self.options)
 
     def learners(self) -> dict[str, LearnerSpec]:
         """The student (``causal_lm_kd``), its micro-batch losses weighted by their tokens; no pass before the

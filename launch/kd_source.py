@@ -19,7 +19,6 @@ NLL of their responses); the teacher's greedy accuracy once, as
 
 from __future__ import annotations
 
-import random
 from typing import TYPE_CHECKING
 
 import torch
@@ -98,12 +97,12 @@ class KDSource:
 
     def collect(self, step: int) -> Collected:
         from actors.groups import Shipment
-        from launch.sources import Collected, timed
+        from launch.sources import Collected, sampling_seed, timed
 
         o, stats = self.algorithm.options, {}
         on_policy = self.algorithm.on_policy(step)
         rows = self.sampler.batch(step)
-        seed = random.Random(f"{self.cfg.trainer.seed}/{step}/0").getrandbits(31)
+        seed = sampling_seed(self.cfg.trainer.seed, step)
         with timed(stats, "time/rollout"):
             if on_policy or o.sequences == "teacher":
                 sampler = self.student_rollout() if on_policy else self.teacher_rollout

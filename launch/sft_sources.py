@@ -24,7 +24,6 @@ A step's examples are each a group of their own.
 
 from __future__ import annotations
 
-import random
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -253,13 +252,13 @@ class SampledSFTSource:
         Round ``draw`` of step ``step`` draws its own prompts (``PromptSampler.batch(step, draw)``) and sampling
         seed, so a resumed run repeats it; a batch short after the last round repeats its examples in order.
         """
-        from launch.sources import Collected, reward_stats, timed
+        from launch.sources import Collected, reward_stats, sampling_seed, timed
 
         size = self.cfg.data.prompts_per_step * self.algorithm.group_size()
         stats: dict[str, float] = {}
         parts, first, generated, tokens, passed, kept = [], None, 0, 0, 0, 0
         for draw in range(self.algorithm.max_sampling_rounds()):
-            seed = random.Random(f"{self.cfg.trainer.seed}/{step}/{draw}").getrandbits(31)
+            seed = sampling_seed(self.cfg.trainer.seed, step, draw)
             with timed(stats, "time/rollout"):
                 batch = self.rollout.generate(self.sampler.batch(step, draw), self.cfg.rollout.n, seed)
             with timed(stats, "time/reward"):

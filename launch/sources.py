@@ -97,6 +97,12 @@ def timed(timings: dict[str, float], name: str):
     timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 
+def sampling_seed(seed: int, step: int, draw: int = 0) -> int:
+    """The sampling seed of round ``draw`` of step ``step`` in a run seeded ``seed`` (``trainer.seed``): the same
+    on a resumed run, different for every step and round."""
+    return random.Random(f"{seed}/{step}/{draw}").getrandbits(31)
+
+
 def reward_stats(batch: RolloutBatch, accuracy_term: str) -> dict[str, float]:
     """Rewards (total, each term and part), accuracy and response lengths of a scored batch."""
     lengths = batch.response_mask.sum(-1)
@@ -187,7 +193,7 @@ class RolloutSource:
         per_step, stats = self.cfg.data.prompts_per_step, {}
         kept, dropped, first, generated = [], [], None, 0
         for draw in range(self.algorithm.max_sampling_rounds()):
-            seed = random.Random(f"{self.cfg.trainer.seed}/{step}/{draw}").getrandbits(31)
+            seed = sampling_seed(self.cfg.trainer.seed, step, draw)
             with timed(stats, "time/rollout"):
                 batch = self.rollout.generate(self.sampler.batch(step, draw), self.cfg.rollout.n, seed)
             generated += batch.num_response_tokens

@@ -244,10 +244,7 @@ def response_topk(model: torch.nn.Module, prompt_ids: list[list[int]], response_
     lay = layout_on(model, prompt_ids, response_ids, pad_id, width, packing)
     logits = read_outputs(model, lay)  # [R, V]
     step = chunk_tokens or max(len(logits), 1)
-    parts = [topk_logprobs(logits[a:a + step], k, temperature) for a in range(0, len(logits), step)]
-    if not parts:
-        n = logits.shape[-1] if k <= 0 else min(k, logits.shape[-1])
-        parts = [(logits.new_zeros(0, n, dtype=torch.float32), torch.zeros(0, n, dtype=torch.int32))]
+    parts = [topk_logprobs(logits[a:a + step], k, temperature) for a in range(0, max(len(logits), 1), step)]
     return lay.scatter(torch.cat([v for v, _ in parts])), lay.scatter(torch.cat([i for _, i in parts]))
 
 
