@@ -555,25 +555,30 @@ class TeacherGroup:
         self.ready = [w.__ray_ready__.remote() for w in self.workers]
         self.faults = {"restarts": 0}
 
-    def topk(self, shipment: Shipment, k: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(log-probs [B, T, k], ids [B, T, k])`` of the shipped batch (``TeacherWorker.topk``), in its order."""
-        parts, dead = self._topk(shipment, k, temperature)
+    def topk(self, shipment: Shipment, k: int, temperature: float,
+             hidden_layers: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(log-probs [B, T, k], ids [B, T, k], hidden [B, T, L, H] or None)`` of the shipped batch
+        (``TeacherWorker.topk``), in its order."""
+        parts, dead = self._topk(shipment, k, temperature, hidden_layers)
         if dead:
             print(f"teacher worker{'s' * (len(dead) > 1)} {', '.join(map(str, dead))} died; replacing and computing "
                   "the step's top-k again", flush=True)
             for i in dead:
                 self.workers[i] = self.actor.remote(*self.args)
             self.faults["restarts"] += len(dead)
-            parts, dead = self._topk(shipment, k, temperature)
+            parts, dead = self._topk(shipment, k, temperature, hidden_layers)
             if dead:
                 raise RuntimeError(f"teacher worker{'s' * (len(dead) > 1)} {', '.join(map(str, dead))} died twice "
                                    "in one step")
-        return shipment.joined([v for v, _ in parts]), shipment.joined([i for _, i in parts])
+        values, ids, hidden = zip(*parts)
+        return shipment.joined(list(values)), shipment.joined(list(ids)), \
+            shipment.joined(list(hidden)) if hidden_layers else None
 
-    def _topk(self, shipment: Shipment, k: int, temperature: float) -> tuple[list, list[int]]:
+    def _topk(self, shipment: Shipment, k: int, temperature: float, hidden_layers: tuple[int, ...]) -> tuple[list, list[int]]:
         """Each worker's slice; the indices of the workers that died instead of answering."""
         parts, dead = [], []
-        for i, future in enumerate(_sliced(self.workers, shipment, TOKEN_FIELDS, "topk", k=k, temperature=temperature)):
+        for i, future in enumerate(_sliced(self.workers, shipment, TOKEN_FIELDS, "topk", k=k, temperature=temperature,
+                                           hidden_layers=hidden_layers)):
             try:
                 parts.append(ray.get(future))
             except ray.exceptions.RayActorError:

@@ -84,7 +84,7 @@ class LearnerRank:
                  world_size: int, reference_path: str | None = None):
         self.cfg, self.algorithm, self.name, self.spec = cfg, algorithm, name, spec
         self.settings = spec.settings
-        self.kind = model_cls(cfg, spec.settings)
+        self.kind = model_cls(cfg, spec.settings, **spec.model_options)
         self.model_path = spec.model_path or cfg.model.path
         self.rank, self.world_size = rank, world_size
         self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
@@ -276,9 +276,10 @@ class LearnerRank:
         self.transfer.send_weights()
 
     def merged(self, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``sd`` under the base model's names, the LoRA adapter (if any) merged in: W + lora_alpha / lora_rank · BA."""
+        """``sd`` under the base model's names, the LoRA adapter (if any) merged in: W + lora_alpha / lora_rank · BA;
+        without the modules only the model kind's training uses (``ModelKind.weights``)."""
         s = self.settings
-        return merge_lora(sd, s.lora_alpha / s.lora_rank) if s.lora_rank else sd
+        return self.kind.weights(merge_lora(sd, s.lora_alpha / s.lora_rank) if s.lora_rank else sd)
 
     def gathered(self) -> dict[str, torch.Tensor] | None:
         """Every parameter gathered whole on rank 0 under the module's own names (peft's, with an adapter). Collective."""

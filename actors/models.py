@@ -11,8 +11,13 @@ the run's config and the role's settings (``learner``, ``algorithm.critic`` or
 * ``forward(model, batch, wanted) -> {name: [B, T] tensor}`` for the response
   tokens of ``batch`` (its ``prompt_ids``, ``response_ids``, ``response_mask``),
   computing only the outputs in ``wanted``,
+* ``weights(state_dict)``: the trained module's weights less any module only training
+  uses (``causal_lm_kd``'s projections), which ``save`` and the rollout workers take,
 * ``save(state_dict, source_path, out_dir)``: write the weights as a folder that
   ``build`` (and, for the policy, vLLM) loads.
+
+A kind takes the run's config, the role's settings and, as keyword arguments, the
+algorithm's ``LearnerSpec.model_options``.
 """
 
 from __future__ import annotations
@@ -69,6 +74,11 @@ class ModelKind:
             attn_implementation=attention)
         return model.to(device)
 
+    def weights(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The weights the exported model and the rollout workers take, out of the trained module's ``state_dict``:
+        all of them, except a kind's modules that only its training uses."""
+        return state_dict
+
     def save(self, state_dict: dict[str, torch.Tensor], source_path: str, out_dir: str) -> None:
         """The weights as a Hugging Face folder in ``model.dtype`` (with the tokenizer when ``with_tokenizer``)."""
         import transformers
@@ -113,18 +123,57 @@ class DistillLM(UntemperedCausalLM):
     (``teacher_topk_ids`` and ``teacher_temperature``) it returns, besides the response tokens' log-probs at
     temperature 1 (the hard labels), its log-probs at the teacher's ids (``topk_logprobs`` ``[B, T, k]``) and the
     log of its mass on every other id (``tail_logprob``), both at the batch's distillation temperature. Without
-    one (a held-out loss), what ``causal_lm_untempered`` returns."""
+    one (a held-out loss), what ``causal_lm_untempered`` returns.
 
-    outputs = ("logprobs", "topk_logprobs", "tail_logprob")
+    With ``hidden_layers`` (``[student_layer, teacher_layer]`` pairs) and the teacher's states in the batch
+    (``teacher_hidden``) it also returns ``hidden`` ``[B, T, L, H_teacher]``: its states of those layers at the
+    same positions, each through a linear projection to the teacher's width, learned with the student (none when
+    the widths are equal). The projections live in the trained module as ``kd_projection`` (sharded, optimised and
+    checkpointed with it) and are dropped from what is exported and synced to the rollout workers (``weights``).
+    """
+
+    outputs = ("logprobs", "topk_logprobs", "tail_logprob", "hidden")
+    projection = "kd_projection"
+
+    def __init__(self, cfg: Config, settings=None, hidden_layers: list[list[int]] = (), teacher_path: str | None = None):
+        super().__init__(cfg, settings)
+        self.student_layers = tuple(pair[0] for pair in hidden_layers)
+        self.teacher_path, self.cache_dir = teacher_path, cfg.trainer.cache_dir
+
+    def build(self, path: str, device: torch.device | str = "cpu", dtype: str | None = None) -> torch.nn.Module:
+        model = super().build(path, device, dtype)
+        if self.student_layers:
+            from rlcore.assets import resolve
+
+            ours = model.config.hidden_size
+            theirs = self.config(resolve(self.teacher_path, self.cache_dir, "algorithm.teacher_path")).hidden_size
+            make = (lambda: torch.nn.Identity()) if ours == theirs else (lambda: torch.nn.Linear(ours, theirs, bias=False))
+            projections = torch.nn.ModuleList(make() for _ in self.student_layers)
+            model.add_module(self.projection, projections.to(device, getattr(torch, dtype or self.dtype)))
+        return model
+
+    def weights(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in state_dict.items() if not k.startswith(self.projection + ".")}
 
     def forward(self, model, batch: RolloutBatch, wanted: tuple[str, ...] = outputs) -> dict[str, torch.Tensor]:
         if batch.teacher_topk_ids is None or "topk_logprobs" not in wanted:
             return super().forward(model, batch, wanted)
-        logprobs, at, rest = as_forward(model, response_logprobs_at, batch.prompt_ids, batch.response_ids,
-                                        batch.teacher_topk_ids, temperature=float(batch.teacher_temperature[0]),
-                                        pad_id=_pad_id(model), width=batch.response_mask.shape[1],
-                                        packing=self.layout)
-        return {"logprobs": logprobs, "topk_logprobs": at, "tail_logprob": rest}
+        logprobs, at, rest, hidden = as_forward(model, self._view, batch)
+        out = {"logprobs": logprobs, "topk_logprobs": at, "tail_logprob": rest}
+        return out if hidden is None else {**out, "hidden": hidden}
+
+    def _view(self, model, batch: RolloutBatch):
+        """``response_logprobs_at`` and, with the teacher's states in the batch, the projected hidden states; run as
+        the model's forward (``as_forward``), so the projections' sharded weights are gathered too."""
+        layers = self.student_layers if batch.teacher_hidden is not None else ()
+        logprobs, at, rest, hidden = response_logprobs_at(
+            model, batch.prompt_ids, batch.response_ids, batch.teacher_topk_ids,
+            temperature=float(batch.teacher_temperature[0]), pad_id=_pad_id(model),
+            width=batch.response_mask.shape[1], packing=self.layout, hidden_layers=layers)
+        if hidden is not None:
+            projections = getattr(model, self.projection)
+            hidden = torch.stack([project(hidden[:, :, i]) for i, project in enumerate(projections)], 2)
+        return logprobs, at, rest, hidden
 
 
 class ValueModel(ModelKind):

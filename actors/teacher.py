@@ -2,7 +2,8 @@
 
 Token-level distillation (``algorithms.kd``) runs it as ``algorithm.teacher_workers`` Ray actors of their own
 (``actors.groups.TeacherGroup``), each scoring a slice of the batch. It returns only the k largest log-probs and
-their ids, ``[B, T, k]`` each: never the ``[B, T, V]`` logits.
+their ids, ``[B, T, k]`` each: never the ``[B, T, V]`` logits; and, for hidden-state alignment, the hidden states of
+chosen layers at the same positions.
 """
 
 from __future__ import annotations
@@ -26,16 +27,20 @@ class TeacherWorker:
         self.micro_batch_size, self.mixed_precision = settings.micro_batch_size, settings.mixed_precision
 
     @torch.no_grad()
-    def topk(self, batch: RolloutBatch, k: int, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(log-probs [B, T, k] fp32, ids [B, T, k] int32)``: at each response position the teacher's ``k`` most
-        likely tokens under ``softmax(logits / temperature)`` (``k <= 0``: the whole vocabulary), 0 on padding."""
+    def topk(self, batch: RolloutBatch, k: int, temperature: float,
+             hidden_layers: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(log-probs [B, T, k] fp32, ids [B, T, k] int32, hidden)``: at each response position the teacher's ``k``
+        most likely tokens under ``softmax(logits / temperature)`` (``k <= 0``: the whole vocabulary), 0 on padding;
+        ``hidden``: its hidden states of ``hidden_layers`` there, ``[B, T, L, H]`` bf16 (half fp32's traffic), None
+        without layers."""
         width = batch.response_mask.shape[1]
-        values, ids = [], []
+        parts = []
         with autocast(self.model.device, self.mixed_precision):
             for micro in micro_batches(batch, self.micro_batch_size):
-                v, i = response_topk(self.model, micro.prompt_ids, micro.response_ids, k=k, temperature=temperature,
-                                     pad_id=self.model.config.pad_token_id or 0, width=width,
-                                     packing=self.kind.layout, chunk_tokens=self.kind.chunk_tokens)
-                values.append(v.cpu())
-                ids.append(i.cpu())
-        return torch.cat(values), torch.cat(ids)
+                parts.append(response_topk(self.model, micro.prompt_ids, micro.response_ids, k=k,
+                                           temperature=temperature, pad_id=self.model.config.pad_token_id or 0,
+                                           width=width, packing=self.kind.layout,
+                                           chunk_tokens=self.kind.chunk_tokens, hidden_layers=tuple(hidden_layers)))
+        values, ids, hidden = zip(*parts)
+        return (torch.cat(values).cpu(), torch.cat(ids).cpu(),
+                torch.cat(hidden).to("cpu", torch.bfloat16) if hidden_layers else None)

@@ -79,6 +79,9 @@ class LearnerSpec:
     """Micro-batches by a token budget: each mini-batch is sorted by length (prompt + response), longest first, and
     cut into micro-batches of at most this many padded tokens (samples × the longest), each cut to its own longest
     response; a longer sample is a micro-batch of its own. None: ``settings.micro_batch_size`` samples each, in order."""
+    model_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the model kind, besides the config and ``settings`` (``causal_lm_kd``'s hidden-state
+    alignment: its layer pairs and the teacher's path)."""
     loss_weight: str = "samples"
     """How the micro-batch losses of a mini-batch add up: each weighted by its share of the mini-batch's ``samples``
     (right for a mean over samples), or of its ``tokens`` (response-mask tokens: a token-mean loss then has exactly

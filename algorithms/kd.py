@@ -17,6 +17,11 @@ of the mass as one more outcome (``tail: bucket``) or dropped and both
 renormalised (``tail: renormalize``). Both need the same vocabulary: a
 teacher with another tokenizer is refused in one line, pointing to
 ``distill_sft``, which works across tokenizers.
+
+Optionally (``hidden_layers``), TinyBERT's hidden-state alignment (Jiao et al.
+2020, arXiv:1909.10351): the teacher also returns its hidden states of chosen
+layers, and an MSE pulls the student's, through a learned linear projection when
+the widths differ, towards them (``algorithms.losses.hidden_mse``).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import TYPE_CHECKING, ClassVar, Optional
 import torch
 
 from algorithms.base import AlgorithmBase, LearnerSpec, Outputs
-from algorithms.losses import KD_DIVERGENCES, KD_TAILS, kd_loss, sft_loss
+from algorithms.losses import KD_DIVERGENCES, KD_TAILS, hidden_mse, kd_loss, sft_loss
 from algorithms.sft import check_budget
 from rlcore.assets import resolve
 from rlcore.config import ConfigError
@@ -76,8 +81,25 @@ class KDOptions:
     """Ray GPUs per teacher actor."""
     teacher_micro_batch_size: int = 64
     """Sequences per teacher forward pass (its mixed precision, packing and threads are the reference's: reference.*)."""
+    hidden_layers: list[list[int]] = field(default_factory=list)
+    """Hidden-state alignment (TinyBERT), optional: [student_layer, teacher_layer] pairs, indices into Hugging Face's hidden_states (0: the embeddings, l: the output of decoder layer l, the last one after the final norm; negative: from the end). At each response position the student's state, through a linear projection to the teacher's width learned with it when the widths differ, is pulled to the teacher's by an MSE (algorithms.losses.hidden_mse). The teacher ships B × T × pairs × its hidden width × 2 bytes (bf16) per step: 256 sequences × 64 tokens × one pair × 4096 = 128 MiB. The projections are checkpointed with the student and left out of its export. Empty: off."""
+    hidden_weight: float = 1.0
+    """Weight of the hidden-state MSE added to the loss: loss = (1 − alpha) × KD + alpha × NLL + hidden_weight × MSE (unused without hidden_layers). The MSE's size follows the states' scale: watch actor/hidden_mse against actor/kd_loss."""
     max_tokens_per_micro_batch: Optional[int] = None  # noqa: UP045 (a '|' would split docs/config.md's table cell)
     """Micro-batches of the student by a token budget, as sft's; null: learner.micro_batch_size sequences each."""
+
+
+def check_hidden_layers(pairs: list[list[int]], student: str, teacher: str) -> None:
+    """Every ``[student_layer, teacher_layer]`` pair names a hidden state each model has (``student``, ``teacher``:
+    their folders): an index in [-(layers + 1), layers]. Raises ``ConfigError``."""
+    from transformers import AutoConfig
+
+    counts = [AutoConfig.from_pretrained(path).num_hidden_layers for path in (student, teacher)]
+    for i, pair in enumerate(pairs):
+        for layer, count, who, path in zip(pair, counts, ("student", "teacher"), (student, teacher)):
+            if not -(count + 1) <= layer <= count:
+                raise ConfigError(f"algorithm.hidden_layers[{i}]={list(pair)}: the {who} ({path}) has {count} layers, "
+                                  f"hidden states 0..{count} (or -{count + 1}..-1)")
 
 
 def samples_per_prompt(cfg: Config, o: KDOptions) -> int:
@@ -127,6 +149,16 @@ class KD(AlgorithmBase):
         if o.lmbda > 0 and cfg.rollout.max_staleness > 0:
             raise ConfigError(f"algorithm.lmbda={o.lmbda} samples the student with its newest weights before each "
                               f"on-policy step: set rollout.max_staleness=0 (it is {cfg.rollout.max_staleness})")
+        for i, pair in enumerate(o.hidden_layers):
+            if len(pair) != 2:
+                raise ConfigError(f"algorithm.hidden_layers[{i}]={list(pair)} must be a [student_layer, teacher_layer] "
+                                  "pair")
+        if o.hidden_weight < 0:
+            raise ConfigError(f"algorithm.hidden_weight={o.hidden_weight} must be >= 0")
+        if o.hidden_layers and cfg.learner.lora_rank:
+            raise ConfigError("algorithm.hidden_layers trains a projection beside the student, which a LoRA learner "
+                              f"(learner.lora_rank={cfg.learner.lora_rank}) would freeze: set learner.lora_rank=0 or "
+                              "algorithm.hidden_layers=[]")
         if cfg.reference.enabled:
             raise ConfigError("kd trains without a reference policy (the teacher is its own worker): set "
                               "reference.enabled=false")
@@ -135,10 +167,13 @@ class KD(AlgorithmBase):
         return samples_per_prompt(self.cfg, self.options)
 
     def learners(self) -> dict[str, LearnerSpec]:
-        """The student (``causal_lm_kd``), its micro-batch losses weighted by their tokens; no pass before the
-        update."""
+        """The student (``causal_lm_kd``, with its projections for hidden-state alignment), its micro-batch losses
+        weighted by their tokens; no pass before the update."""
+        o = self.options
+        alignment = {"hidden_layers": o.hidden_layers, "teacher_path": o.teacher_path} if o.hidden_layers else {}
         return {"actor": LearnerSpec("causal_lm_kd", self.cfg.learner, loss_weight="tokens",
-                                     max_tokens_per_micro_batch=self.options.max_tokens_per_micro_batch)}
+                                     max_tokens_per_micro_batch=o.max_tokens_per_micro_batch,
+                                     model_options=alignment)}
 
     def temperature(self, step: int) -> float:
         """The distillation temperature of step ``step`` (1-based)."""
@@ -166,5 +201,9 @@ class KD(AlgorithmBase):
         nll, nll_metrics = sft_loss(outputs["logprobs"], mask)
         metrics["nll"] = nll_metrics["sft_loss"]
         loss = kd if o.alpha == 0.0 else (1.0 - o.alpha) * kd + o.alpha * nll
+        if "hidden" in outputs:
+            mse, mse_metrics = hidden_mse(outputs["hidden"], batch.teacher_hidden, mask)
+            loss = loss + o.hidden_weight * mse
+            metrics.update(mse_metrics)
         metrics["loss"] = loss.item()
         return loss, metrics

@@ -11,7 +11,8 @@ Per step, the sequences are
   the student before the step (GKD's on-policy data).
 
 Then the teacher actors (``actors.groups.TeacherGroup``) add their top-k log-probs
-and ids at the step's temperature (``KD.temperature``). Evaluation: the student's
+and ids at the step's temperature (``KD.temperature``), and the hidden states of
+the layers ``algorithm.hidden_layers`` names. Evaluation: the student's
 greedy accuracy on the eval prompts and, for SFT eval rows, ``eval/loss`` (its
 NLL of their responses); the teacher's greedy accuracy once, as
 ``eval/teacher_accuracy``.
@@ -81,11 +82,17 @@ class KDSource:
 
     @classmethod
     def check(cls, cfg: Config, rows: list, tokenizer) -> None:
-        """SFT rows encoded once before any actor starts (``SFTSource.check``)."""
+        """SFT rows encoded once before any actor starts (``SFTSource.check``); the hidden-state alignment's layers
+        against both models (``algorithms.kd.check_hidden_layers``)."""
+        from algorithms.kd import check_hidden_layers
         from launch.sft_sources import SFTSource
+        from rlcore.assets import resolve
 
         if cfg.algorithm["sequences"] == "data":
             SFTSource.check(cfg, rows, tokenizer)
+        if cfg.algorithm["hidden_layers"]:
+            teacher = resolve(cfg.algorithm["teacher_path"], cfg.trainer.cache_dir, "algorithm.teacher_path")
+            check_hidden_layers(cfg.algorithm["hidden_layers"], cfg.model.path, teacher)
 
     def student_rollout(self):
         """The student's rollout workers, with its newest weights."""
@@ -115,8 +122,8 @@ class KDSource:
                 batch = self.examples(rows)
         temperature = self.algorithm.temperature(step)
         with timed(stats, "time/teacher"):
-            batch.teacher_topk_logprobs, batch.teacher_topk_ids = self.teacher.topk(Shipment(batch), o.top_k,
-                                                                                    temperature)
+            batch.teacher_topk_logprobs, batch.teacher_topk_ids, batch.teacher_hidden = self.teacher.topk(
+                Shipment(batch), o.top_k, temperature, tuple(pair[1] for pair in o.hidden_layers))
         batch.teacher_temperature = torch.full((len(batch),), temperature)
         lengths = batch.response_mask.sum(-1)
         stats.update({"kd/temperature": temperature, "kd/on_policy": float(on_policy),

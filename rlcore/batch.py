@@ -28,7 +28,7 @@ TOKEN_FIELDS = ("prompt_ids", "response_ids", "response_mask")
 """What a forward pass over the responses needs: the reference's and every learner group's."""
 TRAIN_FIELDS = TOKEN_FIELDS + ("group_ids", "scores", "rollout_logprobs", "ref_logprobs", "old_logprobs", "values",
                                "advantages", "returns", "step_labels", "step_mask", "teacher_topk_logprobs",
-                               "teacher_topk_ids", "teacher_temperature")
+                               "teacher_topk_ids", "teacher_temperature", "teacher_hidden")
 """What a learner group's update may read: never the texts, which only the driver and the reward workers use."""
 
 
@@ -110,6 +110,9 @@ class RolloutBatch:
     """[B, T, k] int32: the token ids of ``teacher_topk_logprobs``."""
     teacher_temperature: torch.Tensor | None = None
     """[B] fp32: the distillation temperature the teacher's top-k were computed at."""
+    teacher_hidden: torch.Tensor | None = None
+    """[B, T, L, H] bf16: the teacher's hidden states of the L layers that hidden-state alignment names, at the same
+    positions as its top-k; 0 on padding. Set by the ``kd`` source when ``algorithm.hidden_layers`` is set."""
 
     def __len__(self) -> int:
         for f in dataclasses.fields(self):

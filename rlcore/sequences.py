@@ -204,6 +204,18 @@ def read_outputs(module: torch.nn.Module, lay: Layout, own_position: bool = Fals
     return values.reshape(-1, values.shape[-1])[lay.own if own_position else lay.read]
 
 
+def read_with_hidden(model: torch.nn.Module, lay: Layout,
+                     layers: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``([R, V] logits, [R, L, H] hidden states or None)`` at the positions that predict the response tokens: the
+    hidden states for ``layers`` (indices into Hugging Face's ``hidden_states``: 0 the embeddings, ``l`` the output
+    of decoder layer ``l``, the last one after the final norm; negative from the end), from the same pass."""
+    if not layers:
+        return read_outputs(model, lay), None
+    out = model(**lay.inputs, use_cache=False, output_hidden_states=True)
+    flat = lambda t: t.reshape(-1, t.shape[-1])[lay.read]  # noqa: E731
+    return flat(out.logits), torch.stack([flat(out.hidden_states[layer]) for layer in layers], 1)
+
+
 def response_logprobs(
     model: torch.nn.Module,
     prompt_ids: list[list[int]],
@@ -236,30 +248,36 @@ def response_logprobs(
 
 
 def response_topk(model: torch.nn.Module, prompt_ids: list[list[int]], response_ids: list[list[int]], *, k: int,
-                  temperature: float, pad_id: int, width: int, packing: str = "padded",
-                  chunk_tokens: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+                  temperature: float, pad_id: int, width: int, packing: str = "padded", chunk_tokens: int = 1024,
+                  hidden_layers: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """A teacher's ``k`` most likely next tokens at every response position: ``(log-probs [B, T, k] fp32, ids
-    [B, T, k] int32)`` of ``softmax(logits / temperature)`` over the whole vocabulary (``topk_logprobs``), 0 on
-    padding; ``chunk_tokens`` positions' fp32 logits at a time (0: all at once)."""
+    [B, T, k] int32, hidden)`` of ``softmax(logits / temperature)`` over the whole vocabulary (``topk_logprobs``), 0
+    on padding; ``chunk_tokens`` positions' fp32 logits at a time (0: all at once). ``hidden``: the hidden states of
+    ``hidden_layers`` at the same positions, ``[B, T, L, H]`` (``read_with_hidden``), None without layers."""
     lay = layout_on(model, prompt_ids, response_ids, pad_id, width, packing)
-    logits = read_outputs(model, lay)  # [R, V]
+    logits, hidden = read_with_hidden(model, lay, hidden_layers)  # [R, V], [R, L, H]
     step = chunk_tokens or max(len(logits), 1)
     parts = [topk_logprobs(logits[a:a + step], k, temperature) for a in range(0, max(len(logits), 1), step)]
-    return lay.scatter(torch.cat([v for v, _ in parts])), lay.scatter(torch.cat([i for _, i in parts]))
+    return lay.scatter(torch.cat([v for v, _ in parts])), lay.scatter(torch.cat([i for _, i in parts])), \
+        lay.scatter(hidden)
 
 
 def response_logprobs_at(model: torch.nn.Module, prompt_ids: list[list[int]], response_ids: list[list[int]],
-                         ids: torch.Tensor, *, temperature: float, pad_id: int, width: int,
-                         packing: str = "padded") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                         ids: torch.Tensor, *, temperature: float, pad_id: int, width: int, packing: str = "padded",
+                         hidden_layers: tuple[int, ...] = ()
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """A student's view of a teacher's top-k (token-level distillation): ``(logprobs [B, T], at_ids [B, T, k],
-    rest [B, T])``, fp32, 0 on padding: the log-probs of the response tokens at temperature 1 (the hard labels),
+    rest [B, T], hidden)``, 0 on padding: the log-probs of the response tokens at temperature 1 (the hard labels),
     and under ``softmax(logits / temperature)`` the log-probs at ``ids`` (``[B, T, k]``, the teacher's ids at each
-    position) and the log of the mass on all other ids (``rlcore.functional.logprobs_at``)."""
+    position) and the log of the mass on all other ids (``rlcore.functional.logprobs_at``), fp32; ``hidden``: the
+    hidden states of ``hidden_layers`` at the same positions, ``[B, T, L, H]`` (``read_with_hidden``), None without
+    layers."""
     lay = layout_on(model, prompt_ids, response_ids, pad_id, width, packing)
-    logits = read_outputs(model, lay)  # [R, V]
+    logits, hidden = read_with_hidden(model, lay, hidden_layers)  # [R, V], [R, L, H]
     at, rest = logprobs_at(logits, ids.to(logits.device)[lay.rows.to(logits.device), lay.cols.to(logits.device)],
                            temperature)
-    return lay.scatter(logprobs_from_logits(logits, lay.targets)), lay.scatter(at), lay.scatter(rest)
+    return (lay.scatter(logprobs_from_logits(logits, lay.targets)), lay.scatter(at), lay.scatter(rest),
+            lay.scatter(hidden))
 
 
 def response_values(model: torch.nn.Module, prompt_ids: list[list[int]], response_ids: list[list[int]], *,

@@ -5,6 +5,7 @@ The losses themselves are tested in tests/test_kd_losses.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -84,17 +85,25 @@ def test_the_teacher_top_k_and_the_student_view_match_whole_sequence_forward_pas
     from rlcore.sequences import response_logprobs_at, response_topk
 
     model = AutoModelForCausalLM.from_pretrained(local_model).eval()
-    prompts, responses = [[5, 6, 7], [8, 9]], [[10, 11], [12, 13, 14, 15]]
-    for packing in ("padded", "packed"):
+    prompts, responses = [[5, 6, 7], [5, 6, 7], [8, 9]], [[10, 11], [16, 17, 18], [12, 13, 14, 15]]
+    layers = (0, -1, 1)  # the embeddings, the final (normed) state, the first layer's output
+    for packing in ("padded", "packed", "grouped"):
         with torch.no_grad():
-            values, ids = response_topk(model, prompts, responses, k=4, temperature=1.5, pad_id=0, width=6,
-                                        packing=packing, chunk_tokens=3)
-            lp, at, rest = response_logprobs_at(model, prompts, responses, ids, temperature=1.5, pad_id=0, width=6,
-                                                packing=packing)
-        assert values.shape == ids.shape == (2, 6, 4) and at.shape == (2, 6, 4) and rest.shape == lp.shape == (2, 6)
+            values, ids, hidden = response_topk(model, prompts, responses, k=4, temperature=1.5, pad_id=0, width=6,
+                                                packing=packing, chunk_tokens=3, hidden_layers=layers)
+            lp, at, rest, student_hidden = response_logprobs_at(model, prompts, responses, ids, temperature=1.5,
+                                                                pad_id=0, width=6, packing=packing, hidden_layers=layers)
+            assert response_topk(model, prompts, responses, k=4, temperature=1.5, pad_id=0, width=6)[2] is None
+        assert values.shape == ids.shape == (3, 6, 4) and at.shape == (3, 6, 4) and rest.shape == lp.shape == (3, 6)
+        assert hidden.shape == student_hidden.shape == (3, 6, 3, model.config.hidden_size)
         for i, (p, r) in enumerate(zip(prompts, responses)):
             with torch.no_grad():
-                logits = model(torch.tensor([p + r])).logits[0, len(p) - 1:len(p) + len(r) - 1]  # [len(r), V]
+                out = model(torch.tensor([p + r]), output_hidden_states=True)
+            logits = out.logits[0, len(p) - 1:len(p) + len(r) - 1]  # [len(r), V]
+            states = torch.stack([out.hidden_states[layer][0, len(p) - 1:len(p) + len(r) - 1] for layer in layers], 1)
+            assert torch.allclose(hidden[i, :len(r)], states, atol=1e-4), packing
+            assert torch.allclose(student_hidden[i, :len(r)], states, atol=1e-4)
+            assert (hidden[i, len(r):] == 0).all()
             tempered = torch.log_softmax(logits / 1.5, -1)
             top = tempered.topk(4, -1)
             assert torch.allclose(values[i, :len(r)], top.values, atol=1e-5)
@@ -192,6 +201,130 @@ def test_the_kd_loss_mixes_in_the_hard_labels_by_alpha(cache_dir):
         loss, metrics = kd_plan(cache_dir, f"algorithm.alpha={alpha}").algorithm.loss(outputs, batch)
         assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
         assert metrics["nll"] == pytest.approx(nll.item(), rel=1e-5) and metrics["temperature"] == 2.0
+
+
+# ---- hidden-state alignment --------------------------------------------------------------------------------------
+NARROW_WIDTH = 64
+
+
+@pytest.fixture(scope="module")
+def narrow_teacher(tmp_path_factory, cache_dir) -> str:
+    """A random teacher with the reasoning model's tokenizer, 3 layers and hidden width 64 (the student's is 128)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from rlcore.assets import resolve
+
+    source = resolve("local://tiny-qwen2-reason", cache_dir, "teacher")
+    config = AutoConfig.from_pretrained(source)
+    config.hidden_size, config.intermediate_size, config.num_hidden_layers = NARROW_WIDTH, 128, 3
+    config.num_attention_heads, config.num_key_value_heads, config.layer_types = 2, 1, ["full_attention"] * 3
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("kd") / "narrow-teacher"
+    AutoModelForCausalLM.from_config(config).save_pretrained(out)
+    AutoTokenizer.from_pretrained(source).save_pretrained(out)
+    return str(out)
+
+
+def aligned_batch(teacher: str, layers: list[int]) -> RolloutBatch:
+    """Two sequences with a teacher's top-4 and its hidden states of ``layers``, as the kd source makes them."""
+    from transformers import AutoModelForCausalLM
+
+    from rlcore.sequences import response_topk
+
+    model = AutoModelForCausalLM.from_pretrained(teacher).eval()
+    prompts, responses = [[5, 6, 7], [8, 9]], [[10, 11], [12, 13, 14]]
+    with torch.no_grad():
+        values, ids, hidden = response_topk(model, prompts, responses, k=4, temperature=1.0, pad_id=0, width=3,
+                                            hidden_layers=tuple(layers))
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    return RolloutBatch(prompt_ids=prompts, response_ids=responses, response_mask=mask, teacher_topk_logprobs=values,
+                        teacher_topk_ids=ids, teacher_temperature=torch.ones(2), teacher_hidden=hidden)
+
+
+def test_the_student_projects_its_states_to_the_teachers_width_and_exports_without_the_projections(
+        cache_dir, narrow_teacher, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from actors.models import DistillLM
+    from algorithms.losses import hidden_mse
+
+    plan = kd_plan(cache_dir, "algorithm.hidden_layers=[[1,1],[-1,-1]]", f"algorithm.teacher_path={narrow_teacher}")
+    spec = plan.algorithm.learners()["actor"]
+    assert spec.model_options == {"hidden_layers": [[1, 1], [-1, -1]], "teacher_path": narrow_teacher}
+    student_path = resolve_student(cache_dir)
+    kind = DistillLM(plan.cfg, spec.settings, **spec.model_options)
+    model = kind.build(student_path, dtype="float32")
+    projections = model.kd_projection
+    assert [tuple(p.weight.shape) for p in projections] == [(NARROW_WIDTH, 128)] * 2
+    batch = aligned_batch(narrow_teacher, [1, -1])
+    outputs = kind.forward(model, batch)
+    assert outputs["hidden"].shape == (2, 3, 2, NARROW_WIDTH)
+    loss, _ = hidden_mse(outputs["hidden"], batch.teacher_hidden, batch.response_mask)
+    loss.backward()
+    assert all(p.weight.grad is not None and p.weight.grad.abs().sum() > 0 for p in projections)
+    assert model.model.layers[0].mlp.up_proj.weight.grad.abs().sum() > 0  # the student's layer 1 state is aligned
+    # the projections train with the student (its state_dict: checkpoints), but are neither exported nor synced
+    sd = model.state_dict()
+    assert {"kd_projection.0.weight", "kd_projection.1.weight"} <= set(sd)
+    kind.save(kind.weights(sd), student_path, str(tmp_path / "export"))
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "export")
+    assert set(exported.state_dict()) == set(kind.weights(sd)) == set(sd) - {"kd_projection.0.weight",
+                                                                              "kd_projection.1.weight"}
+    # without the teacher's states (a held-out loss), no alignment
+    assert "hidden" not in kind.forward(model, dataclasses.replace(batch, teacher_hidden=None))
+    # a teacher as wide as the student: no projection to learn
+    same = DistillLM(plan.cfg, spec.settings, hidden_layers=[[1, 2]], teacher_path="local://tiny-qwen2-reason")
+    wide = same.build(student_path, dtype="float32")
+    assert isinstance(wide.kd_projection[0], torch.nn.Identity) and not list(wide.kd_projection.parameters())
+
+
+def resolve_student(cache_dir) -> str:
+    from rlcore.assets import SMALL_REASONING_MODEL, resolve
+
+    return resolve(f"local://{SMALL_REASONING_MODEL}", cache_dir, "model.path")
+
+
+def test_the_hidden_mse_adds_to_the_kd_loss_by_its_weight(cache_dir, narrow_teacher):
+    from algorithms.losses import hidden_mse
+
+    batch = aligned_batch(narrow_teacher, [1])
+    student = torch.randn_like(batch.teacher_hidden, dtype=torch.float32)
+    outputs = {"topk_logprobs": batch.teacher_topk_logprobs - 0.1, "tail_logprob": torch.full((2, 3), -3.0),
+               "logprobs": torch.full((2, 3), -1.0), "hidden": student}
+    mse, _ = hidden_mse(student, batch.teacher_hidden, batch.response_mask)
+    base = kd_plan(cache_dir).algorithm.loss({k: v for k, v in outputs.items() if k != "hidden"}, batch)[0]
+    loss, metrics = kd_plan(cache_dir, "algorithm.hidden_layers=[[1,1]]", "algorithm.hidden_weight=0.3").algorithm.loss(
+        outputs, batch)
+    assert loss.item() == pytest.approx(base.item() + 0.3 * mse.item(), rel=1e-6)
+    assert metrics["hidden_mse"] == pytest.approx(mse.item()) and mse.item() > 0.1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("algorithm.hidden_layers=[[1]]", "algorithm.hidden_layers[0]=[1] must be a [student_layer, teacher_layer] pair"),
+    ("algorithm.hidden_layers=[[1,x]]", "algorithm.hidden_layers"),
+    ("algorithm.hidden_weight=-1", "algorithm.hidden_weight=-1.0 must be >= 0"),
+    ("algorithm.hidden_layers=[[1,1]] learner.lora_rank=4", "set learner.lora_rank=0 or algorithm.hidden_layers=[]"),
+])
+def test_bad_alignment_options_are_one_line_errors(cache_dir, override, message):
+    from rlcore.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        kd_plan(cache_dir, *override.split())
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("pair, message", [
+    ("[3,1]", "algorithm.hidden_layers[0]=[3, 1]: the student ("),
+    ("[1,-6]", "algorithm.hidden_layers[0]=[1, -6]: the teacher ("),
+])
+def test_a_layer_a_model_does_not_have_is_refused_before_any_actor_starts(cache_dir, pair, message):
+    from launch.build import prepare
+    from rlcore.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        prepare(kd_plan(cache_dir, f"algorithm.hidden_layers=[{pair}]"))
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert ("has 2 layers, hidden states 0..2 (or -3..-1)" if "student" in message else "has 4 layers") in str(err.value)
 
 
 # ---- real runs -------------------------------------------------------------------------------------------------
@@ -292,3 +425,35 @@ def test_kd_on_the_teacher_samples_and_the_student_samples_mixed_by_lmbda(tmp_pa
     assert sum(len(rec["response_ids"]) for rec in records) == 4 * 16 * 2  # 16 prompts x 2 samples a step
     assert all(len(r) <= 24 for rec in records for r in rec["response_ids"])  # sampled (the data's are longer)
     assert_teacher_top_k_arrived_unchanged(records[:1] + records[-1:], peaked_teacher, vocab)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("shared_ray")
+def test_hidden_state_alignment_pulls_the_students_states_to_a_narrower_teachers(tmp_path, cache_dir, narrow_teacher):
+    """A teacher 64 wide, the student 128 wide, two layer pairs: the MSE falls through the learned projections, the
+    learner receives the teacher's states of exactly its sequences, and the projections stay out of what the
+    student's vLLM workers take (its greedy evaluation) and of its export."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "aligned"
+    run_kd(out, cache_dir, narrow_teacher, "trainer.total_steps=12", "trainer.eval_every=12", "data.max_eval_prompts=8",
+           "rollout.max_new_tokens=16", "algorithm.top_k=8", "algorithm.hidden_layers=[[1,2],[-1,-1]]",
+           "learner.lr_schedule=constant", "trainer.export=true")
+    rows = [r for r in metrics(out) if "actor/hidden_mse" in r]
+    assert len(rows) == 12
+    first, last = (sum(r["actor/hidden_mse"] for r in part) / 3 for part in (rows[:3], rows[-3:]))
+    assert last < 0.5 * first, (first, last)
+    assert "eval/accuracy" in metrics(out)[-1]
+    teacher = AutoModelForCausalLM.from_pretrained(narrow_teacher).eval()
+    records = received(out)
+    for rec in records[:1] + records[-1:]:
+        assert rec["hidden"].shape[2:] == (2, NARROW_WIDTH) and rec["hidden"].dtype == torch.bfloat16
+        for i, (p, r) in enumerate(zip(rec["prompt_ids"], rec["response_ids"])):
+            with torch.no_grad():
+                states = teacher(torch.tensor([p + r]), output_hidden_states=True).hidden_states
+            expected = torch.stack([states[layer][0, len(p) - 1:len(p) + len(r) - 1] for layer in (2, -1)], 1)
+            assert torch.allclose(rec["hidden"][i, :len(r)].float(), expected, rtol=1e-2, atol=1e-2)
+    exported = load_file(out / "final" / "model.safetensors")
+    assert exported and not any(k.startswith("kd_projection") for k in exported)
+    AutoModelForCausalLM.from_pretrained(out / "final")

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from algorithms.losses import KD_DIVERGENCES, KD_TAILS, kd_distributions, kd_divergence, kd_loss
+from algorithms.losses import KD_DIVERGENCES, KD_TAILS, hidden_mse, kd_distributions, kd_divergence, kd_loss
 
 LOG2 = math.log(2.0)
 
@@ -283,3 +283,31 @@ def test_unknown_names_raise():
         kd_loss(s_topk, s_tail, t_topk, torch.ones(1, 1), divergence="tv")
     with pytest.raises(ValueError, match="'top'"):
         kd_loss(s_topk, s_tail, t_topk, torch.ones(1, 1), tail="top")
+
+
+# ---- hidden-state alignment ----------------------------------------------------------------------------------------
+def test_hidden_mse_is_the_token_mean_of_the_squared_error_averaged_over_layers_and_dimensions():
+    # one sequence, 2 tokens (the second padding), 2 layer pairs of width 2
+    student = torch.tensor([[[[1.0, 2.0], [0.0, 0.0]], [[9.0, 9.0], [9.0, 9.0]]]])  # [1, 2, 2, 2]
+    teacher = torch.tensor([[[[0.0, 0.0], [1.0, 3.0]], [[0.0, 0.0], [0.0, 0.0]]]])
+    mask = torch.tensor([[1.0, 0.0]])
+    loss, metrics = hidden_mse(student, teacher, mask)
+    # token 1: layer 0 errors 1, 4; layer 1 errors 1, 9 -> (1 + 4 + 1 + 9) / 4; token 2 is padding
+    assert close(loss, 15 / 4) and metrics["hidden_mse"] == pytest.approx(15 / 4)
+    two_tokens, _ = hidden_mse(student, teacher, torch.ones(1, 2))
+    assert close(two_tokens, (15 / 4 + 81) / 2)  # every token weighs the same
+
+
+def test_hidden_mse_ignores_padding_gives_the_teacher_no_gradient_and_checks_shapes():
+    student = torch.randn(2, 3, 1, 4, requires_grad=True)
+    teacher = torch.randn(2, 3, 1, 4, requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    loss, _ = hidden_mse(student, teacher.to(torch.bfloat16), mask)
+    garbage = student.detach().clone()
+    garbage[mask == 0] = 1e4
+    assert close(loss, hidden_mse(garbage, teacher.to(torch.bfloat16), mask)[0])
+    loss.backward()
+    assert (student.grad[mask == 0] == 0).all() and (student.grad[mask == 1] != 0).any() and teacher.grad is None
+    assert hidden_mse(student, teacher, torch.zeros(2, 3))[0].item() == 0.0
+    with pytest.raises(ValueError, match=r"student hidden states \(2, 3, 1, 4\) and the teacher's \(2, 3, 1, 3\)"):
+        hidden_mse(student, teacher[..., :3], mask)

@@ -1,4 +1,5 @@
-"""Token-level distillation that records what its learner received: the sequences and the teacher's top-k."""
+"""Token-level distillation that records what its learner received: the sequences, the teacher's top-k and its
+hidden states."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ class RecordingKD(KD):
         folder.mkdir(parents=True, exist_ok=True)
         torch.save({"prompt_ids": batch.prompt_ids, "response_ids": batch.response_ids,
                     "mask": batch.response_mask, "values": batch.teacher_topk_logprobs,
-                    "ids": batch.teacher_topk_ids, "temperature": batch.teacher_temperature},
+                    "ids": batch.teacher_topk_ids, "temperature": batch.teacher_temperature,
+                    "hidden": batch.teacher_hidden},
                    folder / f"{len(list(folder.iterdir())):05d}.pt")
         return super().loss(outputs, batch)
