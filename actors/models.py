@@ -127,8 +127,8 @@ class DistillLM(UntemperedCausalLM):
 
     With ``hidden_layers`` (``[student_layer, teacher_layer]`` pairs) and the teacher's states in the batch
     (``teacher_hidden``) it also returns ``hidden`` ``[B, T, L, H_teacher]``: its states of those layers at the
-    same positions, each through a linear projection to the teacher's width, learned with the student (none when
-    the widths are equal). The projections live in the trained module as ``kd_projection`` (sharded, optimised and
+    same positions, each through a linear projection to the teacher's width learned with the student (TinyBERT's
+    W_h; the identity at first when the widths are equal). The projections live in the trained module as ``kd_projection`` (sharded, optimised and
     checkpointed with it) and are dropped from what is exported and synced to the rollout workers (``weights``).
     """
 
@@ -147,8 +147,10 @@ class DistillLM(UntemperedCausalLM):
 
             ours = model.config.hidden_size
             theirs = self.config(resolve(self.teacher_path, self.cache_dir, "algorithm.teacher_path")).hidden_size
-            make = (lambda: torch.nn.Identity()) if ours == theirs else (lambda: torch.nn.Linear(ours, theirs, bias=False))
-            projections = torch.nn.ModuleList(make() for _ in self.student_layers)
+            projections = torch.nn.ModuleList(torch.nn.Linear(ours, theirs, bias=False) for _ in self.student_layers)
+            if ours == theirs:  # the same width: start from the identity
+                for p in projections:
+                    torch.nn.init.eye_(p.weight)
             model.add_module(self.projection, projections.to(device, getattr(torch, dtype or self.dtype)))
         return model
 

@@ -20,8 +20,8 @@ teacher with another tokenizer is refused in one line, pointing to
 
 Optionally (``hidden_layers``), TinyBERT's hidden-state alignment (Jiao et al.
 2020, arXiv:1909.10351): the teacher also returns its hidden states of chosen
-layers, and an MSE pulls the student's, through a learned linear projection when
-the widths differ, towards them (``algorithms.losses.hidden_mse``).
+layers, and an MSE pulls the student's, through a learned linear projection to
+the teacher's width, towards them (``algorithms.losses.hidden_mse``).
 """
 
 from __future__ import annotations
@@ -82,9 +82,9 @@ class KDOptions:
     teacher_micro_batch_size: int = 64
     """Sequences per teacher forward pass (its mixed precision, packing and threads are the reference's: reference.*)."""
     hidden_layers: list[list[int]] = field(default_factory=list)
-    """Hidden-state alignment (TinyBERT), optional: [student_layer, teacher_layer] pairs, indices into Hugging Face's hidden_states (0: the embeddings, l: the output of decoder layer l, the last one after the final norm; negative: from the end). At each response position the student's state, through a linear projection to the teacher's width learned with it when the widths differ, is pulled to the teacher's by an MSE (algorithms.losses.hidden_mse). The teacher ships B × T × pairs × its hidden width × 2 bytes (bf16) per step: 256 sequences × 64 tokens × one pair × 4096 = 128 MiB. The projections are checkpointed with the student and left out of its export. Empty: off."""
-    hidden_weight: float = 1.0
-    """Weight of the hidden-state MSE added to the loss: loss = (1 − alpha) × KD + alpha × NLL + hidden_weight × MSE (unused without hidden_layers). The MSE's size follows the states' scale: watch actor/hidden_mse against actor/kd_loss."""
+    """Hidden-state alignment (TinyBERT), optional: [student_layer, teacher_layer] pairs, indices into Hugging Face's hidden_states (0: the embeddings, l: the output of decoder layer l, the last one after the final norm; negative: from the end). At each response position the student's state, through a linear projection to the teacher's width learned with it (the identity at first when the widths are equal), is pulled to the teacher's by an MSE (algorithms.losses.hidden_mse). The teacher ships B × T × pairs × its hidden width × 2 bytes (bf16) per step: 256 sequences × 64 tokens × one pair × 4096 = 128 MiB. The projections are checkpointed with the student and left out of its export. Empty: off."""
+    hidden_weight: float = 0.1
+    """Weight of the hidden-state MSE added to the loss: loss = (1 − alpha) × KD + alpha × NLL + hidden_weight × MSE (unused without hidden_layers). The MSE's size follows the states' scale (a trained model's middle layers: often far larger than the KD loss): watch actor/hidden_mse against actor/kd_loss. On the reasoning task 1.0 cost the student most of its accuracy (README)."""
     max_tokens_per_micro_batch: Optional[int] = None  # noqa: UP045 (a '|' would split docs/config.md's table cell)
     """Micro-batches of the student by a token budget, as sft's; null: learner.micro_batch_size sequences each."""
 

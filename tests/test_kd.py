@@ -272,10 +272,10 @@ def test_the_student_projects_its_states_to_the_teachers_width_and_exports_witho
                                                                               "kd_projection.1.weight"}
     # without the teacher's states (a held-out loss), no alignment
     assert "hidden" not in kind.forward(model, dataclasses.replace(batch, teacher_hidden=None))
-    # a teacher as wide as the student: no projection to learn
+    # a teacher as wide as the student: the projection starts as the identity
     same = DistillLM(plan.cfg, spec.settings, hidden_layers=[[1, 2]], teacher_path="local://tiny-qwen2-reason")
     wide = same.build(student_path, dtype="float32")
-    assert isinstance(wide.kd_projection[0], torch.nn.Identity) and not list(wide.kd_projection.parameters())
+    assert torch.equal(wide.kd_projection[0].weight, torch.eye(128)) and wide.kd_projection[0].weight.requires_grad
 
 
 def resolve_student(cache_dir) -> str:
@@ -438,7 +438,7 @@ def test_hidden_state_alignment_pulls_the_students_states_to_a_narrower_teachers
 
     out = tmp_path / "aligned"
     run_kd(out, cache_dir, narrow_teacher, "trainer.total_steps=12", "trainer.eval_every=12", "data.max_eval_prompts=8",
-           "rollout.max_new_tokens=16", "algorithm.top_k=8", "algorithm.hidden_layers=[[1,2],[-1,-1]]",
+           "rollout.max_new_tokens=16", "algorithm.top_k=8", "algorithm.hidden_layers=[[1,2],[-1,-1]]", "algorithm.hidden_weight=1",
            "learner.lr_schedule=constant", "trainer.export=true")
     rows = [r for r in metrics(out) if "actor/hidden_mse" in r]
     assert len(rows) == 12
