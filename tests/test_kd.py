@@ -438,8 +438,8 @@ def test_hidden_state_alignment_pulls_the_students_states_to_a_narrower_teachers
 
     out = tmp_path / "aligned"
     run_kd(out, cache_dir, narrow_teacher, "trainer.total_steps=12", "trainer.eval_every=12", "data.max_eval_prompts=8",
-           "rollout.max_new_tokens=16", "algorithm.top_k=8", "algorithm.hidden_layers=[[1,2],[-1,-1]]", "algorithm.hidden_weight=1",
-           "learner.lr_schedule=constant", "trainer.export=true")
+           "rollout.max_new_tokens=16", "algorithm.top_k=8", "algorithm.hidden_layers=[[1,2],[-1,-1]]",
+           "algorithm.hidden_weight=1", "learner.lr_schedule=constant", "trainer.export=true")
     rows = [r for r in metrics(out) if "actor/hidden_mse" in r]
     assert len(rows) == 12
     first, last = (sum(r["actor/hidden_mse"] for r in part) / 3 for part in (rows[:3], rows[-3:]))
