@@ -574,7 +574,8 @@ class TeacherGroup:
         return shipment.joined(list(values)), shipment.joined(list(ids)), \
             shipment.joined(list(hidden)) if hidden_layers else None
 
-    def _topk(self, shipment: Shipment, k: int, temperature: float, hidden_layers: tuple[int, ...]) -> tuple[list, list[int]]:
+    def _topk(self, shipment: Shipment, k: int, temperature: float,
+              hidden_layers: tuple[int, ...]) -> tuple[list, list[int]]:
         """Each worker's slice; the indices of the workers that died instead of answering."""
         parts, dead = [], []
         for i, future in enumerate(_sliced(self.workers, shipment, TOKEN_FIELDS, "topk", k=k, temperature=temperature,
