@@ -128,14 +128,16 @@ class DistillLM(UntemperedCausalLM):
     With ``hidden_layers`` (``[student_layer, teacher_layer]`` pairs) and the teacher's states in the batch
     (``teacher_hidden``) it also returns ``hidden`` ``[B, T, L, H_teacher]``: its states of those layers at the
     same positions, each through a linear projection to the teacher's width learned with the student (TinyBERT's
-    W_h; the identity at first when the widths are equal). The projections live in the trained module as ``kd_projection`` (sharded, optimised and
-    checkpointed with it) and are dropped from what is exported and synced to the rollout workers (``weights``).
+    W_h; the identity at first when the widths are equal). The projections live in the trained module as
+    ``kd_projection`` (sharded, optimised and checkpointed with it) and are dropped from what is exported and synced
+    to the rollout workers (``weights``).
     """
 
     outputs = ("logprobs", "topk_logprobs", "tail_logprob", "hidden")
     projection = "kd_projection"
 
-    def __init__(self, cfg: Config, settings=None, hidden_layers: list[list[int]] = (), teacher_path: str | None = None):
+    def __init__(self, cfg: Config, settings=None, hidden_layers: list[list[int]] = (),
+                 teacher_path: str | None = None):
         super().__init__(cfg, settings)
         self.student_layers = tuple(pair[0] for pair in hidden_layers)
         self.teacher_path, self.cache_dir = teacher_path, cfg.trainer.cache_dir

@@ -413,7 +413,8 @@ def kd_loss(
     return loss, metrics
 
 
-def hidden_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+def hidden_mse(student: torch.Tensor, teacher: torch.Tensor,
+               mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     """Hidden-state alignment (TinyBERT, Jiao et al. 2020): the token mean of the squared error between the student's
     hidden states (projected to the teacher's width) and the teacher's, averaged over the L layer pairs and the H
     dimensions:

@@ -92,7 +92,8 @@ def test_the_teacher_top_k_and_the_student_view_match_whole_sequence_forward_pas
             values, ids, hidden = response_topk(model, prompts, responses, k=4, temperature=1.5, pad_id=0, width=6,
                                                 packing=packing, chunk_tokens=3, hidden_layers=layers)
             lp, at, rest, student_hidden = response_logprobs_at(model, prompts, responses, ids, temperature=1.5,
-                                                                pad_id=0, width=6, packing=packing, hidden_layers=layers)
+                                                                pad_id=0, width=6, packing=packing,
+                                                                hidden_layers=layers)
             assert response_topk(model, prompts, responses, k=4, temperature=1.5, pad_id=0, width=6)[2] is None
         assert values.shape == ids.shape == (3, 6, 4) and at.shape == (3, 6, 4) and rest.shape == lp.shape == (3, 6)
         assert hidden.shape == student_hidden.shape == (3, 6, 3, model.config.hidden_size)
@@ -315,7 +316,8 @@ def test_a_layer_a_model_does_not_have_is_refused_before_any_actor_starts(cache_
     with pytest.raises(ConfigError) as err:
         prepare(kd_plan(cache_dir, f"algorithm.hidden_layers=[{pair}]"))
     assert message in str(err.value) and "\n" not in str(err.value)
-    assert ("has 2 layers, hidden states 0..2 (or -3..-1)" if "student" in message else "has 4 layers") in str(err.value)
+    expected = "has 2 layers, hidden states 0..2 (or -3..-1)" if "student" in message else "has 4 layers"
+    assert expected in str(err.value)
 
 
 # ---- real runs -------------------------------------------------------------------------------------------------
