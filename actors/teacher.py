@@ -34,13 +34,15 @@ class TeacherWorker:
         ``hidden``: its hidden states of ``hidden_layers`` there, ``[B, T, L, H]`` bf16 (half fp32's traffic), None
         without layers."""
         width = batch.response_mask.shape[1]
-        parts = []
+        values, ids, hidden = [], [], []
         with autocast(self.model.device, self.mixed_precision):
             for micro in micro_batches(batch, self.micro_batch_size):
-                parts.append(response_topk(self.model, micro.prompt_ids, micro.response_ids, k=k,
-                                           temperature=temperature, pad_id=self.model.config.pad_token_id or 0,
-                                           width=width, packing=self.kind.layout,
-                                           chunk_tokens=self.kind.chunk_tokens, hidden_layers=tuple(hidden_layers)))
-        values, ids, hidden = zip(*parts)
-        return (torch.cat(values).cpu(), torch.cat(ids).cpu(),
-                torch.cat(hidden).to("cpu", torch.bfloat16) if hidden_layers else None)
+                v, i, h = response_topk(self.model, micro.prompt_ids, micro.response_ids, k=k, temperature=temperature,
+                                        pad_id=self.model.config.pad_token_id or 0, width=width,
+                                        packing=self.kind.layout, chunk_tokens=self.kind.chunk_tokens,
+                                        hidden_layers=tuple(hidden_layers))
+                values.append(v.cpu())  # off the device as each micro-batch ends: its memory holds one at a time
+                ids.append(i.cpu())
+                if h is not None:
+                    hidden.append(h.to(torch.bfloat16).cpu())
+        return torch.cat(values), torch.cat(ids), torch.cat(hidden) if hidden else None
