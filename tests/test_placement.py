@@ -6,7 +6,7 @@ import torch
 
 from actors.learner import LearnerRank, free_address
 from actors.placement import Colocated, Separate, bundles, placement
-from actors.rollout import RolloutWorker, engine_options
+from actors.rollout import MULTI_TURN_CPU_BLOCK, RolloutWorker, engine_options
 from launch.build import configure
 from rlcore.config import ConfigError
 
@@ -156,6 +156,15 @@ def test_engine_options_turn_on_sleep_mode_and_the_ipc_transfer_only_when_coloca
     assert engine_options(rc, cuda=True, colocated=True) == {
         "gpu_memory_utilization": rc.gpu_memory_utilization, "enable_sleep_mode": True,
         "sleep_mode_offload_cudagraph": True, "weight_transfer_config": {"backend": "ipc"}}
+
+
+def test_multi_turn_episodes_on_cpu_get_small_kv_blocks_unless_the_config_names_a_size():
+    rc = configure(None, []).cfg.rollout
+    assert engine_options(rc, cuda=False, colocated=False, episodes=True) == {"block_size": MULTI_TURN_CPU_BLOCK}
+    assert "block_size" not in engine_options(rc, cuda=True, colocated=False, episodes=True)  # the GPU's 16 is small
+    named = configure(None, ["rollout.kv_block_size=64"]).cfg.rollout
+    assert engine_options(named, cuda=False, colocated=False, episodes=True) == {"block_size": 64}
+    assert engine_options(named, cuda=True, colocated=False)["block_size"] == 64
 
 
 def test_rollout_client_reaches_every_worker_and_tags_the_version(monkeypatch):
