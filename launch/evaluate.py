@@ -45,7 +45,7 @@ from rlcore.chat import encode_prompt
 from rlcore.config import Config, ConfigError
 from rlcore.data import PromptRow
 from rlcore.search import Node, Piece, SearchResult, force_budget, mcts, tree_search
-from rlcore.test_time import at_n, scaling_points
+from rlcore.test_time import at_n, scaling_points, within_problem_accuracy
 
 RESULTS = "eval_results.json"
 OUTPUTS = Outputs("launch.evaluate", (RESULTS, "eval_results.md", "eval_scaling.png"))
@@ -112,6 +112,9 @@ class Evaluation:
         self.judges = {"verifier": verifier, "search_verifier": groups.get("search_verifier", verifier)}
         first = names.get("verifier", "reward")
         self.judge_names = {"verifier": first, "search_verifier": names.get("search_verifier", first)}
+        self.started_judges = list(groups)  # the configured verifiers (not the preset's reward standing in)
+        self.rankings: dict[str, dict] = {}
+        """Per configured verifier, how it ranks the sampled methods' responses within each problem (``sampled``)."""
         self.ready = (self.rollout.ready + self.rewards.ready + [ref for g in groups.values() for ref in g.ready]
                       + (self.env.ready if self.env else []))
         accuracy = next(t for t in terms if t.name == cfg.reward.accuracy_term)
@@ -164,6 +167,7 @@ class Evaluation:
         correct = (batch.reward_terms[self.cfg.reward.accuracy_term] >= 1.0).tolist()
         verified = {"best_of_n", "weighted_best_of_n"} & set(methods)
         scores = self.verify(batch) if verified else None
+        self.rank(batch, correct, scores)
         answers = [self.answer.extract(text) for text in batch.responses]
         lengths = batch.response_mask.sum(-1).tolist()
         rows = []
@@ -178,6 +182,16 @@ class Evaluation:
             rows += [{"method": m, "n": k, "accuracy": sums[m] / len(self.rows), "tokens_per_problem": tokens,
                       **({"verifier": self.judge_names["verifier"]} if m in verified else {})} for m in methods]
         return rows
+
+    def rank(self, batch: RolloutBatch, correct: list[bool], scores: list[float] | None) -> None:
+        """``rankings``: each configured verifier's within-problem pairwise accuracy on the ``eval.n`` samples
+        (``rlcore.test_time.within_problem_accuracy``), the share of (right, wrong) pairs of one problem it orders
+        right. ``scores``: the verifier's, already computed."""
+        problems = batch.group_ids.tolist()
+        for judge in self.started_judges:
+            judged = scores if judge == "verifier" and scores is not None else self.verify(batch, judge)
+            accuracy, pairs = within_problem_accuracy(judged, problems, correct)
+            self.rankings[judge] = {"name": self.judge_names[judge], "pairwise_accuracy": accuracy, "pairs": pairs}
 
     def expand(self, nodes: list[Node], n: int, last: bool) -> list[list[Piece]]:
         """``n`` one-step continuations of each node (to the end of the response with ``last``)."""
@@ -366,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             rows = run(evaluation, cfg.eval.methods)
             elapsed = time.perf_counter() - start
-        write(run_dir.path, cfg, problems, elapsed, rows)
+            rankings = evaluation.rankings
+        write(run_dir.path, cfg, problems, elapsed, rows, rankings)
     except RewardStartError as exc:  # a reward's constructor raised: an input error
         print(f"input error: {exc}", file=sys.stderr)
         return 2
@@ -375,12 +390,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write(out: Path, cfg, problems: list, elapsed: float, rows: list[dict]) -> None:
-    """``OUTPUTS`` into ``out``, and the table on the console."""
+def write(out: Path, cfg, problems: list, elapsed: float, rows: list[dict], rankings: dict[str, dict] | None = None) -> None:
+    """``OUTPUTS`` into ``out``, and the table on the console; ``rankings``: ``Evaluation.rankings``, under
+    ``verifier_ranking`` and as lines below the table."""
     result = {"model": cfg.model.path, "eval_files": cfg.data.eval_files, "problems": len(problems),
-              "seconds": round(elapsed, 2), "rows": rows}
+              "seconds": round(elapsed, 2), "rows": rows, "verifier_ranking": rankings or {}}
     (out / RESULTS).write_text(json.dumps(result, indent=2) + "\n")
     table = markdown_table(rows)
+    for judge, r in (rankings or {}).items():
+        table += (f"\n\n{judge} {r['name']}: ranks a right response above a wrong one to the same problem "
+                  f"{r['pairwise_accuracy']:.3f} of the time ({r['pairs']} pairs of the eval.n samples)")
     (out / "eval_results.md").write_text(table + "\n")
     draw(rows, out / "eval_scaling.png")
     print(table)

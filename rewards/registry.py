@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from rewards.arithmetic import exact_match, numeric_match
+from rewards.confidence import PolicyConfidence
 from rewards.env import env_return
 from rewards.judge import LLMJudge
 from rewards.l1 import L1Reward, LengthTarget
@@ -34,6 +35,7 @@ REWARDS: Registry[Callable] = Registry("reward", {
     "judge": LLMJudge,
     "orm": OutcomeRewardModel,
     "prm": ProcessRewardModel,
+    "confidence": PolicyConfidence,
     "env_return": env_return,
     "reasoning_gym": ReasoningGymScore,
 }, path_hint="module:function")

@@ -41,6 +41,9 @@ def test_every_method_on_the_arithmetic_model_with_the_exact_match_oracle(tmp_pa
     accuracy = [pass_at[k]["accuracy"] for k in sorted(pass_at)]
     assert accuracy == sorted(accuracy) and accuracy[-1] > accuracy[0]
     assert rows_of(result, "best_of_n")[n]["accuracy"] == pytest.approx(pass_at[n]["accuracy"])
+    # the oracle orders every (right, wrong) pair of a problem's samples right; pass@8 > pass@1 means there are some
+    ranking = result["verifier_ranking"]["verifier"]
+    assert ranking["name"] == "exact_match" and ranking["pairs"] > 0 and ranking["pairwise_accuracy"] == 1.0
     # best-of-N with an oracle at smaller N is also the share of problems with a right answer among the first N:
     # never below maj@N, and at N = 1 all sampled methods read the same single sample
     for k in pass_at:

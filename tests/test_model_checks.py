@@ -200,6 +200,8 @@ EXPORT = "; export a reward model with algorithm.name=orm or prm"
     ("{name: orm, args: {model: MODEL}}", "reward.terms[1].args.model", EXPORT),
     ("{name: prm, args: {model: MODEL, delimiter: '. '}}", "reward.terms[1].args.model", EXPORT),
     ("{name: judge, args: {model: MODEL}}", "reward.terms[1].args.model", ""),
+    ("{name: confidence, args: {model: MODEL}}", "reward.terms[1].args.model",
+     "; name the policy's export (trainer.output_dir/final) or a Hugging Face causal LM folder"),
     # a reward named by another's options (L1's accuracy), with the folder in its own args
     ("{name: l1, args: {accuracy: orm, accuracy_args: {model: MODEL}}}", "reward.terms[1].args.accuracy_args.model",
      EXPORT),
