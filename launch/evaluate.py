@@ -17,9 +17,12 @@ A response is correct when its ``reward.accuracy_term`` is 1. The verifier
 (``eval.verifier``, a reward term with its own workers; by default the preset's
 weighted reward) judges samples for best-of-N and the searches. Written to
 ``trainer.output_dir``: ``eval_results.json`` (``rows``: one per method and N or
-budget, ``{"method", "n", "accuracy", "tokens_per_problem", ...}``),
-``eval_results.md`` and ``eval_scaling.png`` (accuracy against N and against
-generated tokens per problem, a line per method). Like ``launch.train``, it starts
+budget, ``{"method", "n", "accuracy", "tokens_per_problem", ...}``; and
+``verifier_ranking``: each configured verifier's within-problem pairwise accuracy
+on the sampled methods' responses), ``eval_results.md``, ``eval_scaling.png``
+(accuracy against N and against generated tokens per problem, a line per method)
+and, with ``greedy``, ``eval_samples.jsonl`` (each greedy response, its rewards
+and its row's metadata). Like ``launch.train``, it starts
 a private local Ray unless it runs in a cluster, and a bad config or input exits
 with code 2 and one line.
 """
@@ -36,7 +39,7 @@ import torch
 
 from launch.build import Plan, reward_term
 from launch.run_dir import Outputs
-from launch.sources import Roles, greedy_eval
+from launch.sources import Roles, eval_metrics, greedy_batch
 from launch.train import exit_process, parse_args, plan_data_and_ray, stop_ray
 from rewards.api import RewardStartError, RewardTerm, answer_reading
 from rewards.text import thinking_token_count
@@ -48,7 +51,9 @@ from rlcore.search import Node, Piece, SearchResult, force_budget, mcts, tree_se
 from rlcore.test_time import at_n, scaling_points, within_problem_accuracy
 
 RESULTS = "eval_results.json"
-OUTPUTS = Outputs("launch.evaluate", (RESULTS, "eval_results.md", "eval_scaling.png"))
+SAMPLES = "eval_samples.jsonl"
+"""The greedy method's responses, one JSON record per problem (``sample_records``)."""
+OUTPUTS = Outputs("launch.evaluate", (RESULTS, "eval_results.md", "eval_scaling.png", SAMPLES))
 """What an evaluation writes into ``trainer.output_dir``: an earlier one's is refused unless trainer.overwrite=true."""
 SAMPLED = ("pass_at_k", "maj_at_k", "best_of_n", "weighted_best_of_n")
 SEARCHES = ("beam_search", "dvts", "mcts")
@@ -113,6 +118,8 @@ class Evaluation:
         first = names.get("verifier", "reward")
         self.judge_names = {"verifier": first, "search_verifier": names.get("search_verifier", first)}
         self.started_judges = list(groups)  # the configured verifiers (not the preset's reward standing in)
+        self.samples: list[dict] = []
+        """The greedy responses, one record per problem (``sample_records``): ``eval_samples.jsonl``."""
         self.rankings: dict[str, dict] = {}
         """Per configured verifier, how it ranks the sampled methods' responses within each problem (``sampled``)."""
         self.ready = (self.rollout.ready + self.rewards.ready + [ref for g in groups.values() for ref in g.ready]
@@ -150,8 +157,11 @@ class Evaluation:
 
     # ---- the methods ------------------------------------------------------------------------
     def greedy(self) -> list[dict]:
-        """One greedy response per problem, scored as training's evaluation scores it (``greedy_eval``)."""
-        m = greedy_eval(self.rollout, self.rewards, self.rows, self.cfg.reward.accuracy_term)
+        """One greedy response per problem, scored as training's evaluation scores it (``eval_metrics``); each kept
+        in ``samples``."""
+        batch = greedy_batch(self.rollout, self.rewards, self.rows)
+        self.samples = sample_records(batch)
+        m = eval_metrics(batch, self.cfg.reward.accuracy_term)
         row = {"method": "greedy", "n": 1, "accuracy": m["eval/accuracy"], "tokens_per_problem": m["eval/response_length"],
                "reward": m["eval/reward"]}
         if "eval/thinking_length" in m:
@@ -291,6 +301,17 @@ class Evaluation:
         return [c[0] for c in self.rollout.complete(requests)]
 
 
+def sample_records(batch: RolloutBatch) -> list[dict]:
+    """One record per response of a scored batch: the prompt (the user's text), response, answer, token counts, each
+    reward term's value and logged part, and the row's metadata (such as L1's ``target_tokens``)."""
+    lengths = batch.response_mask.sum(-1).tolist()
+    terms = {name: values.tolist() for name, values in batch.reward_terms.items()}
+    return [{"prompt": batch.user_prompts[i], "response": batch.responses[i], "answer": batch.answers[i],
+             "response_tokens": int(lengths[i]), "thinking_tokens": int(batch.thinking_tokens[i]),
+             "rewards": {name: values[i] for name, values in terms.items()}, "metadata": batch.metadata[i]}
+            for i in range(len(batch.responses))]
+
+
 def run(evaluation: Evaluation, methods: list[str]) -> list[dict]:
     """Every method's rows, with a progress bar over the units of work (a method at one N or budget)."""
     from tqdm import tqdm
@@ -380,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             rows = run(evaluation, cfg.eval.methods)
             elapsed = time.perf_counter() - start
-            rankings = evaluation.rankings
-        write(run_dir.path, cfg, problems, elapsed, rows, rankings)
+            rankings, samples = evaluation.rankings, evaluation.samples
+        write(run_dir.path, cfg, problems, elapsed, rows, rankings, samples)
     except RewardStartError as exc:  # a reward's constructor raised: an input error
         print(f"input error: {exc}", file=sys.stderr)
         return 2
@@ -390,12 +411,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write(out: Path, cfg, problems: list, elapsed: float, rows: list[dict], rankings: dict[str, dict] | None = None) -> None:
+def write(out: Path, cfg, problems: list, elapsed: float, rows: list[dict], rankings: dict[str, dict] | None = None,
+          samples: list[dict] | None = None) -> None:
     """``OUTPUTS`` into ``out``, and the table on the console; ``rankings``: ``Evaluation.rankings``, under
-    ``verifier_ranking`` and as lines below the table."""
+    ``verifier_ranking`` and as lines below the table; ``samples``: the greedy responses, ``SAMPLES``."""
     result = {"model": cfg.model.path, "eval_files": cfg.data.eval_files, "problems": len(problems),
               "seconds": round(elapsed, 2), "rows": rows, "verifier_ranking": rankings or {}}
     (out / RESULTS).write_text(json.dumps(result, indent=2) + "\n")
+    if samples:
+        (out / SAMPLES).write_text("".join(json.dumps(record) + "\n" for record in samples))
     table = markdown_table(rows)
     for judge, r in (rankings or {}).items():
         table += (f"\n\n{judge} {r['name']}: ranks a right response above a wrong one to the same problem "

@@ -56,6 +56,9 @@ def render_config_reference() -> str:
         "trainer.total_steps=20 rollout.num_workers=2`.",
         "An unknown key, a wrong type or an impossible combination stops the run with exit code 2",
         "and a one-line message naming the key; a plug-in's options are checked the same way.",
+        "An override naming another algorithm (`algorithm.name=grpo` on a PPO preset) starts the `algorithm` node",
+        "afresh, and one naming another reward for a term or verifier (`eval.verifier={name: confidence, args: ...}`",
+        "on a preset whose verifier is an ORM) starts its `args` afresh: the preset's were for the old one.",
     ]
     sections = {f.name: f.default_factory().__class__ for f in dataclasses.fields(Config)}
     for section, cls in sections.items():

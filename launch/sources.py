@@ -144,11 +144,21 @@ def episode_metrics(batch: RolloutBatch) -> dict[str, float]:
 
 
 def greedy_eval(rollout, rewards, rows: list[PromptRow], accuracy_term: str) -> dict[str, float]:
-    """Greedy responses to ``rows``, scored: ``eval/accuracy``, ``eval/reward`` (the weighted total),
-    ``eval/reward/<term>`` for every term and logged part (``eval/reward/l1/abs_deviation``),
-    ``eval/response_length`` and, where responses think in ``<think>…</think>``, ``eval/thinking_length``."""
+    """Greedy responses to ``rows``, scored: ``eval_metrics``."""
+    return eval_metrics(greedy_batch(rollout, rewards, rows), accuracy_term)
+
+
+def greedy_batch(rollout, rewards, rows: list[PromptRow]) -> RolloutBatch:
+    """One greedy response to each of ``rows``, scored by ``rewards``."""
     batch = rollout.generate(rows, n=1, greedy=True)
     rewards.score(batch)
+    return batch
+
+
+def eval_metrics(batch: RolloutBatch, accuracy_term: str) -> dict[str, float]:
+    """A scored evaluation batch's ``eval/accuracy``, ``eval/reward`` (the weighted total), ``eval/reward/<term>`` for
+    every term and logged part (``eval/reward/l1/abs_deviation``), ``eval/response_length`` and, where responses
+    think in ``<think>…</think>``, ``eval/thinking_length``."""
     stats = reward_stats(batch, accuracy_term)
     out = {"eval/accuracy": stats.get("accuracy", 0.0), "eval/reward": stats["reward/mean"],
            "eval/response_length": stats["response_length/mean"]}

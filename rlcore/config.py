@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from rlcore.schedule import LR_SCHEDULES
@@ -447,6 +447,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         merged = _switch_algorithm(merged, overrides or [])
         for item in overrides or []:
             try:
+                _switch_reward(merged, item)
                 merged = OmegaConf.merge(merged, OmegaConf.from_dotlist([item]))
             except OmegaConfBaseException:
                 raise  # reported below, with the key
@@ -465,6 +466,23 @@ def _switch_algorithm(merged, overrides: list[str]):
     if names and names[-1] != merged.algorithm.get("name"):
         merged.algorithm = {"name": names[-1]}
     return merged
+
+
+def _switch_reward(merged, item: str) -> None:
+    """An override naming another reward for a node with ``args`` (``eval.verifier={name: orm, ...}``,
+    ``eval.search_verifier.name=confidence``) starts its ``args`` afresh: the preset's were the old reward's. The
+    node's other settings (workers, timeout, resources) stay."""
+    key = item.split("=", 1)[0].strip()
+    if "[" in key:  # a list item (reward.terms[0].name): the merge reports what is wrong with it
+        return
+    given = OmegaConf.from_dotlist([item])
+    parent, _, leaf = key.rpartition(".")
+    node_key = parent if leaf == "name" else key
+    value = OmegaConf.select(given, node_key)
+    name = value.get("name") if isinstance(value, DictConfig) else None
+    node = OmegaConf.select(merged, node_key, default=None) if node_key else None
+    if isinstance(node, DictConfig) and "args" in node and name is not None and name != node.get("name"):
+        node.args = {}
 
 
 def _check(ok: bool, message: str) -> None:

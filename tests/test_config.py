@@ -392,6 +392,19 @@ def test_naming_another_algorithm_on_the_command_line_starts_its_node_afresh():
     assert configure(ppo_preset, ["algorithm.name=ppo"]).algorithm.options.lam == 0.95
 
 
+def test_naming_another_reward_for_a_verifier_starts_its_args_afresh():
+    """The preset's search verifier is a PRM with a delimiter, which the confidence verifier does not take: another
+    name drops the old args (not the node's other settings); the same name merges into them."""
+    preset = REPO / "launch/configs/tts_reasoning.yaml"
+    cfg = load_config(preset, ["eval.search_verifier={name: confidence, args: {model: m}}"])
+    assert cfg.eval.search_verifier.name == "confidence" and cfg.eval.search_verifier.args == {"model": "m"}
+    assert cfg.eval.search_verifier.timeout_s == 600  # the preset's, kept
+    assert load_config(preset, ["eval.verifier.name=prm", "eval.verifier.args.model=p"]).eval.verifier.args == \
+        {"model": "p"}
+    kept = load_config(preset, ["eval.search_verifier={name: prm, args: {aggregate: min}}"]).eval.search_verifier.args
+    assert kept == {"model": "outputs/tts/prm/final", "aggregate": "min", "delimiter": ". "}
+
+
 @pytest.mark.parametrize("preset", EVAL_PRESETS)
 def test_eval_presets_load_with_their_verifiers(preset):
     from launch.evaluate import for_evaluation

@@ -35,6 +35,11 @@ def test_every_method_on_the_arithmetic_model_with_the_exact_match_oracle(tmp_pa
                       f"eval.n={n}", "eval.verifier.name=exact_match", "data.max_eval_prompts=24",
                       "eval.beam_expansions=2", "eval.budgets=[2,4]", "eval.answer_tokens=2")
     assert result["problems"] == 24
+    # each greedy response is kept, scored: their accuracy is the greedy row's
+    samples = [json.loads(line) for line in (tmp_path / "arith" / "eval_samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 24 and all(s["response_tokens"] > 0 for s in samples)
+    right = sum(s["rewards"]["exact_match"] >= 1.0 for s in samples) / 24
+    assert right == pytest.approx(rows_of(result, "greedy")[1]["accuracy"])
     assert {row["method"] for row in result["rows"]} == set(ALL.strip("[]").split(","))
     pass_at = rows_of(result, "pass_at_k")
     assert sorted(pass_at) == [1, 2, 4, 8]
