@@ -74,14 +74,14 @@ def _reasoning(split: int, rows: Callable[[list[reasoning.Addition]], list[dict]
     return lambda path: write_jsonl(rows(reasoning.split_problems()[split]), path)
 
 
-def _reasoning_l1(split: int) -> Callable[[Path], None]:
-    """A builder of L1 SFT rows: their length targets are counted with the reasoning model's tokenizer,
-    which is built first (or reused) in the same cache folder."""
+def _reasoning_l1(split: int, mixed: bool = False) -> Callable[[Path], None]:
+    """A builder of L1 SFT rows (``mixed``: a verbosity per column): their length targets are counted with the
+    reasoning model's tokenizer, which is built first (or reused) in the same cache folder."""
     def build(path: Path) -> None:
         from rlcore.reasoning_model import load_thinking_counter, make_reasoning_model
 
         count = load_thinking_counter(make_reasoning_model(path.parent / REASONING_MODEL))
-        write_jsonl(reasoning.l1_sft_rows(reasoning.split_problems()[split], count, seed=split), path)
+        write_jsonl(reasoning.l1_sft_rows(reasoning.split_problems()[split], count, seed=split, mixed=mixed), path)
     return build
 
 
@@ -100,6 +100,8 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "reasoning-teacher-sft-train.jsonl": _reasoning(0, reasoning.teacher_sft_rows),
     "reasoning-l1-sft-train.jsonl": _reasoning_l1(0),
     "reasoning-l1-sft-test.jsonl": _reasoning_l1(1),
+    "reasoning-l1-mixed-sft-train.jsonl": _reasoning_l1(0, mixed=True),
+    "reasoning-l1-mixed-sft-test.jsonl": _reasoning_l1(1, mixed=True),
     AGENT_MODEL: _agent_model,
     "multiply-train.jsonl": _multiply(0, multiply.prompt_rows),
     "multiply-test.jsonl": _multiply(1, multiply.prompt_rows),

@@ -23,6 +23,7 @@ from rlcore.tasks.reasoning import (
     Addition,
     TaskSpec,
     l1_sft_rows,
+    mixed_scratchpad,
     rl_rows,
     scratchpad,
     sft_rows,
@@ -70,6 +71,20 @@ def test_split_rejects_too_many_problems_for_the_digits():
 ])
 def test_scratchpad_of_a_hand_picked_problem(level, expected):
     assert scratchpad(Addition(345, 678), level) == expected
+
+
+def test_mixed_scratchpad_sets_each_columns_verbosity():
+    assert mixed_scratchpad(Addition(345, 678), ["terse", "so_far", "write"], check=False) == \
+        "5+8=13. 4+7+1=12, write 2 carry 1, so far 23. 3+6+1=10, write 0. Write 1."
+    assert mixed_scratchpad(Addition(345, 678), ["so_far", "terse", "carry"], check=True) == \
+        "5+8=13, write 3 carry 1, so far 3. 4+7+1=12. 3+6+1=10, write 0 carry 1. Write 1. So 345+678=1023."
+    for level in LEVELS:  # the five levels are its uniform cases
+        uniform = [level if level != "check" else "so_far"] * 3
+        assert mixed_scratchpad(Addition(345, 678), uniform, level == "check") == scratchpad(Addition(345, 678), level)
+    with pytest.raises(ValueError, match="3 column levels"):
+        mixed_scratchpad(Addition(345, 678), ["terse", "write"], check=False)
+    with pytest.raises(ValueError, match="3 column levels"):
+        mixed_scratchpad(Addition(345, 678), ["terse", "write", "check"], check=False)
 
 
 def test_scratchpad_pads_the_shorter_operand_with_zeros():
@@ -167,6 +182,22 @@ def test_l1_rows_state_their_thinking_token_count(tokenizer):
         assert n == thinking_tokens(tokenizer, think) == len(inside)
     lengths = [thinking_tokens(tokenizer, scratchpad(problems[0], level)) for level in LEVELS]
     assert lengths == sorted(lengths) and lengths[-1] - lengths[0] >= 30  # tens of tokens of range
+
+
+def test_mixed_l1_rows_fill_the_lengths_between_the_levels(tokenizer):
+    """Per-column levels: every row's stated count is its thinking's, and the problems' lengths take many more values
+    than the five levels give."""
+    problems = split_problems(SMALL_TASK)[1]
+    count = lambda text: thinking_tokens(tokenizer, text)  # noqa: E731
+    rows = l1_sft_rows(problems, count, seed=0, mixed=True)
+    for row in rows:
+        think = row["messages"][1]["content"].split("<think>")[1].split("</think>")[0]
+        assert row["level"] == "mixed" and row["target_tokens"] == count(think)
+        assert row["messages"][1]["content"].endswith(f"<answer>{row['answer']}</answer>")
+    three = [p for p in problems if len(str(max(p.a, p.b))) == 3][:50]
+    per_level = {count(scratchpad(p, level)) for p in three for level in LEVELS}
+    mixed = {row["target_tokens"] for row in l1_sft_rows(three * 4, count, seed=1, mixed=True)}
+    assert len(mixed - per_level) >= 10
 
 
 # --- the model asset ---------------------------------------------------------------------

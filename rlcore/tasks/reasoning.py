@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -153,8 +153,21 @@ def scratchpad(problem: Addition, level: str = DEFAULT_LEVEL, slip: int | None =
     ``columns``."""
     rank = LEVELS.index(level)
     cols = columns(problem.a, problem.b, slip)
+    return mixed_scratchpad(problem, [LEVELS[min(rank, CHECK - 1)]] * len(cols), rank >= CHECK, slip)
+
+
+CHECK = LEVELS.index("check")
+
+
+def mixed_scratchpad(problem: Addition, levels: Sequence[str], check: bool, slip: int | None = None) -> str:
+    """The thinking with its own verbosity per column (``levels[i]`` for the i-th column from the right, each one
+    of ``LEVELS`` but ``check``), and the closing ``check`` line or not: lengths between the levels'."""
+    cols = columns(problem.a, problem.b, slip)
+    ranks = [LEVELS.index(level) for level in levels]
+    if len(ranks) != len(cols) or max(ranks) >= CHECK:
+        raise ValueError(f"{len(cols)} column levels from {LEVELS[:CHECK]} needed, got {list(levels)}")
     steps, so_far = [], ""
-    for col in cols:
+    for col, rank in zip(cols, ranks):
         step = f"{col.x}+{col.y}" + ("+1" if col.carry_in else "") + f"={col.total}"
         so_far = str(col.total % 10) + so_far
         if rank >= LEVELS.index("write"):
@@ -164,9 +177,10 @@ def scratchpad(problem: Addition, level: str = DEFAULT_LEVEL, slip: int | None =
         if rank >= LEVELS.index("so_far"):
             step += f", so far {so_far}"
         steps.append(step + ".")
-    if rank >= LEVELS.index("write") and cols[-1].total >= 10:  # the last carry is a new digit
-        steps.append("Write 1." if rank < LEVELS.index("so_far") else f"Write 1, so far 1{so_far}.")
-    if rank >= LEVELS.index("check"):
+    last = ranks[-1]
+    if last >= LEVELS.index("write") and cols[-1].total >= 10:  # the last carry is a new digit
+        steps.append("Write 1." if last < LEVELS.index("so_far") else f"Write 1, so far 1{so_far}.")
+    if check:
         steps.append(f"So {problem.a}+{problem.b}={written(cols)}.")
     return " ".join(steps)
 
@@ -218,21 +232,32 @@ def teacher_sft_rows(problems: list[Addition], seed: int = 0) -> list[dict]:
              "answer": p.answer} for p in problems]
 
 
-def l1_sft_rows(problems: list[Addition], count_tokens: Callable[[str], int], seed: int = 0) -> list[dict]:
+def l1_sft_rows(problems: list[Addition], count_tokens: Callable[[str], int], seed: int = 0,
+                mixed: bool = False) -> list[dict]:
     """L1 length-control SFT rows: a random verbosity level per problem, its thinking length in the prompt.
 
     The user message ends with "Think for N tokens." where N is
     ``count_tokens(scratchpad)``, the number of tokens between ``<think>`` and
     ``</think>`` of the assistant's answer, so the instruction is honest. N is
     also stored as ``target_tokens``, as L1's ``length_target`` transform does.
+
+    ``mixed``: a random level per column and the closing check line or not (``mixed_scratchpad``), so that the
+    lengths fill the range between the five levels' (a problem has a handful of lengths otherwise, and a target
+    between two of them is always missed).
     """
     rng = random.Random(seed)
     rows = []
     for p in problems:
-        level = rng.choice(LEVELS)
-        n = count_tokens(scratchpad(p, level))
+        if mixed:
+            levels = [rng.choice(LEVELS[:CHECK]) for _ in columns(p.a, p.b)]
+            check = rng.random() < 0.5
+            level, thinking = "mixed", mixed_scratchpad(p, levels, check)
+        else:
+            level = rng.choice(LEVELS)
+            thinking = scratchpad(p, level)
+        n = count_tokens(thinking)
         rows.append({"messages": [{"role": "user", "content": p.question(length_target=n)},
-                                  {"role": "assistant", "content": solution(p, level)}],
+                                  {"role": "assistant", "content": f"<think>{thinking}</think><answer>{p.answer}</answer>"}],
                      "answer": p.answer, "target_tokens": n, "level": level})
     return rows
 
