@@ -68,26 +68,17 @@ def outcome_pairs(responses: list[str], correct: list[bool]) -> list[tuple[str, 
     return [(good, bad) for good, ok in zip(responses, correct) if ok for bad, wrong in zip(responses, correct) if not wrong]
 
 
-def label(evaluation: Evaluation, cfg: Config, rows: list[PromptRow]) -> tuple[list[dict], list[dict]]:
-    """Step rows and pair rows for ``rows``; the rollout and reward workers do the work in two big batches."""
+def completed(evaluation: Evaluation, cfg: Config, samples: list[tuple], decode) -> list[bool]:
+    """Whether each of the ``label.completions`` completions of every step but the last of every sample reaches the
+    right answer, in order; each completion continues the ids the policy sampled, cut after the step."""
     from actors.rollout import Request
 
-    lc, tok = cfg.label, evaluation.tokenizer
-    batch = evaluation.rollout.generate(rows, n=lc.samples, seed=lc.seed)
-    correct = evaluation.correct(batch)
-    decode = lambda ids: tok.decode(ids, skip_special_tokens=True)  # noqa: E731
-    samples = []  # (problem, sample index, steps, the sampled ids, the token that completes each step)
-    for i, text in enumerate(batch.responses):
-        steps = split_steps(text, cfg.eval.step_delimiter)
-        if steps:
-            ids = list(batch.response_ids[i])  # continued as sampled: never re-encoded step by step
-            samples.append((i // lc.samples, i, steps, ids, sampled_step_ends(ids, steps, decode)))
-    limit = cfg.rollout.max_new_tokens
-    requests = [Request(evaluation.prompt_ids[p] + ids[:end + 1], n=lc.completions, temperature=cfg.rollout.temperature,
+    k, limit = cfg.label.completions, cfg.rollout.max_new_tokens
+    requests = [Request(evaluation.prompt_ids[p] + ids[:end + 1], n=k, temperature=cfg.rollout.temperature,
                         top_p=cfg.rollout.top_p, max_tokens=max(1, limit - end - 1))
                 for p, _, _, ids, ends in samples for end in ends[:-1]]
-    print(f"{len(batch.responses)} responses, {len(requests)} steps to complete {lc.completions} times each", flush=True)
-    completions = evaluation.rollout.complete(requests, seed=lc.seed + 1)
+    print(f"{len(samples)} responses, {len(requests)} steps to complete {k} times each", flush=True)
+    completions = evaluation.rollout.complete(requests, seed=cfg.label.seed + 1)
     problems, token_ids, texts = [], [], []
     at = 0
     for p, _, steps, ids, ends in samples:
@@ -98,12 +89,30 @@ def label(evaluation: Evaluation, cfg: Config, rows: list[PromptRow]) -> tuple[l
                 token_ids.append(ids[:end + 1] + c.token_ids)
                 texts.append(prefix + c.text)
             at += 1
-    finished = evaluation.correct(evaluation.batch(problems, token_ids, texts)) if problems else []
+    return evaluation.correct(evaluation.batch(problems, token_ids, texts)) if problems else []
+
+
+def label(evaluation: Evaluation, cfg: Config, rows: list[PromptRow]) -> tuple[list[dict], list[dict]]:
+    """Step rows and pair rows for ``rows``; the rollout and reward workers do the work in two big batches."""
+    lc, tok = cfg.label, evaluation.tokenizer
+    batch = evaluation.rollout.generate(rows, n=lc.samples, seed=lc.seed)
+    correct = evaluation.correct(batch)
+    decode = lambda ids: tok.decode(ids, skip_special_tokens=True)  # noqa: E731
+    samples = []  # (problem, sample index, steps, the sampled ids, the token that completes each step)
+    for i, text in enumerate(batch.responses):
+        steps = split_steps(text, cfg.eval.step_delimiter)
+        if steps:
+            ids = list(batch.response_ids[i])  # continued as sampled: never re-encoded step by step
+            samples.append((i // lc.samples, i, steps, ids, sampled_step_ends(ids, steps, decode)))
+    finished = completed(evaluation, cfg, samples, decode) if lc.completions else []
     step_rows, at = [], 0
     for p, i, steps, _, ends in samples:
-        count = (len(ends) - 1) * lc.completions
-        soft, hard = step_labels(finished[at:at + count], lc.completions, lc.min_correct)
-        at += count
+        if lc.completions:
+            count = (len(ends) - 1) * lc.completions
+            soft, hard = step_labels(finished[at:at + count], lc.completions, lc.min_correct)
+            at += count
+        else:  # outcome supervision: every step carries the response's label
+            soft, hard = [float(correct[i])] * (len(ends) - 1), [int(correct[i])] * (len(ends) - 1)
         soft, hard = soft + [float(correct[i])], hard + [int(correct[i])]  # the last step: the response's own answer
         step_rows.append({"prompt": rows[p].prompt, "steps": steps, "soft_labels": soft, "hard_labels": hard,
                           "answer": rows[p].answer, "correct": bool(correct[i]), "index": rows[p].index})

@@ -334,7 +334,7 @@ class LabelConfig:
     samples: int = 4
     """Responses sampled per prompt, at rollout.temperature; each is cut into steps at eval.step_delimiter."""
     completions: int = 8
-    """Completions sampled from the end of every step (k); the step's soft label is the share of them that reach the right answer."""
+    """Completions sampled from the end of every step (k); the step's soft label is the share of them that reach the right answer. 0: no completions, every step labelled with its response's correctness (outcome supervision): the pairs and outcome labels of many more samples for the same time."""
     min_correct: int = 1
     """A step's hard label is 1 when at least this many of its completions reach the right answer (1: Math-Shepherd's hard estimation)."""
     eval_fraction: float = 0.1
@@ -536,9 +536,10 @@ def validate(cfg: Config) -> None:
     _check(cfg.trainer.max_restarts >= 0, f"trainer.max_restarts={cfg.trainer.max_restarts} must be >= 0")
     validate_placement(cfg)
     validate_env(cfg.env)
-    for name in ("prompts", "samples", "completions", "min_correct"):
+    for name in ("prompts", "samples", "min_correct"):
         _check(getattr(cfg.label, name) > 0, f"label.{name}={getattr(cfg.label, name)} must be > 0")
-    _check(cfg.label.min_correct <= cfg.label.completions,
+    _check(cfg.label.completions >= 0, f"label.completions={cfg.label.completions} must be >= 0")
+    _check(cfg.label.completions == 0 or cfg.label.min_correct <= cfg.label.completions,
            f"label.min_correct={cfg.label.min_correct} must be <= label.completions={cfg.label.completions}")
     _check(0 <= cfg.label.eval_fraction < 1, f"label.eval_fraction={cfg.label.eval_fraction} must be in [0, 1)")
     # Imported here, not at the top: rlcore.metrics imports ConfigError from this module.

@@ -156,10 +156,7 @@ class FakeRollout:
         return [[SimpleNamespace(token_ids=[0], text="no" if 98 in r.prompt_ids else "ok")] * r.n for r in requests]
 
 
-def test_monte_carlo_labels_with_a_fake_rollout():
-    """Steps after a bad one ("b. ") lead nowhere: their completions fail and they are labelled 0."""
-    from launch.label_steps import label
-
+def fake_labelling(completions: int):
     rollout = FakeRollout()
     evaluation = SimpleNamespace(
         tokenizer=SimpleNamespace(encode=lambda s, add_special_tokens=False: [ord(c) for c in s],
@@ -167,10 +164,18 @@ def test_monte_carlo_labels_with_a_fake_rollout():
         prompt_ids=[[1], [2]], rollout=rollout,
         batch=lambda problems, ids, texts: SimpleNamespace(responses=texts),
         correct=lambda batch: [False, True] * 2 if batch is rollout.batch else [t.endswith("ok") for t in batch.responses])
-    cfg = SimpleNamespace(label=SimpleNamespace(samples=2, completions=3, min_correct=1, seed=0),
+    cfg = SimpleNamespace(label=SimpleNamespace(samples=2, completions=completions, min_correct=1, seed=0),
                           eval=SimpleNamespace(step_delimiter=". "),
                           rollout=SimpleNamespace(max_new_tokens=64, temperature=1.0, top_p=1.0))
     rows = [SimpleNamespace(prompt="p0", answer="1", index=10), SimpleNamespace(prompt="p1", answer="2", index=11)]
+    return rollout, evaluation, cfg, rows
+
+
+def test_monte_carlo_labels_with_a_fake_rollout():
+    """Steps after a bad one ("b. ") lead nowhere: their completions fail and they are labelled 0."""
+    from launch.label_steps import label
+
+    _, evaluation, cfg, rows = fake_labelling(completions=3)
     steps, pairs = label(evaluation, cfg, rows)
     first = steps[0]
     assert first["steps"] == ["g. ", "b. ", "x"]
@@ -178,4 +183,15 @@ def test_monte_carlo_labels_with_a_fake_rollout():
     assert steps[1]["hard_labels"] == [1, 1, 1] and steps[1]["correct"]
     assert pairs == [{"prompt": "p0", "chosen": "g. g. x", "rejected": "g. b. x", "index": 10},
                      {"prompt": "p1", "chosen": "g. g. x", "rejected": "g. b. x", "index": 11}]
+
+
+def test_zero_completions_label_every_step_with_the_outcome_and_complete_nothing():
+    from launch.label_steps import label
+
+    rollout, evaluation, cfg, rows = fake_labelling(completions=0)
+    rollout.complete = None  # never called
+    steps, pairs = label(evaluation, cfg, rows)
+    assert [s["hard_labels"] for s in steps[:2]] == [[0, 0, 0], [1, 1, 1]]
+    assert steps[0]["soft_labels"] == [0.0, 0.0, 0.0] and not steps[0]["correct"]
+    assert len(pairs) == 2  # the outcome pairs as with completions
 
