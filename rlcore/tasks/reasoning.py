@@ -44,6 +44,8 @@ LEVELS = ("terse", "write", "carry", "so_far", "check")
 """
 DEFAULT_LEVEL = "carry"
 """The level of the cold-start SFT rows."""
+CHECK = LEVELS.index("check")
+"""The rank of ``check``, the one level that is not a column's (``mixed_scratchpad``)."""
 TEACHER_CARRY_RATE = 0.35
 """How often the imperfect cold-start teacher (``teacher_solution``) adds the ones column's carry into the tens."""
 
@@ -154,9 +156,6 @@ def scratchpad(problem: Addition, level: str = DEFAULT_LEVEL, slip: int | None =
     rank = LEVELS.index(level)
     cols = columns(problem.a, problem.b, slip)
     return mixed_scratchpad(problem, [LEVELS[min(rank, CHECK - 1)]] * len(cols), rank >= CHECK, slip)
-
-
-CHECK = LEVELS.index("check")
 
 
 def mixed_scratchpad(problem: Addition, levels: Sequence[str], check: bool, slip: int | None = None) -> str:
