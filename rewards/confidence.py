@@ -42,7 +42,7 @@ class ConfidenceOptions:
     """Where the model runs: auto (cuda when the term's actors have a GPU, num_gpus > 0; else cpu), cpu, cuda or cuda:N."""
 
     def __post_init__(self):
-        check_options(self.model, self.batch_size, self.device)
+        check_options(self.model, self.batch_size, self.device, POLICY_HINT)
         if self.aggregate not in AGGREGATES:
             raise ValueError(f"aggregate='{self.aggregate}' is not one of {', '.join(AGGREGATES)}")
         if self.temperature <= 0:

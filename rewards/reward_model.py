@@ -47,9 +47,10 @@ def pick_device(device: str) -> str:
     return device
 
 
-def check_options(model: str, batch_size: int, device: str) -> None:
+def check_options(model: str, batch_size: int, device: str,
+                  hint: str = "name a reward model folder (an export of algorithm.name=orm or prm)") -> None:
     if not model:
-        raise ValueError("model is empty: name a reward model folder (an export of algorithm.name=orm or prm)")
+        raise ValueError(f"model is empty: {hint}")
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be >= 1")
     if device not in DEVICES and not device.startswith("cuda:"):

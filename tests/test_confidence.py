@@ -94,5 +94,7 @@ def test_options_and_registry(model_path):
         PolicyConfidence(model_path, aggregate="last")
     with pytest.raises(ValueError, match="temperature=0 must be > 0"):
         PolicyConfidence(model_path, temperature=0)
+    with pytest.raises(ValueError, match="model is empty: name the policy's export"):
+        PolicyConfidence("")
     with pytest.raises(ValueError, match="batch_size=0 must be >= 1"):
         PolicyConfidence(model_path, batch_size=0)
