@@ -22,7 +22,6 @@ whole time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import statistics
@@ -40,6 +39,7 @@ SETTLE_S = 0.5
 from actors.rollout import RolloutWorker, seed_samplers  # noqa: E402  (after the Ray setting above)
 from rlcore.chat import encode_prompt  # noqa: E402
 from rlcore.data import PromptRow  # noqa: E402
+from rlcore.tasks.arithmetic import write_jsonl  # noqa: E402
 from rlcore.tasks.multiply import Multiplication, multiply, tool_call_text  # noqa: E402
 
 CALLS = 3
@@ -82,12 +82,7 @@ class FixedLengths(RolloutWorker):
         return sum(len(out.outputs[0].token_ids) for out in outputs)
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> str:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return str(path)
-
-
-def cold_start(out: Path, traces: str, steps: int) -> str:
+def cold_start(out: Path, traces: Path, steps: int) -> str:
     """The agent task's SFT preset on the chained traces for ``steps`` steps: the model then writes whole turns."""
     subprocess.run([sys.executable, "-m", "launch.train", "--config", "launch/configs/agent_sft.yaml",
                     f"data.train_files=[{traces}]", f"data.eval_files=[{traces}]", f"trainer.output_dir={out}",
@@ -137,9 +132,9 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp())
     prompts, traces = chain_rows(2000)
-    model = args.model or cold_start(work / "sft", write_jsonl(work / "traces.jsonl", traces), args.sft_steps)
+    model = args.model or cold_start(work / "sft", write_jsonl(traces, work / "traces.jsonl"), args.sft_steps)
     plan = configure("launch/configs/agent_grpo.yaml",
-                     [f"model.path={model}", f"data.train_files=[{write_jsonl(work / 'prompts.jsonl', prompts)}]",
+                     [f"model.path={model}", f"data.train_files=[{write_jsonl(prompts, work / 'prompts.jsonl')}]",
                       f"env.max_turns={CALLS + 1}", "env.max_total_tokens=400", *args.overrides])
     rows = prepare(plan).train[: args.prompts]
     ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": ACTOR_ENV})
