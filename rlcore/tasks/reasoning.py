@@ -187,8 +187,12 @@ def mixed_scratchpad(problem: Addition, levels: Sequence[str], check: bool, slip
 def solution(problem: Addition, level: str = DEFAULT_LEVEL, slip: int | None = None) -> str:
     """The assistant's whole response: ``<think>scratchpad</think><answer>sum</answer>``; with a ``slip``, the
     wrong sum it leads to."""
-    answer = written(columns(problem.a, problem.b, slip))
-    return f"<think>{scratchpad(problem, level, slip)}</think><answer>{answer}</answer>"
+    return response(scratchpad(problem, level, slip), written(columns(problem.a, problem.b, slip)))
+
+
+def response(thinking: str, answer: str) -> str:
+    """DeepSeek-R1's response format: ``<think>thinking</think><answer>answer</answer>``."""
+    return f"<think>{thinking}</think><answer>{answer}</answer>"
 
 
 def rl_rows(problems: list[Addition]) -> list[dict]:
@@ -256,7 +260,7 @@ def l1_sft_rows(problems: list[Addition], count_tokens: Callable[[str], int], se
             thinking = scratchpad(p, level)
         n = count_tokens(thinking)
         rows.append({"messages": [{"role": "user", "content": p.question(length_target=n)},
-                                  {"role": "assistant", "content": f"<think>{thinking}</think><answer>{p.answer}</answer>"}],
+                                  {"role": "assistant", "content": response(thinking, p.answer)}],
                      "answer": p.answer, "target_tokens": n, "level": level})
     return rows
 
