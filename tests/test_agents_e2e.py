@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.test_e2e import read_jsonl, venv_env
+from tests.zygote import python
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_ray")]  # its runs join one Ray cluster
 
@@ -24,7 +24,7 @@ SHORT = ["data.prompts_per_step=8", "rollout.n=4", "learner.mini_batch_size=32",
 
 
 def run(out: Path, *overrides: str, preset: str = GRPO) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "launch.train", "--config", preset, f"trainer.output_dir={out}",
+    proc = subprocess.run([python(), "-m", "launch.train", "--config", preset, f"trainer.output_dir={out}",
                            *overrides], cwd=REPO, env=venv_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
@@ -161,7 +161,7 @@ def test_evaluate_plays_episodes_for_greedy_pass_at_k_and_maj_at_k(tmp_path, col
     pass_at = [rows_of(result, "pass_at_k")[k]["accuracy"] for k in (1, 2, 4)]
     assert pass_at == sorted(pass_at)
     assert rows_of(result, "maj_at_k")[4]["accuracy"] <= pass_at[-1]
-    refused = subprocess.run([sys.executable, "-m", "launch.evaluate", "--config", GRPO, f"model.path={cold_start}",
+    refused = subprocess.run([python(), "-m", "launch.evaluate", "--config", GRPO, f"model.path={cold_start}",
                               "eval.methods=[beam_search]", f"trainer.output_dir={tmp_path / 'refused'}"], cwd=REPO,
                              env=venv_env(), capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith(

@@ -18,6 +18,7 @@ import pytest
 
 from tests.test_e2e import PRESET, REPO, SMALL, read_jsonl, venv_env
 from tests.test_resilience_e2e import scale
+from tests.zygote import python
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).parent / "ray")
@@ -109,7 +110,7 @@ def test_rollout_workers_on_other_nodes_grow_shrink_and_survive_a_lost_node(head
     third = None
     out, log = tmp_path / "run", tmp_path / "run.log"  # a file, not a pipe nobody reads until the end
     steps = 100  # enough left after the node's loss for Ray to notice it and the pool to give the worker up
-    proc = subprocess.Popen([sys.executable, "-m", "launch.train", "--config", PRESET, *SMALL,
+    proc = subprocess.Popen([python(), "-m", "launch.train", "--config", PRESET, *SMALL,
                              f"trainer.total_steps={steps}", "trainer.save_every=0", "trainer.export=false",
                              f"trainer.output_dir={out}", f"ray.address={head.address}", "rollout.num_cpus=0",
                              "rollout.resources={rollout_node: 1}"],

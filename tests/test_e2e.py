@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SHARED_RAY, sharing
+from tests.zygote import python
 
 # One Ray cluster for the module (ray start, with the dashboard `ray job submit` needs): every run joins it.
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
@@ -40,7 +41,7 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def launch(out: Path, *overrides: str, preset: str = PRESET) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "launch.train", "--config", preset, f"trainer.output_dir={out}",
+    return subprocess.run([python(), "-m", "launch.train", "--config", preset, f"trainer.output_dir={out}",
                            *SMALL, *overrides], cwd=REPO, env=venv_env(), capture_output=True, text=True, timeout=600)
 
 

@@ -2,12 +2,12 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.test_e2e import venv_env
+from tests.zygote import python
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +16,7 @@ ALL = "[greedy,pass_at_k,maj_at_k,best_of_n,weighted_best_of_n,beam_search,dvts,
 
 
 def evaluate(out: Path, *overrides: str) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "launch.evaluate", *overrides, f"trainer.output_dir={out}"],
+    proc = subprocess.run([python(), "-m", "launch.evaluate", *overrides, f"trainer.output_dir={out}"],
                           cwd=REPO, env=venv_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (out / "eval_results.md").is_file() and (out / "eval_scaling.png").stat().st_size > 0

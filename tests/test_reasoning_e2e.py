@@ -3,12 +3,12 @@
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.test_e2e import read_jsonl, venv_env
+from tests.zygote import python
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_ray")]  # its runs join one Ray cluster
 
@@ -31,7 +31,7 @@ def test_grpo_trains_from_a_verl_parquet_of_message_lists(tmp_path, cache_dir):
     pq.write_table(pyarrow.Table.from_pylist(table), data)
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "launch.train", "--config", "launch/configs/reasoning_grpo.yaml",
+        [python(), "-m", "launch.train", "--config", "launch/configs/reasoning_grpo.yaml",
          "model.path=local://tiny-qwen2-reason", f"data.train_files=[{data}]", f"data.eval_files=[{data}]",
          "data.max_eval_prompts=8", "data.prompts_per_step=8", "rollout.n=4", "rollout.max_new_tokens=16",
          "learner.mini_batch_size=32", "learner.micro_batch_size=32", "trainer.total_steps=2",
@@ -50,7 +50,7 @@ def test_grpo_trains_from_a_verl_parquet_of_message_lists(tmp_path, cache_dir):
 
 def test_r1_recipe_stages_run_and_chain(tmp_path):
     out = tmp_path / "r1"
-    env = {**venv_env(), "PYTHON": sys.executable, "SFT_STEPS": "30", "GRPO_STEPS": "2", "RS_STEPS": "2",
+    env = {**venv_env(), "PYTHON": python(), "SFT_STEPS": "30", "GRPO_STEPS": "2", "RS_STEPS": "2",
            "GRPO2_STEPS": "2",
            "R1_OVERRIDES": "data.max_eval_prompts=8 rollout.max_new_tokens=64 trainer.eval_every=0",
            "RS_OVERRIDES": "algorithm.min_score=0"}  # a 30-step SFT model is rarely right: keep what ends
@@ -75,7 +75,7 @@ def test_r1_recipe_stages_run_and_chain(tmp_path):
 def test_l1_reasoning_preset_counts_thinking_tokens_against_the_asked_length(tmp_path):
     out = tmp_path / "l1"
     proc = subprocess.run(
-        [sys.executable, "-m", "launch.train", "--config", "launch/configs/l1_reasoning.yaml",
+        [python(), "-m", "launch.train", "--config", "launch/configs/l1_reasoning.yaml",
          "model.path=local://tiny-qwen2-reason", "data.max_eval_prompts=8", "data.prompts_per_step=8", "rollout.n=4",
          "rollout.max_new_tokens=16", "learner.mini_batch_size=32", "learner.micro_batch_size=32",
          "trainer.total_steps=2", "trainer.eval_every=2", f"trainer.output_dir={out}", "trainer.export=false"],

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_e2e import PRESET, REPO, SMALL, read_jsonl, venv_env
+from tests.zygote import python
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +76,7 @@ def scale(out: Path, count: int) -> str:
     """``python -m launch.scale`` until the job applies it (a node just started may not have registered yet); its
     output."""
     for _ in range(30):
-        done = subprocess.run([sys.executable, "-m", "launch.scale", str(out), f"rollout.num_workers={count}"],
+        done = subprocess.run([python(), "-m", "launch.scale", str(out), f"rollout.num_workers={count}"],
                               cwd=REPO, env=venv_env(), capture_output=True, text=True, timeout=900)
         if done.returncode == 0:
             return done.stdout
@@ -114,7 +115,7 @@ TWO_RANKS = ["learner.world_size=2", "trainer.save_every=2", "trainer.export=fal
 def clean_run(tmp_path_factory) -> list[dict]:
     """The metrics of an uninterrupted 6-step run with a two-rank learner, for the runs with a fault to match."""
     out = tmp_path_factory.mktemp("clean") / "run"
-    proc = subprocess.run([sys.executable, "-m", "launch.train", "--config", PRESET, *SMALL, *TWO_RANKS,
+    proc = subprocess.run([python(), "-m", "launch.train", "--config", PRESET, *SMALL, *TWO_RANKS,
                            "trainer.total_steps=6", f"trainer.output_dir={out}"],
                           cwd=REPO, env=venv_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
