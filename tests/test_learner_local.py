@@ -51,9 +51,11 @@ def test_learner_and_reference_run_without_ray(local_model, tmp_path):
         metrics = learner.train_step(batch, 1, plan.algorithm.state_dict())
         assert {"pg_loss", "kl", "entropy", "clip_frac", "grad_norm", "lr"} <= set(metrics)
         after = learner.forward(batch, "logprobs")
-        # The update raised the log-prob of the best-scored sample relative to the worst.
-        gain = ((after - before) * batch.response_mask).sum(-1)
-        assert gain[-1] > gain[0]
+        # The update raised the advantage-weighted log-probs, the surrogate it ascends: Adam's first step moves each
+        # weight by lr against its gradient's sign, a first-order gain of lr * |gradient|_1. Which single sample gains
+        # most depends on the tokens the samples share, so on the CPU that sampled them.
+        gain = (batch.advantages[:, None] * (after - before) * batch.response_mask).sum()  # GRPO: one per sample
+        assert gain > 0, gain
         sd = learner.full_state_dict()
         assert "model.layers.0.self_attn.q_proj.weight" in sd and not any("_fsdp" in k for k in sd)
         learner.export(str(tmp_path / "final"))
@@ -317,7 +319,10 @@ def test_two_ranks_with_uneven_tokens_update_as_one_rank_does(local_model, tmp_p
     assert torch.allclose(torch.cat([r["logprobs"] for r in two]), one["logprobs"], atol=1e-5)
     assert two[0]["metrics"]["grad_norm"] == pytest.approx(one["metrics"]["grad_norm"], rel=1e-4)
     for name, weight in one["weights"].items():
-        assert torch.allclose(two[0]["weights"][name], weight, atol=1e-4), name  # lr 1e-2: a wrong weighting moves them ~1e-2
+        # Adam's first step moves a weight by lr = 1e-2 against its gradient's sign: a wrong weighting flips signs,
+        # 1e-2 and more; a gradient near Adam's eps moves by less, and summation order moved one of 2.4M by 1.1e-4
+        # on an AMX machine
+        assert torch.allclose(two[0]["weights"][name], weight, atol=1e-3), name
 
 
 def test_cosine_schedule_ends_at_min_lr_on_the_runs_last_optimizer_step(local_model):
