@@ -1,7 +1,9 @@
 """The end-to-end tests' stand-in for ``python`` (tests/zygote.py): a forked run answers as the interpreter would."""
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,32 @@ def test_the_run_gets_the_callers_folder_environment_and_path(tmp_path):
     proc = subprocess.run([python(), "-m", "where", "a", "b"], cwd=tmp_path, env={"MARK": "x", "PATH": "/usr/bin"},
                           capture_output=True, text=True, timeout=60)
     assert (proc.returncode, proc.stdout) == (3, f"{tmp_path} x ['a', 'b']\n"), proc.stderr
+
+
+def test_signals_reach_the_run_and_a_killed_caller_takes_its_run_along(tmp_path):
+    (tmp_path / "sleeper.py").write_text("import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\n"
+                                         "time.sleep(120)\n")
+
+    def started(name: str) -> tuple[subprocess.Popen, int]:
+        pid_file = tmp_path / name
+        proc = subprocess.Popen([python(), "-m", "sleeper", str(pid_file)], cwd=tmp_path)
+        deadline = time.monotonic() + 30
+        while not (pid_file.is_file() and pid_file.read_text()):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        return proc, int(pid_file.read_text())
+
+    proc, run = started("a")
+    assert run != proc.pid  # forked by the server, not the caller itself
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == -signal.SIGTERM  # the run died of it, and so reports the caller
+    proc, run = started("b")
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{run}").exists() and "Z" not in Path(f"/proc/{run}/stat").read_text().split()[2]:
+        assert time.monotonic() < deadline, "the run outlived its killed caller"
+        time.sleep(0.05)
+    proc, run = started("c")  # the server serves on
+    assert run != proc.pid
+    proc.kill()

@@ -7,7 +7,7 @@ caller's stdin, stdout and stderr (passed over the socket), its working folder, 
 the module as ``__main__`` (``runpy``), just as ``python -m`` would, and exits with the module's code. Its Ray
 client, roles, signals and exit path are the command's own.
 
-    python tests/zygote.py serve SOCKET          the server (``tests.conftest.zygote``)
+    python tests/zygote.py serve SOCKET          the server (started by ``python()``, once per test session)
     python tests/zygote.py -m launch.train ...   a run: with ZYGOTE_SOCKET set, forked by the server; its exit code
                                                  and signals are the run's. Anything else (a script, ``-c``, no
                                                  server) execs the real interpreter.
@@ -146,23 +146,22 @@ def serve(path: str) -> dict:
                 events.register(conn, selectors.EVENT_READ, pid)
             else:  # a caller closed its end before its run ended: it was killed, and so is the run
                 events.unregister(key.fileobj)
-                os.kill(key.data, signal.SIGKILL)
+                os.kill(key.data, signal.SIGKILL)  # reaped below, its status sent nowhere
         while runs:
             pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 break
             conn = runs.pop(pid)
-            events.unregister(conn)
-            try:
+            if conn in (key.fileobj for key in events.get_map().values()):
+                events.unregister(conn)
                 conn.sendall(_STATUS.pack(status))
-            except OSError:
-                pass
             conn.close()
 
 
 def become(request: dict) -> None:
     """In the forked child: take on the caller's streams, folder, environment and arguments, and run the module."""
     import runpy
+    import warnings
 
     for target, fd in enumerate(request["fds"]):
         os.dup2(fd, target)
@@ -172,8 +171,6 @@ def become(request: dict) -> None:
     os.environ.update(request["env"])
     extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     sys.path[:] = [request["cwd"], *extra, *[p for p in sys.path[1:] if p not in extra]]
-    import warnings
-
     # The server imported the module already; ``python -m`` imports it a second time too when another module does.
     warnings.filterwarnings("ignore", "'.*' found in sys.modules after import of package", RuntimeWarning)
     sys.argv = request["argv"][1:]  # [module, args...]; run_module puts the module's file first
