@@ -83,10 +83,13 @@ def call(argv: list[str]) -> None:
         os.execv(sys.executable, [sys.executable, *argv])
     request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
     socket.send_fds(conn, [_STATUS.pack(len(request)) + request], [0, 1, 2])
-    pid = _STATUS.unpack(_read(conn, _STATUS.size))[0]
-    for sig in FORWARDED:
-        signal.signal(sig, lambda signum, _frame: os.kill(pid, signum))
-    status = _STATUS.unpack(_read(conn, _STATUS.size))[0]
+    try:
+        pid = _STATUS.unpack(_read(conn, _STATUS.size))[0]
+        for sig in FORWARDED:
+            signal.signal(sig, lambda signum, _frame: os.kill(pid, signum))
+        status = _STATUS.unpack(_read(conn, _STATUS.size))[0]
+    except EOFError:
+        raise SystemExit("zygote: the server went away before the run ended") from None
     if os.WIFSIGNALED(status):  # died of a signal: so does the caller, as subprocess reports it (-N)
         signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
         os.kill(os.getpid(), os.WTERMSIG(status))
@@ -94,11 +97,12 @@ def call(argv: list[str]) -> None:
 
 
 def _read(conn: socket.socket, size: int) -> bytes:
+    """Exactly ``size`` bytes, or EOFError when the other end closes first."""
     data = b""
     while len(data) < size:
         chunk = conn.recv(size - len(data))
         if not chunk:
-            raise SystemExit("zygote: the server went away before the run ended")
+            raise EOFError
         data += chunk
     return data
 
@@ -127,8 +131,13 @@ def serve(path: str) -> dict:
                 conn, _ = listener.accept()
                 msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
                 (size,), body = _STATUS.unpack(msg[:_STATUS.size]), msg[_STATUS.size:]
-                while len(body) < size:
-                    body += conn.recv(size - len(body))
+                try:
+                    body += _read(conn, size - len(body))
+                except EOFError:  # the caller died while it sent its request: nothing to run
+                    for fd in fds:
+                        os.close(fd)
+                    conn.close()
+                    continue
                 sys.stdout.flush()
                 sys.stderr.flush()
                 pid = os.fork()
@@ -152,7 +161,7 @@ def serve(path: str) -> dict:
             if pid == 0:
                 break
             conn = runs.pop(pid)
-            if conn in (key.fileobj for key in events.get_map().values()):
+            if conn in events.get_map():  # not unregistered: its caller still waits for the status
                 events.unregister(conn)
                 conn.sendall(_STATUS.pack(status))
             conn.close()
