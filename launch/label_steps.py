@@ -21,7 +21,10 @@ response's own correctness. Written to ``trainer.output_dir``:
   soft label is the share of correct completions, the hard label 1 when at least
   ``label.min_correct`` are correct (1: Math-Shepherd's hard estimation);
 * ``pairs-train.jsonl`` / ``pairs-test.jsonl``: ``{"prompt", "chosen", "rejected"}``, a
-  correct and a wrong response to the same prompt (the ``orm`` algorithm's data).
+  correct and a wrong response to the same prompt (the ``orm`` algorithm's data);
+* ``verdicts-train.jsonl`` / ``verdicts-test.jsonl``: ``{"prompt", "response"}`` SFT rows of a
+  generative verifier (``rlcore.test_time.verdict_rows``: every prefix of steps, then
+  ``Yes`` or ``No`` from its last step's hard label), served by the ``genrm`` reward term.
 
 The last ``label.eval_fraction`` of the prompts go to the ``-test`` files. Prompts
 are written as the model saw them (chat-templated).
@@ -41,11 +44,12 @@ from launch.train import exit_process, parse_args, plan_data_and_ray
 from rewards.api import RewardStartError
 from rlcore.config import Config
 from rlcore.data import PromptRow
-from rlcore.test_time import sampled_step_ends, split_steps
+from rlcore.test_time import sampled_step_ends, split_steps, verdict_rows
 
 
 OUTPUTS = Outputs("launch.label_steps", ("steps-train.jsonl", "steps-test.jsonl", "pairs-train.jsonl",
-                                         "pairs-test.jsonl", "label_summary.json"))
+                                         "pairs-test.jsonl", "verdicts-train.jsonl", "verdicts-test.jsonl",
+                                         "label_summary.json"))
 """What labelling writes into ``trainer.output_dir``: an earlier labelling's is refused unless trainer.overwrite=true."""
 
 
@@ -160,11 +164,13 @@ def write(out: Path, cfg: Config, rows: list[PromptRow], step_rows: list[dict], 
     held_out = {r.index for r in rows[len(rows) - int(len(rows) * cfg.label.eval_fraction):]} if cfg.label.eval_fraction else set()
     steps = write_split(out, "steps", step_rows, held_out)
     pairs = write_split(out, "pairs", pair_rows, held_out)
+    verdicts = write_split(out, "verdicts", verdict_rows(step_rows), held_out)
     labels = [h for r in step_rows for h in r["hard_labels"]]
     summary = {"prompts": len(rows), "responses": len(step_rows), "steps": len(labels),
                "good_step_rate": sum(labels) / max(len(labels), 1),
                "correct_rate": sum(r["correct"] for r in step_rows) / max(len(step_rows), 1),
                "step_rows": dict(zip(("train", "test"), steps)), "pairs": dict(zip(("train", "test"), pairs)),
+               "verdicts": dict(zip(("train", "test"), verdicts)),
                "seconds": round(elapsed, 1)}
     (out / "label_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary), flush=True)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from rewards.arithmetic import exact_match, numeric_match
 from rewards.confidence import PolicyConfidence
 from rewards.env import env_return
+from rewards.generative_verifier import GenerativeVerifier
 from rewards.judge import LLMJudge
 from rewards.l1 import L1Reward, LengthTarget
 from rewards.language import language_consistency
@@ -36,6 +37,7 @@ REWARDS: Registry[Callable] = Registry("reward", {
     "orm": OutcomeRewardModel,
     "prm": ProcessRewardModel,
     "confidence": PolicyConfidence,
+    "genrm": GenerativeVerifier,
     "env_return": env_return,
     "reasoning_gym": ReasoningGymScore,
 }, path_hint="module:function")

@@ -21,6 +21,9 @@ REASONING_MODEL = "tiny-qwen2-reason"
 SMALL_REASONING_MODEL = "tiny-qwen2-reason-small"
 """The reasoning model with half its layers (about half its parameters) and the same tokenizer: a distillation
 student of the reasoning model."""
+LARGE_REASONING_MODEL = "tiny-qwen2-reason-large"
+"""The reasoning model twice as wide and half again as deep (about 6× its parameters) with the same tokenizer: a
+verifier larger than the policy it judges (scripts/test_time_scaling.sh, ``LARGE_VERIFIER``)."""
 AGENT_MODEL = "tiny-qwen2-agent"
 
 
@@ -58,6 +61,13 @@ def _small_reasoning_model(path: Path) -> None:
     make_reasoning_model(path, ReasoningModelSpec(num_layers=2))
 
 
+def _large_reasoning_model(path: Path) -> None:
+    from rlcore.reasoning_model import ReasoningModelSpec, make_reasoning_model
+
+    make_reasoning_model(path, ReasoningModelSpec(hidden_size=256, num_layers=6, num_heads=8, num_kv_heads=4,
+                                                  intermediate_size=1024))
+
+
 def _agent_model(path: Path) -> None:
     from rlcore.agent_model import make_agent_model
 
@@ -93,6 +103,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "arithmetic-prefs-test.jsonl": _prefs_test,
     REASONING_MODEL: _reasoning_model,
     SMALL_REASONING_MODEL: _small_reasoning_model,
+    LARGE_REASONING_MODEL: _large_reasoning_model,
     "reasoning-train.jsonl": _reasoning(0, reasoning.rl_rows),
     "reasoning-test.jsonl": _reasoning(1, reasoning.rl_rows),
     "reasoning-sft-train.jsonl": _reasoning(0, reasoning.sft_rows),
@@ -108,7 +119,7 @@ BUILDERS: dict[str, Callable[[Path], None]] = {
     "multiply-sft-train.jsonl": _multiply(0, multiply.sft_rows),
     "multiply-sft-test.jsonl": _multiply(1, multiply.sft_rows),
 }
-MODELS = ("tiny-qwen2-arith", REASONING_MODEL, SMALL_REASONING_MODEL, AGENT_MODEL)
+MODELS = ("tiny-qwen2-arith", REASONING_MODEL, SMALL_REASONING_MODEL, LARGE_REASONING_MODEL, AGENT_MODEL)
 """Assets whose builder checks its own cache marker, so it runs on every ``resolve`` (data files are built once)."""
 
 

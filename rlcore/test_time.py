@@ -241,6 +241,31 @@ def aggregate_steps(scores: Sequence[float], how: str = "min") -> float:
     return product
 
 
+# ---- a generative verifier: the policy's model asked whether the steps so far are right ----------
+
+VERDICT_QUESTION = "\nAre the steps so far right? "
+"""What follows the (partial) response in a generative verifier's prompt."""
+VERDICTS = ("Yes", "No")
+"""The generative verifier's two answers: a right and a wrong (partial) solution."""
+
+
+def verdict_prompt(prompt: str, response: str, question: str = VERDICT_QUESTION) -> str:
+    """A generative verifier's prompt: the rendered prompt, the (partial) response as written, then ``question``.
+
+    Training (``verdict_rows``) and serving (``rewards.generative_verifier``) build it with this one function."""
+    return prompt + response + question
+
+
+def verdict_rows(step_rows: Sequence[dict], question: str = VERDICT_QUESTION) -> list[dict]:
+    """SFT rows of a generative verifier (GenRM, Zhang et al. 2024) from Monte-Carlo step rows (``launch.label_steps``):
+    one per prefix of each response's steps, ``{"prompt": verdict_prompt(...), "response": "Yes" or "No", "index"}``,
+    the answer the prefix's last step's hard label gives. A whole response's is its own correctness, so one model
+    serves as the outcome and the process verifier."""
+    return [{"prompt": verdict_prompt(row["prompt"], "".join(row["steps"][:k + 1]), question),
+             "response": VERDICTS[0] if label else VERDICTS[1], "index": row["index"]}
+            for row in step_rows for k, label in enumerate(row["hard_labels"])]
+
+
 def within_problem_accuracy(scores: Sequence[float], problems: Sequence[int], correct: Sequence[bool]) -> tuple[float, int]:
     """How well a verifier ranks responses to the same problem: the share of (right, wrong) response pairs of one
     problem that it scores right first (a tie counts half), and the number of such pairs.

@@ -187,7 +187,7 @@ def test_core_config_knows_no_plugin():
                                                                 "'algorithm': beta, loss, label_smoothing"),
         # rewards and their args
         (["reward.terms=[{name: nope}]", "reward.accuracy_term=nope"],
-         "reward.terms[0].name='nope' is not a registered reward; registered: answer_match, confidence, env_return, exact_match, judge, l1"),
+         "reward.terms[0].name='nope' is not a registered reward; registered: answer_match, confidence, env_return, exact_match, genrm, judge, l1"),
         (["reward.terms=[{name: nope}]"], "reward.terms[0].name='nope' is not a registered reward; registered: answer_match, confidence, env_return, exact_match"),
         (["reward.terms=[{name: numeric_match, args: {tolerance: x}}]", "reward.accuracy_term=numeric_match"],
          "reward.terms[0].args.tolerance: Value 'x' of type 'str' could not be converted to Float"),

@@ -294,7 +294,7 @@ def test_max_model_len_limits_the_prompt_budget(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     ("{accuracy: exact_mtch}", "reward.terms[1].args.accuracy='exact_mtch' is not a registered reward; registered: "
-                               "answer_match, confidence, env_return, exact_match, judge, l1"),
+                               "answer_match, confidence, env_return, exact_match, genrm, judge, l1"),
     ("{accuracy: numeric_match, accuracy_args: {tol: 1}}",
      "unknown key 'reward.terms[1].args.accuracy_args.tol'; allowed under 'reward.terms[1].args.accuracy_args': "
      "tolerance"),

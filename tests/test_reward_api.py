@@ -65,7 +65,7 @@ def test_unknown_reward_name_is_a_config_error():
     with pytest.raises(ConfigError) as info:
         load_reward("nope")
     assert isinstance(info.value, ValueError)
-    assert str(info.value).startswith("reward='nope' is not a registered reward; registered: answer_match, confidence, env_return, exact_match, judge, l1")
+    assert str(info.value).startswith("reward='nope' is not a registered reward; registered: answer_match, confidence, env_return, exact_match, genrm, judge, l1")
 
 
 def test_l1_reward_uses_token_counts_and_the_accuracy_reward():

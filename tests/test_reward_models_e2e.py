@@ -1,6 +1,7 @@
-"""Learned reward models end to end, on one local Ray for the module: an ORM and a PRM trained on the real FSDP
-learner from the local reasoning model (random weights) on a synthetic data set, their exports served as the
-``orm`` and ``prm`` reward terms of a GRPO run with real vLLM rollout workers.
+"""Learned reward models end to end, on one local Ray for the module: an ORM, a PRM and a generative verifier
+trained on the real FSDP learner from the local reasoning model (random weights) on a synthetic data set, the ORM's
+and PRM's exports served as the ``orm`` and ``prm`` reward terms of a GRPO run with real vLLM rollout workers, the
+generative verifier's as the ``genrm`` term.
 
 The data: worked solutions of the reasoning task (``rlcore.tasks.reasoning``) against the same solutions with a
 wrong digit in one column sum: the sum's tens digit, which is at most 1 in any column, replaced by 2..9
@@ -21,7 +22,7 @@ import pytest
 
 from launch.build import configure, prepare
 from rlcore.tasks import reasoning
-from rlcore.test_time import split_steps
+from rlcore.test_time import split_steps, verdict_rows, within_problem_accuracy
 
 pytestmark = pytest.mark.slow
 
@@ -114,6 +115,53 @@ def prm(local_ray, tmp_path_factory, cache_dir, rm_data) -> tuple[Path, list[dic
                   "data.prompts_per_step=32", "data.shuffle=false", "trainer.total_steps=60", "trainer.eval_every=60")
     print(f"prm: trained in {time.perf_counter() - start:.1f}s", flush=True)
     return out / "final", records
+
+
+@pytest.fixture(scope="module")
+def genrm(local_ray, tmp_path_factory, cache_dir, rm_data) -> tuple[Path, list[dict]]:
+    """The preset's SFT on the step labels' verdict rows (``launch.label_steps`` writes them the same way), the
+    prompts rendered with the chat template as the labelling writes them."""
+    from transformers import AutoTokenizer
+
+    from rlcore.assets import resolve
+    from rlcore.chat import render_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve("local://tiny-qwen2-reason", cache_dir, "model.path"))
+    out = tmp_path_factory.mktemp("genrm")
+    files = {}
+    for split in ("train", "test"):
+        rows = [json.loads(line) for line in Path(rm_data[f"steps-{split}"]).read_text().splitlines()]
+        rendered = [{**row, "prompt": render_prompt(row["prompt"], tokenizer)[0], "index": i}
+                    for i, row in enumerate(rows)]
+        files[split] = write_jsonl(out / f"verdicts-{split}.jsonl", verdict_rows(rendered))
+    start = time.perf_counter()
+    records = run(str(REPO / "launch/configs/genrm_reasoning.yaml"), out, cache_dir, *TRAIN_RM,
+                  f"data.train_files=[{files['train']}]", f"data.eval_files=[{files['test']}]",
+                  "data.prompts_per_step=32", "data.shuffle=false", "learner.lr_schedule=constant",
+                  "trainer.total_steps=60", "trainer.eval_every=60")
+    print(f"genrm: trained in {time.perf_counter() - start:.1f}s", flush=True)
+    return out / "final", records
+
+
+def test_genrm_answers_yes_to_held_out_right_solutions_and_no_to_wrong_ones(genrm, rm_data):
+    """Scored by the ``genrm`` term, each held-out problem's correct solution ranks above its corrupted one, and
+    the held-out verdicts' loss fell."""
+    from rewards.api import RewardSample
+    from rewards.generative_verifier import GenerativeVerifier
+    from rlcore.chat import render_prompt
+
+    final, records = genrm
+    evals = [r["eval/loss"] for r in records if "eval/loss" in r]
+    assert len(evals) == 2 and evals[-1] < evals[0] / 4
+    verifier = GenerativeVerifier(str(final), device="cpu")
+    held_out = [json.loads(line) for line in Path(rm_data["steps-test"]).read_text().splitlines()]
+    samples = [RewardSample("", "".join(row["steps"]), [], row["answer"],
+                            rendered_prompt=render_prompt(row["prompt"], verifier.tokenizer)[0]) for row in held_out]
+    scores = verifier.score(samples)
+    ranking, pairs = within_problem_accuracy(scores, [i // 2 for i in range(len(held_out))],
+                                             [row["correct"] for row in held_out])
+    print(f"genrm held out: eval/loss {evals}, within-problem ranking {ranking:.3f} of {pairs} pairs")
+    assert pairs == len(held_out) // 2 and ranking > 0.85
 
 
 def test_orm_ranks_held_out_correct_solutions_first(orm):

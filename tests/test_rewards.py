@@ -224,7 +224,7 @@ def _capture(errors: list[BaseException], fn) -> None:
 
 # --- registry ------------------------------------------------------------------------
 
-BUILTIN_NAMES = ("answer_match, confidence, env_return, exact_match, judge, l1, language_consistency, math_accuracy, numeric_match, orm, prm, "
+BUILTIN_NAMES = ("answer_match, confidence, env_return, exact_match, genrm, judge, l1, language_consistency, math_accuracy, numeric_match, orm, prm, "
                  "r1_format, r1_tag_count, reasoning_gym")
 
 
@@ -234,6 +234,7 @@ def resolve_reward(name: str):
 
 def test_builtin_rewards():
     from rewards.confidence import PolicyConfidence
+    from rewards.generative_verifier import GenerativeVerifier
     from rewards.reasoning_gym import ReasoningGymScore
     from rewards.reward_model import OutcomeRewardModel, ProcessRewardModel
 
@@ -250,6 +251,7 @@ def test_builtin_rewards():
         "orm": OutcomeRewardModel,
         "prm": ProcessRewardModel,
         "confidence": PolicyConfidence,
+        "genrm": GenerativeVerifier,
         "env_return": env_return,
         "reasoning_gym": ReasoningGymScore,
     }
