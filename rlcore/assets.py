@@ -23,7 +23,7 @@ SMALL_REASONING_MODEL = "tiny-qwen2-reason-small"
 student of the reasoning model."""
 LARGE_REASONING_MODEL = "tiny-qwen2-reason-large"
 """The reasoning model twice as wide and half again as deep (about 6× its parameters) with the same tokenizer: a
-verifier larger than the policy it judges (scripts/test_time_scaling.sh, ``LARGE_VERIFIER``)."""
+verifier larger than the policy it judges (the README's verifier levers)."""
 AGENT_MODEL = "tiny-qwen2-agent"
 
 

@@ -138,7 +138,7 @@ def genrm(local_ray, tmp_path_factory, cache_dir, rm_data) -> tuple[Path, list[d
     records = run(str(REPO / "launch/configs/genrm_reasoning.yaml"), out, cache_dir, *TRAIN_RM,
                   f"data.train_files=[{files['train']}]", f"data.eval_files=[{files['test']}]",
                   "data.prompts_per_step=32", "data.shuffle=false", "learner.lr_schedule=constant",
-                  "trainer.total_steps=60", "trainer.eval_every=60")
+                  "trainer.total_steps=30", "trainer.eval_every=30")
     print(f"genrm: trained in {time.perf_counter() - start:.1f}s", flush=True)
     return out / "final", records
 
