@@ -23,6 +23,7 @@ import pytest
 from launch.build import configure, prepare
 from rlcore.tasks import reasoning
 from rlcore.test_time import split_steps, verdict_rows, within_problem_accuracy
+from tests.test_e2e import read_jsonl
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +86,7 @@ def run(preset: str | None, out: Path, cache_dir: str, *overrides: str) -> list[
     trainer.fit()
     del trainer  # its actors go with their handles
     gc.collect()
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return read_jsonl(out / "metrics.jsonl")
 
 
 TRAIN_RM = ["model.path=local://tiny-qwen2-reason", "learner.lr=1e-3", "learner.warmup_steps=0",
@@ -130,7 +131,7 @@ def genrm(local_ray, tmp_path_factory, cache_dir, rm_data) -> tuple[Path, list[d
     out = tmp_path_factory.mktemp("genrm")
     files = {}
     for split in ("train", "test"):
-        rows = [json.loads(line) for line in Path(rm_data[f"steps-{split}"]).read_text().splitlines()]
+        rows = read_jsonl(Path(rm_data[f"steps-{split}"]))
         rendered = [{**row, "prompt": render_prompt(row["prompt"], tokenizer)[0], "index": i}
                     for i, row in enumerate(rows)]
         files[split] = write_jsonl(out / f"verdicts-{split}.jsonl", verdict_rows(rendered))
@@ -154,7 +155,7 @@ def test_genrm_answers_yes_to_held_out_right_solutions_and_no_to_wrong_ones(genr
     evals = [r["eval/loss"] for r in records if "eval/loss" in r]
     assert len(evals) == 2 and evals[-1] < evals[0] / 4
     verifier = GenerativeVerifier(str(final), device="cpu")
-    held_out = [json.loads(line) for line in Path(rm_data["steps-test"]).read_text().splitlines()]
+    held_out = read_jsonl(Path(rm_data["steps-test"]))
     samples = [RewardSample("", "".join(row["steps"]), [], row["answer"],
                             rendered_prompt=render_prompt(row["prompt"], verifier.tokenizer)[0]) for row in held_out]
     scores = verifier.score(samples)
@@ -182,7 +183,7 @@ def test_prm_tells_held_out_good_steps_from_bad_ones(prm, rm_data):
     final, records = prm
     evals = [r for r in records if "eval/step_accuracy" in r]
     assert [r["step"] for r in evals] == [0, 60]
-    held_out = [json.loads(line) for line in Path(rm_data["steps-test"]).read_text().splitlines()]
+    held_out = read_jsonl(Path(rm_data["steps-test"]))
     labels = [y for row in held_out for y in row["hard_labels"]]
     good = sum(labels) / len(labels)  # most steps are good: the majority label
     always_good_f1 = 2 * good / (1 + good)  # the F1 of predicting every step good

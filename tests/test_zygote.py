@@ -33,6 +33,14 @@ def test_the_run_gets_the_callers_folder_environment_and_path(tmp_path):
     assert (proc.returncode, proc.stdout) == (3, f"{tmp_path} x ['a', 'b']\n"), proc.stderr
 
 
+def alive(pid: int) -> bool:
+    """The process runs: it exists and is not a zombie (the server may reap it while its state is read)."""
+    try:
+        return "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except FileNotFoundError:
+        return False
+
+
 def test_signals_reach_the_run_and_a_killed_caller_takes_its_run_along(tmp_path):
     (tmp_path / "sleeper.py").write_text("import os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\n"
                                          "time.sleep(120)\n")
@@ -54,7 +62,7 @@ def test_signals_reach_the_run_and_a_killed_caller_takes_its_run_along(tmp_path)
     proc.kill()
     proc.wait(timeout=30)
     deadline = time.monotonic() + 10
-    while Path(f"/proc/{run}").exists() and "Z" not in Path(f"/proc/{run}/stat").read_text().split()[2]:
+    while alive(run):
         assert time.monotonic() < deadline, "the run outlived its killed caller"
         time.sleep(0.05)
     proc, run = started("c")  # the server serves on

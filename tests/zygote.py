@@ -163,7 +163,10 @@ def serve(path: str) -> dict:
             conn = runs.pop(pid)
             if conn in events.get_map():  # not unregistered: its caller still waits for the status
                 events.unregister(conn)
-                conn.sendall(_STATUS.pack(status))
+                try:
+                    conn.sendall(_STATUS.pack(status))
+                except OSError:  # the caller died after the last select: no one to tell
+                    pass
             conn.close()
 
 
