@@ -93,6 +93,11 @@ class RolloutWorker:
             os.environ["OMP_NUM_THREADS"] = str(set_threads(cfg.num_threads, "cpu", sharers))
         from vllm import LLM
 
+        if not torch.cuda.is_available() and cfg.enforce_eager:
+            # Eager mode still compiles one function with torch.compile: the sampler's count of each sampled token's
+            # rank. Its first call took 2.2 s on 2 cores (inductor building C++), every later one 0.06 s, and each
+            # run paid it in its first step. Eager gives the same tokens, log-probs and ranks (BENCHMARKS.md).
+            torch._dynamo.config.disable = True
         # What is imported so far lives as long as the process: out of the collector's reach, vLLM's collections
         # while the engine starts scan only what came after (1 s less to the first step on 2 cores).
         gc.freeze()
