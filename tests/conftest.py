@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -68,3 +69,20 @@ def sharing(address: str):
         yield
     finally:
         os.environ.pop(SHARED_RAY, None)
+
+
+def pytest_collection_finish(session):
+    """Start the package-index resolve of the gpu install when its test is selected: it waits on the network for
+    about 30 s, which the other tests' CPU work then covers (``tests.test_install.Resolve``)."""
+    if any(item.name == "test_the_gpu_install_resolves_to_the_pinned_vllm_and_the_torch_it_pins"
+           for item in session.items):
+        from tests.test_install import GPU_RESOLVE
+
+        GPU_RESOLVE.start()
+
+
+def pytest_sessionfinish(session):
+    if "tests.test_install" in sys.modules:
+        from tests.test_install import GPU_RESOLVE
+
+        GPU_RESOLVE.close()

@@ -128,3 +128,12 @@ def test_roles_use_the_cores_ray_would_not_give_them(groups):
     assert ray.get(reference.worker.__ray_call__.remote(lambda self: torch.get_num_threads())) == cores
     ranks = ray.get([r.__ray_call__.remote(lambda self: torch.get_num_threads()) for r in learners.ranks])
     assert ranks == [max(1, cores // 2)] * 2  # world_size 2 on this machine share its cores
+
+
+def test_the_rollout_worker_compiles_nothing_on_cpu_in_eager_mode(groups):
+    """vLLM's sampler wraps its rank count in torch.compile even with enforce_eager; on CPU the worker turns dynamo
+    off so that the first step does not build it (2.2 s), and its samples are what eager computes."""
+    import ray
+
+    _, _, rollout, _, _, _ = groups
+    assert ray.get(rollout.workers[0].__ray_call__.remote(lambda self: torch._dynamo.config.disable)) is True

@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -112,35 +112,69 @@ def test_the_gpu_extra_pins_vllm_and_leaves_flash_attn_to_setup_sh():
 
 
 # ---- the gpu extra's requirements, resolved on the index -------------------------------------------------------------
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_the_gpu_install_resolves_to_the_pinned_vllm_and_the_torch_it_pins(tmp_path):
-    """pip resolves what ``scripts/setup.sh gpu`` installs (the project's dependencies and extras, flash-attn being a
+class Resolve:
+    """pip resolving what ``scripts/setup.sh gpu`` installs (the project's dependencies and extras, flash-attn being a
     separate step) as a dry run into an empty target: a report, no install. PyPI serves each wheel's metadata on its
     own (PEP 658); ``fast-deps`` reads it out of the wheel with HTTP range requests from an index that does not, so
-    no wheel is downloaded either way (vllm's is 336 MB, torch's 555 MB)."""
+    no wheel is downloaded either way (vllm's is 336 MB, torch's 555 MB).
+
+    It waits on the index about 30 s for 14 s of CPU, so ``tests/conftest.py`` starts it when the suite starts, and
+    the test takes its result: the suite does not wait for the network."""
+
+    def __init__(self):
+        self.proc: subprocess.Popen | None = None
+        self.folder: Path | None = None
+
+    def command(self, fast_deps: bool = True) -> list[str]:
+        meta = project()
+        requirements = list(meta["dependencies"])
+        for extra in setup_extras("gpu"):
+            requirements += meta["optional-dependencies"][extra]
+        return [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--target",
+                str(self.folder / "t"), "--quiet", "--report", str(self.folder / "report.json"), "--timeout", "30",
+                "--retries", "2", *(["--use-feature=fast-deps"] if fast_deps else []), *requirements]
+
+    def start(self, fast_deps: bool = True) -> None:
+        self.folder = self.folder or Path(tempfile.mkdtemp(prefix="gpu-resolve-"))
+        self.proc = subprocess.Popen(self.command(fast_deps), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
+
+    def result(self, timeout: float = 540) -> tuple[int, str, dict | None]:
+        """pip's exit code, its stderr and its report (None when it wrote none); started here if it was not."""
+        if self.proc is None:
+            self.start()
+        _, stderr = self.proc.communicate(timeout=timeout)
+        if "invalid choice: 'fast-deps'" in stderr:  # a pip without the feature: PyPI's PEP 658 files suffice
+            self.start(fast_deps=False)
+            _, stderr = self.proc.communicate(timeout=timeout)
+        report = self.folder / "report.json"
+        return self.proc.returncode, stderr, json.loads(report.read_text()) if report.is_file() else None
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+GPU_RESOLVE = Resolve()
+"""The one resolve of the test session (``tests/conftest.py`` starts it, ``close`` s it at the end)."""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_gpu_install_resolves_to_the_pinned_vllm_and_the_torch_it_pins():
     meta = project()
-    requirements = list(meta["dependencies"])
-    for extra in setup_extras("gpu"):
-        requirements += meta["optional-dependencies"][extra]
-    report = tmp_path / "report.json"
-    pip = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--target", str(tmp_path / "t"),
-           "--quiet", "--report", str(report), "--timeout", "30", "--retries", "2"]
-    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-    start = time.perf_counter()
     try:
-        proc = subprocess.run([*pip, "--use-feature=fast-deps", *requirements], capture_output=True, text=True,
-                              timeout=540, env=env)
-        if "invalid choice: 'fast-deps'" in proc.stderr:  # a pip without the feature: PyPI's PEP 658 files suffice
-            proc = subprocess.run([*pip, *requirements], capture_output=True, text=True, timeout=540, env=env)
+        code, stderr, report = GPU_RESOLVE.result()
     except subprocess.TimeoutExpired:
         pytest.skip("the package index did not answer pip's dry run within 9 minutes")
-    seconds = time.perf_counter() - start
-    unreachable = [line for line in proc.stderr.splitlines() if any(word in line for word in UNREACHABLE)]
-    if proc.returncode and unreachable:
+    unreachable = [line for line in stderr.splitlines() if any(word in line for word in UNREACHABLE)]
+    if code and unreachable:
         pytest.skip(f"the package index cannot be reached: {unreachable[0][:300]}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    resolved = {canonicalize_name(i["metadata"]["name"]): i for i in json.loads(report.read_text())["install"]}
+    assert code == 0, stderr[-3000:]
+    resolved = {canonicalize_name(i["metadata"]["name"]): i for i in report["install"]}
     version = {name: i["metadata"]["version"] for name, i in resolved.items()}
     assert version["vllm"] == pinned(meta["optional-dependencies"]["gpu"], "vllm")
     [torch_req] = [Requirement(r) for r in resolved["vllm"]["metadata"]["requires_dist"]
@@ -148,5 +182,5 @@ def test_the_gpu_install_resolves_to_the_pinned_vllm_and_the_torch_it_pins(tmp_p
     assert "==" in {s.operator for s in torch_req.specifier} and torch_req.specifier.contains(version["torch"]), (
         f"vllm {version['vllm']} asks for {torch_req}, pip chose torch {version['torch']}")
     assert "flash-attn" not in version
-    print(f"resolved in {seconds:.0f} s: " + ", ".join(f"{n} {version[n]}" for n in
-                                                      ("vllm", "torch", "transformers", "ray", "peft") if n in version))
+    print("resolved: " + ", ".join(f"{n} {version[n]}" for n in ("vllm", "torch", "transformers", "ray", "peft")
+                                   if n in version))
