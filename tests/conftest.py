@@ -1,8 +1,11 @@
-"""Shared fixtures: the locally built model and data, and a local Ray on 127.0.0.1."""
+"""Shared fixtures: the locally built model and data, and the session's Ray cluster on 127.0.0.1."""
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,27 +40,77 @@ def arithmetic_files(cache_dir) -> tuple[str, str]:
             resolve("local://arithmetic-test.jsonl", cache_dir, "data.eval_files"))
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RayHead:
+    """``ray start --head`` on 127.0.0.1 in a process session of its own, with the dashboard (``ray job submit`` needs
+    it) and free ports, so that a test's own Ray (a run's local one, ``tests/test_cluster_e2e.py``'s nodes) can run
+    beside it. ``stop`` kills the session: the head's processes and every worker its raylet started."""
+
+    def __init__(self):
+        port, dashboard, client, agent = (free_port() for _ in range(4))
+        bin_dir = str(Path(sys.executable).parent)  # this venv's: a job's `python -m launch.train` is its python
+        self.address = f"127.0.0.1:{port}"
+        self.dashboard = f"http://127.0.0.1:{dashboard}"
+        self.proc = subprocess.Popen(
+            [str(Path(bin_dir) / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port",
+             str(port), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--ray-client-server-port",
+             str(client), "--dashboard-agent-listen-port", str(agent), "--num-cpus", "2", "--disable-usage-stats"],
+            env={**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": bin_dir + os.pathsep + os.environ["PATH"]}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True, start_new_session=True)
+        _, stderr = self.proc.communicate(timeout=180)
+        if self.proc.returncode:
+            self.stop()
+            raise RuntimeError(f"ray start --head failed: {stderr[-2000:]}")
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        # `ray start` recorded this cluster as the machine's current one; `ray stop` would forget it, a kill does not
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.is_file() and current.read_text().strip().endswith(":" + self.address.split(":")[1]):
+            current.unlink()
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """The test session's one Ray cluster. Each module that uses Ray joins it as a driver of its own (``local_ray``)
+    instead of starting and stopping a local Ray (4-5 s), and so do its command-line runs where it shares
+    (``shared_ray``). Started when the first module needs it, killed after the last test."""
+    head = RayHead()
+    try:
+        yield head
+    finally:
+        head.stop()
+
+
 @pytest.fixture(scope="module")
-def local_ray():
-    """A Ray cluster of this process on loopback, stopped after the module's tests."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray is imported
+def local_ray(ray_head):
+    """This process as a Ray driver of the session's cluster for the module's tests: the actors it starts end with
+    the module (``ray.shutdown`` ends its job)."""
     # Ray 2.60 turns token authentication on for new clusters: the test runs that join this one go without.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
     from launch.train import ACTOR_ENV
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": ACTOR_ENV})
+    ray.init(address=ray_head.address, runtime_env={"env_vars": ACTOR_ENV})
     yield ray
     ray.shutdown()
 
 
 @pytest.fixture(scope="module")
-def shared_ray(local_ray):
-    """The module's command-line runs join its local Ray instead of each starting and stopping one of its own:
+def shared_ray(ray_head):
+    """The module's command-line runs join the session's Ray instead of each starting and stopping one of its own:
     seconds less per run. Each run still starts all its roles in processes of their own; starting a local Ray is
     what the other modules' runs exercise."""
-    with sharing(local_ray.get_runtime_context().gcs_address):
+    with sharing(ray_head.address):
         yield
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from tests.test_e2e import read_jsonl, train
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_ray")]  # its runs join one Ray cluster
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_ray")]  # its runs join the session's Ray cluster
 
 
 def mean(values):

@@ -8,7 +8,6 @@ are its raylet's children) and stops exactly the nodes it started.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
 from tests.test_e2e import PRESET, REPO, SMALL, read_jsonl, venv_env
 from tests.test_resilience_e2e import scale
 from tests.zygote import python
@@ -31,12 +31,6 @@ def cluster_env() -> dict[str, str]:
     env = venv_env()
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Node:

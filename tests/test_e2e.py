@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import SHARED_RAY, sharing
 from tests.zygote import python
 
-# One Ray cluster for the module (ray start, with the dashboard `ray job submit` needs): every run joins it.
+# The session's Ray cluster (with the dashboard `ray job submit` needs): every run of the module joins it.
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,20 +134,12 @@ def _wait_for_dashboard(url: str, timeout: float = 60) -> None:
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    """`ray start --head` on 127.0.0.1, the module's runs joining it (``sharing``), stopped afterwards."""
-    ray = shutil.which("ray", path=venv_env()["PATH"])
-    env = venv_env()
-    subprocess.run([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", "6379", "--dashboard-host",
-                    "127.0.0.1", "--dashboard-port", "8265", "--num-cpus", "2", "--disable-usage-stats"],
-                   check=True, env=env, capture_output=True, timeout=180)
-    url = "http://127.0.0.1:8265"
-    try:
-        _wait_for_dashboard(url)
-        with sharing("127.0.0.1:6379"):
-            yield ray, url, venv_env()
-    finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+def ray_cluster(ray_head):
+    """The session's Ray cluster (``tests.conftest.ray_head``, with the dashboard ``ray job submit`` talks to): the
+    module's runs join it (``sharing``)."""
+    _wait_for_dashboard(ray_head.dashboard)
+    with sharing(ray_head.address):
+        yield shutil.which("ray", path=venv_env()["PATH"]), ray_head.dashboard, venv_env()
 
 
 def test_ray_job_submit_trains_and_exports(ray_cluster, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from tests.test_e2e import read_jsonl, venv_env
 from tests.zygote import python
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_ray")]  # its runs join one Ray cluster
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_ray")]  # its runs join the session's Ray cluster
 
 REPO = Path(__file__).resolve().parents[1]
 

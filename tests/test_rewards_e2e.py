@@ -4,7 +4,7 @@ import pytest
 
 from tests.test_e2e import read_jsonl, train
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_ray")]  # its runs join the session's Ray cluster
 
 LENGTH_TARGET = "data.transforms=[{name: length_target, mode: exact, low: 2, high: 5}]"
 
