@@ -187,6 +187,13 @@ class RolloutGroup:
         """Colocated placement: every worker's vLLM takes back its ``tags`` memory (None: all of it)."""
         ray.get([w.wake.remote(tags) for w in self.members()])
 
+    def load_model(self, path: str) -> None:
+        """Every worker loads the model in folder ``path`` (the same architecture) in place of the one it has; a
+        replacement started later starts from it."""
+        with self.lock:
+            self.model_path, self.weights = path, None
+        ray.get([w.load_model.remote(path) for w in self.members()])
+
     def _load(self, worker) -> ray.ObjectRef:
         """The newest weights and version pushed to ``worker`` (its first call: the engine's start-up included)."""
         return worker.update_weights.remote(*self.weights) if self.weights else worker.get_version.remote()

@@ -238,6 +238,16 @@ class RolloutWorker:
         self.version = version
         return time.perf_counter() - start
 
+    def load_model(self, path: str) -> float:
+        """Load the weights of the model in folder ``path`` (its safetensors; the engine's architecture) in place, as
+        version 0; returns seconds taken. The prefix cache is emptied, as after a push (``update_weights``)."""
+        start = time.perf_counter()
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": path, "is_checkpoint_format": True})
+        if not self.llm.reset_prefix_cache():
+            raise RuntimeError("vLLM did not empty its prefix cache after loading a model (requests still running?)")
+        self.version = 0
+        return time.perf_counter() - start
+
     def get_version(self) -> int:
         return self.version
 

@@ -33,16 +33,18 @@ import json
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from launch.build import Plan, reward_term
+from launch.build import Plan, check_same_vocab, reward_term
 from launch.run_dir import Outputs
 from launch.sources import Roles, eval_metrics, greedy_batch
 from launch.train import exit_process, parse_args, plan_data_and_ray, stop_ray
 from rewards.api import RewardStartError, RewardTerm, answer_reading
 from rewards.text import thinking_token_count
+from rlcore.assets import check_model_dir, resolve
 from rlcore.batch import RolloutBatch, pad_2d
 from rlcore.chat import encode_prompt
 from rlcore.config import Config, ConfigError
@@ -69,11 +71,20 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def for_evaluation(plan: Plan) -> None:
-    """Evaluation reads the eval files' prompt rows and generates, whatever the preset trains; the verifier is resolved."""
+ARCHITECTURE = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "head_dim", "vocab_size", "tie_word_embeddings")
+"""The config.json keys that name and shape a model's tensors: ``eval.models`` must agree on them, since each one's
+weights are loaded into engines built for the first."""
+
+
+def for_evaluation(plan: Plan) -> Outputs:
+    """Evaluation reads the eval files' prompt rows and generates, whatever the preset trains; the verifier is
+    resolved, and ``eval.models`` checked (``check_models``). Returns what the evaluation writes."""
     from launch.sources import RolloutSource
 
     cfg = plan.cfg
+    if cfg.eval.models:
+        check_models(cfg)
     if not cfg.data.eval_files:
         raise ConfigError("data.eval_files is empty: nothing to evaluate")
     plan.source = RolloutSource
@@ -94,6 +105,32 @@ def for_evaluation(plan: Plan) -> None:
     if "budget_forcing" in cfg.eval.methods and max(cfg.eval.budgets) + cfg.eval.answer_tokens > cfg.rollout.max_new_tokens:
         raise ConfigError(f"eval.budgets up to {max(cfg.eval.budgets)} + eval.answer_tokens={cfg.eval.answer_tokens} "
                           f"exceed rollout.max_new_tokens={cfg.rollout.max_new_tokens}; raise it")
+    return replace(OUTPUTS, results=OUTPUTS.results + tuple(cfg.eval.models))  # a folder per model
+
+
+def check_models(cfg: Config) -> None:
+    """``eval.models`` resolved (``local://`` models built) and checked before any actor starts, ``model.path`` set
+    to the first: each name is a folder name, each model a complete folder with the first one's architecture
+    (``ARCHITECTURE``) and vocabulary. A one-line ``ConfigError`` or ``AssetError`` names the model's key."""
+    first = None
+    for name, path in cfg.eval.models.items():
+        key = f"eval.models.{name}"
+        if name in ("", ".", "..") or "/" in name:
+            raise ConfigError(f"{key}: a model's name is the folder its results go to in trainer.output_dir: give "
+                              "one without '/'")
+        path = cfg.eval.models[name] = resolve(path, cfg.trainer.cache_dir, key)
+        shape = {k: check_model_dir(path, key).get(k) for k in ARCHITECTURE}
+        if first is None:
+            first = name, path, shape
+            continue
+        differs = [k for k in ARCHITECTURE if shape[k] != first[2][k]]
+        if differs:
+            k = differs[0]
+            raise ConfigError(f"{key}: {path} has {k}={shape[k]}, eval.models.{first[0]} has {first[2][k]}; the "
+                              "rollout engines load each model's weights in place of the first's, so all need its "
+                              "architecture: evaluate this one in a launch of its own")
+        check_same_vocab(first[1], path, key)
+    cfg.model.path = first[1]
 
 
 class Evaluation:
@@ -129,6 +166,12 @@ class Evaluation:
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
         self.prompt_ids = [encode_prompt(r.prompt, r.templated, self.tokenizer) for r in rows]
         self.rounds = 0
+
+    def load_model(self, path: str) -> None:
+        """Evaluate the model in ``path`` from now on (``eval.models``): its weights into the running engines, and
+        what the last model left (its greedy responses, its rankings, its search rounds' seeds) cleared."""
+        self.rollout.load_model(path)
+        self.samples, self.rankings, self.rounds = [], {}, 0
 
     # ---- scoring responses ------------------------------------------------------------------
     def batch(self, problems: list[int], token_ids: list[list[int]], texts: list[str]) -> RolloutBatch:
@@ -397,12 +440,16 @@ def main(argv: list[str] | None = None) -> int:
     problems = data.eval[: cfg.data.max_eval_prompts]
     try:
         with started(plan, problems, own_ray) as evaluation:
-            print(f"evaluating {cfg.model.path} on {len(problems)} problems: {', '.join(cfg.eval.methods)}", flush=True)
-            start = time.perf_counter()
-            rows = run(evaluation, cfg.eval.methods)
-            elapsed = time.perf_counter() - start
-            rankings, samples = evaluation.rankings, evaluation.samples
-        write(run_dir.path, cfg, problems, elapsed, rows, rankings, samples)
+            for name, path in models(cfg):
+                if path != evaluation.rollout.model_path:
+                    evaluation.load_model(path)
+                print(f"evaluating {path} on {len(problems)} problems: {', '.join(cfg.eval.methods)}", flush=True)
+                start = time.perf_counter()
+                rows = run(evaluation, cfg.eval.methods)
+                elapsed = time.perf_counter() - start
+                out = run_dir.path / name if name else run_dir.path
+                out.mkdir(exist_ok=True)
+                write(out, cfg, path, problems, elapsed, rows, evaluation.rankings, evaluation.samples)
     except RewardStartError as exc:  # a reward's constructor raised: an input error
         print(f"input error: {exc}", file=sys.stderr)
         return 2
@@ -411,11 +458,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write(out: Path, cfg, problems: list, elapsed: float, rows: list[dict], rankings: dict[str, dict] | None = None,
-          samples: list[dict] | None = None) -> None:
-    """``OUTPUTS`` into ``out``, and the table on the console; ``rankings``: ``Evaluation.rankings``, under
-    ``verifier_ranking`` and as lines below the table; ``samples``: the greedy responses, ``SAMPLES``."""
-    result = {"model": cfg.model.path, "eval_files": cfg.data.eval_files, "problems": len(problems),
+def models(cfg: Config) -> list[tuple[str | None, str]]:
+    """(name, path) of each model to evaluate, in order: ``eval.models``, or ``model.path`` alone (name None: its
+    results go straight into ``trainer.output_dir``)."""
+    return list(cfg.eval.models.items()) if cfg.eval.models else [(None, cfg.model.path)]
+
+
+def write(out: Path, cfg, model: str, problems: list, elapsed: float, rows: list[dict],
+          rankings: dict[str, dict] | None = None, samples: list[dict] | None = None) -> None:
+    """``OUTPUTS`` of ``model``'s evaluation into ``out``, and the table on the console; ``rankings``:
+    ``Evaluation.rankings``, under ``verifier_ranking`` and as lines below the table; ``samples``: the greedy
+    responses, ``SAMPLES``."""
+    result = {"model": model, "eval_files": cfg.data.eval_files, "problems": len(problems),
               "seconds": round(elapsed, 2), "rows": rows, "verifier_ranking": rankings or {}}
     (out / RESULTS).write_text(json.dumps(result, indent=2) + "\n")
     if samples:

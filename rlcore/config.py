@@ -323,6 +323,8 @@ class EvalConfig:
     """mcts: the UCT exploration constant."""
     seed: int = 0
     """Seeds the sampled methods."""
+    models: dict[str, str] = field(default_factory=dict)
+    """Several models evaluated one after another in one launch, name: path (exports of the stages of a recipe, or of checkpoints). The rollout engines start with the first, which replaces model.path, and load each next one's weights in place, so every model needs the first one's architecture and tokenizer (checked before any actor starts); each one's results go to trainer.output_dir/<name>/. Empty: model.path alone, its results in trainer.output_dir."""
 
 
 @dataclass

@@ -5,7 +5,7 @@
 #   2. GRPO with accuracy + format rewards         launch/configs/reasoning_grpo.yaml
 #   3. rejection-sampling SFT on the policy's own correct samples (reasoning_sft.yaml, algorithm rejection_sft)
 #   4. more GRPO                                   launch/configs/reasoning_grpo.yaml
-#   5. evaluation of every stage's model on the held-out problems (python -m launch.evaluate)
+#   5. evaluation of every stage's model on the held-out problems (python -m launch.evaluate, one launch)
 # Usage: scripts/r1_recipe.sh [OUT_DIR]   (default outputs/r1). Step counts can be lowered for a smoke run with
 # SFT_STEPS, GRPO_STEPS, RS_STEPS and GRPO2_STEPS; extra overrides for every stage go in R1_OVERRIDES, and for
 # the rejection-sampling stage alone in RS_OVERRIDES.
@@ -32,11 +32,11 @@ stage 3-rs-sft launch/configs/reasoning_sft.yaml model.path="$out/2-grpo/final" 
 stage 4-grpo launch/configs/reasoning_grpo.yaml model.path="$out/3-rs-sft/final" \
   trainer.total_steps="${GRPO2_STEPS:-20}" trainer.eval_every=0
 
-for model in 1-sft 2-grpo 3-rs-sft 4-grpo; do
-  echo "=== evaluate $model ($(( SECONDS - start ))s) ==="
-  "$py" -m launch.evaluate --config launch/configs/reasoning_grpo.yaml model.path="$out/$model/final" \
-    trainer.output_dir="$out/eval/$model" "${extra[@]}"
-done
+echo "=== evaluate every stage ($(( SECONDS - start ))s) ==="
+# one launch: the rollout engines start once and load each stage's weights in turn (eval.models)
+"$py" -m launch.evaluate --config launch/configs/reasoning_grpo.yaml trainer.output_dir="$out/eval" \
+  "eval.models={'1-sft': '$out/1-sft/final', '2-grpo': '$out/2-grpo/final', '3-rs-sft': '$out/3-rs-sft/final', \
+'4-grpo': '$out/4-grpo/final'}" "${extra[@]}"
 "$py" - "$out" <<'PY'
 import json, sys
 from pathlib import Path

@@ -9,7 +9,7 @@ import pytest
 from tests.test_e2e import venv_env
 from tests.zygote import python
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("shared_ray")]  # its runs join the session's Ray cluster
 
 REPO = Path(__file__).resolve().parents[1]
 ALL = "[greedy,pass_at_k,maj_at_k,best_of_n,weighted_best_of_n,beam_search,dvts,mcts,budget_forcing]"
@@ -75,3 +75,33 @@ def test_search_and_budget_forcing_on_the_reasoning_model(tmp_path):
         assert row["tokens_per_problem"] <= budget + 1 + 16, row
     assert forced[24]["thinking_tokens"] > forced[8]["thinking_tokens"]
     assert set(rows_of(result, "dvts")) == {2, 4} and set(rows_of(result, "mcts")) == {1, 2, 4}
+
+
+def test_several_models_in_one_launch_each_with_its_own_weights(tmp_path, local_model):
+    """``eval.models``: the engines start with the first model and load each next one's weights in place. Going
+    back to the first model's weights after another's gives exactly its greedy responses again, and the other
+    model's responses are its own."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    other = tmp_path / "other"
+    model = AutoModelForCausalLM.from_pretrained(local_model)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5 * p.std() * torch.randn_like(p))
+    model.save_pretrained(other)
+    AutoTokenizer.from_pretrained(local_model).save_pretrained(other)
+    out = tmp_path / "eval"
+    proc = subprocess.run([python(), "-m", "launch.evaluate", "--config", "launch/configs/grpo_arithmetic.yaml",
+                           "data.max_eval_prompts=16", f"eval.models={{first: {local_model}, other: {other}, "
+                           f"again: {local_model}}}", f"trainer.output_dir={out}"],
+                          cwd=REPO, env=venv_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("| greedy |") == 3  # a table per model
+    results = {name: json.loads((out / name / "eval_results.json").read_text()) for name in ("first", "other", "again")}
+    assert [results[name]["model"] for name in results] == [local_model, str(other), local_model]
+    samples = {name: (out / name / "eval_samples.jsonl").read_text().splitlines() for name in results}
+    assert samples["again"] == samples["first"] and len(samples["first"]) == 16
+    responses = {name: [json.loads(line)["response"] for line in lines] for name, lines in samples.items()}
+    assert responses["other"] != responses["first"]

@@ -264,6 +264,36 @@ def test_eval_verifier_model_folders_are_checked(tmp_path):
         load(plan)
 
 
+def test_eval_models_are_checked_before_ray_and_the_first_starts_the_engines(tmp_path, local_model):
+    """``eval.models``: each a complete folder with the first one's architecture, each name a folder name; the
+    first replaces model.path, and each name is a results folder an earlier evaluation's may not be mixed with."""
+    import shutil
+
+    from launch.evaluate import for_evaluation
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    shutil.copytree(local_model, first)
+    shutil.copytree(local_model, second)
+
+    def plan_for(models: str):
+        return configure(None, [f"trainer.cache_dir={tmp_path}/cache", "data.eval_files=[x.jsonl]",
+                                f"eval.models={{{models}}}"])
+
+    plan = plan_for(f"a: {first}, b: {second}")
+    outputs = for_evaluation(plan)
+    assert plan.cfg.model.path == str(first) and dict(plan.cfg.eval.models) == {"a": str(first), "b": str(second)}
+    assert outputs.results[-2:] == ("a", "b") and "eval_results.json" in outputs.results
+    with pytest.raises(AssetError, match=rf"^eval\.models\.b: path not found: {tmp_path / 'nope'}$"):
+        for_evaluation(plan_for(f"a: {first}, b: {tmp_path / 'nope'}"))
+    with pytest.raises(ConfigError, match=r"^eval\.models\.a/b: a model's name is the folder its results go to"):
+        for_evaluation(plan_for(f"'a/b': {first}"))
+    config = json.loads((second / "config.json").read_text())
+    (second / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 7}))
+    with pytest.raises(ConfigError, match=rf"^eval\.models\.b: {second} has num_hidden_layers=7, eval\.models\.a has "
+                                          rf"{config['num_hidden_layers']}; the rollout engines load"):
+        for_evaluation(plan_for(f"a: {first}, b: {second}"))
+
+
 # --- data.max_prompt_tokens against the model's context --------------------------------------------------------------
 
 
