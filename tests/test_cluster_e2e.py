@@ -78,7 +78,7 @@ def head():
     try:
         yield node
     finally:
-        node.stop()
+        node.stop(signal.SIGKILL)  # nothing to wait for: the test is over
         # `ray start` recorded this cluster as the machine's current one; `ray stop` would forget it, a kill does not
         current = Path("/tmp/ray/ray_current_cluster")
         if current.is_file() and current.read_text().strip().endswith(f":{port}"):
@@ -103,18 +103,22 @@ def test_rollout_workers_on_other_nodes_grow_shrink_and_survive_a_lost_node(head
     second = worker_node(head, 1)
     third = None
     out, log = tmp_path / "run", tmp_path / "run.log"  # a file, not a pipe nobody reads until the end
-    steps = 100  # enough left after the node's loss for Ray to notice it and the pool to give the worker up
+    steps = 50  # enough left after the node's loss for Ray to notice it and the pool to give the worker up
     proc = subprocess.Popen([python(), "-m", "launch.train", "--config", PRESET, *SMALL,
                              f"trainer.total_steps={steps}", "trainer.save_every=0", "trainer.export=false",
                              f"trainer.output_dir={out}", f"ray.address={head.address}", "rollout.num_cpus=0",
                              "rollout.resources={rollout_node: 1}"],
                             cwd=REPO, env=cluster_env(), stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
     try:
+        # The third node joins once the run has placed its one rollout worker (on the second node), and registers
+        # while the run's roles start: it is up by step 2, so few steps go by before the pool grows onto it.
+        wait_for(lambda: second.processes("RolloutWorker"), "the rollout worker's process", log=log, proc=proc)
+        third = worker_node(head, 2)  # joins mid-run with room for two more
         wait_for(lambda: len(read_jsonl(out / "metrics.jsonl")) >= 2 if (out / "metrics.jsonl").exists() else 0,
                  "two steps", log=log, proc=proc)
         # the one rollout worker runs on the second node: the learner's weights reach it across nodes
         assert len(second.processes("RolloutWorker")) == 1 and not head.processes("RolloutWorker")
-        third = worker_node(head, 2)  # joins mid-run with room for two more
+        assert not third.processes("RolloutWorker")
         grown = scale(out, 3)
         assert len(third.processes("RolloutWorker")) == 2, grown
         scale(out, 2)  # one of the third node's workers leaves once its work is done
