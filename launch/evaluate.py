@@ -440,8 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     problems = data.eval[: cfg.data.max_eval_prompts]
     try:
         with started(plan, problems, own_ray) as evaluation:
-            for name, path in models(cfg):
-                if path != evaluation.rollout.model_path:
+            for i, (name, path) in enumerate(models(cfg)):
+                if i:  # the engines started with the first
                     evaluation.load_model(path)
                 print(f"evaluating {path} on {len(problems)} problems: {', '.join(cfg.eval.methods)}", flush=True)
                 start = time.perf_counter()

@@ -75,12 +75,12 @@ def init_ray(cfg: Config) -> bool:
 
 def plan_data_and_ray(args: argparse.Namespace, outputs: Outputs, adjust=None) -> tuple[Plan, Data, bool, RunDir] | None:
     """``configure`` (``adjust(plan)`` after it, which may return the ``Outputs`` of this plan instead), ``load`` and
-    ``claim`` the output folder for the command that writes ``outputs`` there, then ``render`` in a thread while Ray starts (``init_ray``): the tokenizer loads while
-    Ray's processes come up. Returns the plan, the data, whether Ray was started here and the claimed folder (its
-    lock held until ``RunDir.release`` or the process ends). A config or input error is printed as one line and
-    gives None, for the caller to exit with code 2; no actor has started then. A missing file, a malformed row, a
-    folder in use or holding earlier results, or a resume with only damaged checkpoints stops the run before Ray
-    starts; a prompt too long for ``data.max_prompt_tokens`` is found while it starts (and Ray, if started here,
+    ``claim`` the output folder for the command that writes ``outputs`` there, then ``render`` in a thread while Ray
+    starts (``init_ray``): the tokenizer loads while Ray's processes come up. Returns the plan, the data, whether Ray
+    was started here and the claimed folder (its lock held until ``RunDir.release`` or the process ends). A config or
+    input error is printed as one line and gives None, for the caller to exit with code 2; no actor has started then.
+    A missing file, a malformed row, a folder in use or holding earlier results, or a resume with only damaged
+    checkpoints stops the run before Ray starts; a prompt too long for ``data.max_prompt_tokens`` is found while it starts (and Ray, if started here,
     stopped)."""
     run_dir = None
     try:

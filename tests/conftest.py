@@ -60,8 +60,8 @@ class RayHead:
             [str(Path(bin_dir) / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port",
              str(port), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--ray-client-server-port",
              str(client), "--dashboard-agent-listen-port", str(agent), "--num-cpus", "2", "--disable-usage-stats"],
-            env={**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": bin_dir + os.pathsep + os.environ["PATH"]}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True, start_new_session=True)
+            env={**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": bin_dir + os.pathsep + os.environ["PATH"]},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
         _, stderr = self.proc.communicate(timeout=180)
         if self.proc.returncode:
             self.stop()
@@ -72,10 +72,15 @@ class RayHead:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        # `ray start` recorded this cluster as the machine's current one; `ray stop` would forget it, a kill does not
-        current = Path("/tmp/ray/ray_current_cluster")
-        if current.is_file() and current.read_text().strip().endswith(":" + self.address.split(":")[1]):
-            current.unlink()
+        forget_cluster(self.address.split(":")[1])
+
+
+def forget_cluster(port: int | str) -> None:
+    """`ray start` recorded its cluster as the machine's current one; `ray stop` would forget it, a kill does not:
+    the record is removed if it names ``port``."""
+    current = Path("/tmp/ray/ray_current_cluster")
+    if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+        current.unlink()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import forget_cluster, free_port
 from tests.test_e2e import PRESET, REPO, SMALL, read_jsonl, venv_env
 from tests.test_resilience_e2e import scale
 from tests.zygote import python
@@ -26,8 +26,8 @@ RAY = str(Path(sys.executable).parent / "ray")
 
 def cluster_env() -> dict[str, str]:
     """The venv's environment for a node or a driver of a cluster of several nodes: without Ray's single-machine
-    switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, which a local Ray of this test process sets), under which
-    other nodes cannot join."""
+    switch (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, which a local Ray started from this test process would set),
+    under which other nodes cannot join."""
     env = venv_env()
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
     return env
@@ -79,10 +79,7 @@ def head():
         yield node
     finally:
         node.stop(signal.SIGKILL)  # nothing to wait for: the test is over
-        # `ray start` recorded this cluster as the machine's current one; `ray stop` would forget it, a kill does not
-        current = Path("/tmp/ray/ray_current_cluster")
-        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
-            current.unlink()
+        forget_cluster(port)
 
 
 def wait_for(predicate, what: str, timeout_s: float = 180, log: Path | None = None,
