@@ -52,16 +52,17 @@ class RayHead:
     beside it. ``stop`` kills the session: the head's processes and every worker its raylet started."""
 
     def __init__(self):
-        port, dashboard, client, agent = (free_port() for _ in range(4))
-        bin_dir = str(Path(sys.executable).parent)  # this venv's: a job's `python -m launch.train` is its python
-        self.address = f"127.0.0.1:{port}"
+        from tests.test_e2e import venv_env  # this venv's tools first: a job's `python -m launch.train` is its python
+
+        self.port, dashboard, client, agent = (free_port() for _ in range(4))
+        self.address = f"127.0.0.1:{self.port}"
         self.dashboard = f"http://127.0.0.1:{dashboard}"
         self.proc = subprocess.Popen(
-            [str(Path(bin_dir) / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port",
-             str(port), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard), "--ray-client-server-port",
-             str(client), "--dashboard-agent-listen-port", str(agent), "--num-cpus", "2", "--disable-usage-stats"],
-            env={**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": bin_dir + os.pathsep + os.environ["PATH"]},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+            [str(Path(sys.executable).parent / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port",
+             str(self.port), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dashboard),
+             "--ray-client-server-port", str(client), "--dashboard-agent-listen-port", str(agent), "--num-cpus", "2",
+             "--disable-usage-stats"],
+            env=venv_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
         _, stderr = self.proc.communicate(timeout=180)
         if self.proc.returncode:
             self.stop()
@@ -72,7 +73,7 @@ class RayHead:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        forget_cluster(self.address.split(":")[1])
+        forget_cluster(self.port)
 
 
 def forget_cluster(port: int | str) -> None:
