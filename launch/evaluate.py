@@ -420,13 +420,14 @@ def draw(rows: list[dict], out: Path) -> None:
 def started(plan: Plan, rows: list[PromptRow], own_ray: bool):
     """The ``Evaluation`` roles for ``rows``, started and ready, on the run's Ray (stopped after when ``own_ray``:
     ``launch.train.plan_data_and_ray`` started it)."""
-    from actors.groups import wait_ready
+    from actors.groups import end_models, wait_ready
 
     try:
         roles = Roles(plan.reward_terms, {}, None, tools=plan.tools, ship_environments=plan.ship_environments)
         evaluation = Evaluation(plan.cfg, rows, plan.reward_terms, plan.verifiers, roles)
         wait_ready([evaluation])
         yield evaluation
+        end_models()
     finally:
         stop_ray(own_ray)
 

@@ -130,14 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     if built is None:
         return 2
     plan, data, started, run_dir = built
+    from actors.groups import end_models
     from launch.trainer import Stopped, StopRequest, Trainer, TrainingError
 
     stop = StopRequest()
     stop.install()
     try:
-        final = Trainer(plan, data, stop).fit()
+        trainer = Trainer(plan, data, stop)
+        final = trainer.fit()
         if final is not None:
             print(f"final policy exported to {final}", flush=True)
+        end_models()  # while the trainer holds its groups
     except RewardStartError as exc:  # a user's reward class raised in its constructor: an input error
         print(f"input error: {exc}", file=sys.stderr)
         return 2

@@ -195,12 +195,37 @@ def test_user_reward_from_the_job_working_dir(ray_cluster, tmp_path):
                                                 abs=1e-4)
 
 
-def test_lora_run_trains_the_adapter_and_vllm_samples_with_it(tmp_path):
+def death_causes(dashboard: str, skip: set[str] = frozenset()) -> dict[str, set[str]]:
+    """Each actor class of the cluster whose actors are dead, and why they died (Ray's state API), leaving out the
+    actor ids in ``skip``."""
+    from ray.util.state import list_actors
+
+    causes: dict[str, set[str]] = {}
+    for actor in list_actors(address=dashboard, filters=[("state", "=", "DEAD")], limit=10_000, detail=True):
+        if actor.actor_id not in skip:
+            message = (actor.death_cause or {}).get("actor_died_error_context", {}).get("error_message", "")
+            causes.setdefault(actor.class_name, set()).add(message)
+    return causes
+
+
+def test_lora_run_trains_the_adapter_and_vllm_samples_with_it(ray_cluster, tmp_path):
     """A GRPO run with a LoRA adapter on the policy: after every update the merged weights reach the vLLM engine, so
     the learner's log-probs before its next update match the sampler's as closely as in step 1, while the policy
-    moves away from the reference far more than that gap."""
+    moves away from the reference far more than that gap. Once it has succeeded, the run kills its engine and
+    learner at once (``actors.groups.end_models``), and lets its reward worker end with the job."""
+    from ray.util.state import list_actors
+
+    _, dashboard, _ = ray_cluster
+    earlier = {a.actor_id for a in list_actors(address=dashboard, limit=10_000)}
     out = tmp_path / "lora"
     train(out, "trainer.total_steps=4", "learner.lora_rank=8", "learner.lr=5e-3", "trainer.save_every=0")
+    killed = "The actor is dead because it was killed by `ray.kill`."
+    deadline = time.monotonic() + 30
+    while (causes := death_causes(dashboard, earlier)).keys() < {"RolloutWorker", "LearnerRank", "RewardWorker"}:
+        assert time.monotonic() < deadline, causes  # the state API hears of a death a moment after it
+        time.sleep(0.5)
+    assert causes["RolloutWorker"] == causes["LearnerRank"] == {killed}, causes
+    assert killed not in causes["RewardWorker"], causes
     metrics = read_jsonl(out / "metrics.jsonl")
     gaps = [r["actor/rollout_gap/abs_diff_max"] for r in metrics]
     assert max(gaps) < 1e-3, gaps
