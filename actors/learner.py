@@ -41,7 +41,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from actors.models import autocast, set_threads, shard
+from actors.models import autocast, collector_paused, set_threads, shard
 from actors.reference import ReferenceWorker
 from algorithms.base import LearnerSpec
 from rlcore.batch import (
@@ -99,6 +99,10 @@ class LearnerRank:
 
     def setup(self, address: tuple[str, int]) -> None:
         """Join the process group hosted at ``address`` (rank 0's), then build the sharded model and optimizer."""
+        with collector_paused():
+            self._setup(address)
+
+    def _setup(self, address: tuple[str, int]) -> None:
         from torch.distributed.fsdp import CPUOffloadPolicy
 
         master_addr, master_port = address

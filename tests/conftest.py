@@ -99,7 +99,7 @@ def ray_head():
 @pytest.fixture(scope="module")
 def local_ray(ray_head):
     """This process as a Ray driver of the session's cluster for the module's tests: the actors it starts end with
-    the module (``ray.shutdown`` ends its job)."""
+    the module (``ray.shutdown`` ends its job; those that hold a model are killed first, ``end_models``)."""
     # Ray 2.60 turns token authentication on for new clusters: the test runs that join this one go without.
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
@@ -108,6 +108,9 @@ def local_ray(ray_head):
 
     ray.init(address=ray_head.address, runtime_env={"env_vars": ACTOR_ENV})
     yield ray
+    from actors.groups import end_models
+
+    end_models()
     ray.shutdown()
 
 

@@ -142,16 +142,30 @@ def ray_cluster(ray_head):
         yield shutil.which("ray", path=venv_env()["PATH"]), ray_head.dashboard, venv_env()
 
 
-def test_ray_job_submit_trains_and_exports(ray_cluster, tmp_path):
+USER_TERM = "examples.my_rewards:CloseEnough"
+"""A reward class from the repository's ``examples`` folder, which is not installed: the job's working dir ships it."""
+
+
+@pytest.fixture(scope="module")
+def job(ray_cluster, tmp_path_factory) -> tuple[str, Path]:
+    """The README's ``ray job submit --working-dir . -- python -m launch.train ...``, with a user's reward term
+    beside the preset's: its log and output folder, for the two tests below."""
     ray, url, env = ray_cluster
-    out = tmp_path / "job"
+    out = tmp_path_factory.mktemp("job") / "run"
     proc = subprocess.run(
         [ray, "job", "submit", "--address", url, "--working-dir", ".", "--",
          "python", "-m", "launch.train", "--config", PRESET, f"trainer.output_dir={out}", *SMALL,
-         "trainer.total_steps=3", "trainer.save_every=0"],
+         "trainer.total_steps=3", "trainer.save_every=0",
+         f"reward.terms=[{{name: exact_match}}, {{name: '{USER_TERM}', weight: 0.5, num_workers: 2, "
+         "args: {tolerance: 2}}]"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "succeeded" in log, log[-4000:]
+    return log, out
+
+
+def test_ray_job_submit_trains_and_exports(ray_cluster, job):
+    log, out = job
     assert "step [####################] 3/3" in log  # the per-step lines reach the job's log
 
     records = read_jsonl(out / "metrics.jsonl")
@@ -171,27 +185,19 @@ def test_ray_job_submit_trains_and_exports(ray_cluster, tmp_path):
               f"llm = LLM(model={str(final)!r}, dtype='float32', enforce_eager=True)\n"
               "out = llm.generate(['12+3='], SamplingParams(max_tokens=4, temperature=0))\n"
               "print('VLLM_OK', len(out[0].outputs[0].token_ids))\n")
-    check = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    check = subprocess.run([sys.executable, "-c", script], env=ray_cluster[2], capture_output=True, text=True,
+                           timeout=300)
     assert "VLLM_OK" in check.stdout, check.stderr[-3000:]
 
 
-def test_user_reward_from_the_job_working_dir(ray_cluster, tmp_path):
-    """examples/my_rewards.py is not installed: Ray ships it with --working-dir to the reward actors."""
-    ray, url, env = ray_cluster
-    out = tmp_path / "user_reward"
-    proc = subprocess.run(
-        [ray, "job", "submit", "--address", url, "--working-dir", "examples", "--",
-         "python", "-m", "launch.train", "--config", str(REPO / PRESET), f"trainer.output_dir={out}", *SMALL,
-         "trainer.total_steps=2", "trainer.save_every=0", "trainer.export=false",
-         "reward.terms=[{name: exact_match}, {name: 'my_rewards:CloseEnough', weight: 0.5, num_workers: 2, "
-         "args: {tolerance: 2}}]"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "succeeded" in log, log[-4000:]
+def test_user_reward_from_the_job_working_dir(job):
+    """examples/my_rewards.py is not installed: Ray ships it with the job's working dir to the driver and to the
+    reward actors."""
+    _, out = job
     last = read_jsonl(out / "metrics.jsonl")[-1]
-    assert last["reward/my_rewards:CloseEnough"] >= last["reward/exact_match"]  # near misses earn partial credit
-    assert last["reward/my_rewards:CloseEnough/parsed"] > 0.9
-    assert last["reward/mean"] == pytest.approx(last["reward/exact_match"] + 0.5 * last["reward/my_rewards:CloseEnough"],
+    assert last[f"reward/{USER_TERM}"] >= last["reward/exact_match"]  # near misses earn partial credit
+    assert last[f"reward/{USER_TERM}/parsed"] > 0.9
+    assert last["reward/mean"] == pytest.approx(last["reward/exact_match"] + 0.5 * last[f"reward/{USER_TERM}"],
                                                 abs=1e-4)
 
 

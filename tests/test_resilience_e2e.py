@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import sharing
 from tests.test_e2e import PRESET, REPO, SMALL, read_jsonl, venv_env
 from tests.zygote import python
 
@@ -112,12 +113,15 @@ TWO_RANKS = ["learner.world_size=2", "trainer.save_every=2", "trainer.export=fal
 
 
 @pytest.fixture(scope="module")
-def clean_run(tmp_path_factory) -> list[dict]:
-    """The metrics of an uninterrupted 6-step run with a two-rank learner, for the runs with a fault to match."""
+def clean_run(tmp_path_factory, ray_head) -> list[dict]:
+    """The metrics of an uninterrupted 6-step run with a two-rank learner, for the runs with a fault to match. It has
+    no fault to survive: it joins the session's Ray cluster."""
     out = tmp_path_factory.mktemp("clean") / "run"
+    with sharing(ray_head.address):
+        env = venv_env()
     proc = subprocess.run([python(), "-m", "launch.train", "--config", PRESET, *SMALL, *TWO_RANKS,
                            "trainer.total_steps=6", f"trainer.output_dir={out}"],
-                          cwd=REPO, env=venv_env(), capture_output=True, text=True, timeout=600)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return read_jsonl(out / "metrics.jsonl")
 

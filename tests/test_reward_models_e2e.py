@@ -12,7 +12,6 @@ dozen steps; a wrong units digit takes it hundreds.
 
 from __future__ import annotations
 
-import gc
 import json
 import random
 import time
@@ -78,14 +77,14 @@ def rm_data(tmp_path_factory) -> dict[str, str]:
 
 def run(preset: str | None, out: Path, cache_dir: str, *overrides: str) -> list[dict]:
     """Configure, prepare and train in this process, on the module's Ray cluster; the step records."""
+    from actors.groups import end_models
     from launch.trainer import Trainer
 
     plan = configure(preset, [f"trainer.output_dir={out}", f"trainer.cache_dir={cache_dir}", "trainer.loggers=[jsonl]",
                               "trainer.save_every=0", *overrides])
     trainer = Trainer(plan, prepare(plan))
     trainer.fit()
-    del trainer  # its actors go with their handles
-    gc.collect()
+    end_models()  # as launch.train does when a run has succeeded
     return read_jsonl(out / "metrics.jsonl")
 
 

@@ -3,7 +3,6 @@ learners. The student is a fresh random model with the local model's tokenizer; 
 
 from __future__ import annotations
 
-import gc
 import json
 from pathlib import Path
 
@@ -44,14 +43,14 @@ def sft_files(tmp_path_factory) -> tuple[str, str]:
 
 def run(out: Path, cache_dir: str, *overrides: str) -> list[dict]:
     """Configure, prepare and train in this process, on the module's Ray cluster; the step records."""
+    from actors.groups import end_models
     from launch.trainer import Trainer
 
     plan = configure(None, [f"trainer.output_dir={out}", f"trainer.cache_dir={cache_dir}", "trainer.loggers=[jsonl]",
                             "trainer.export=false", "trainer.save_every=0", "rollout.max_new_tokens=6", *overrides])
     trainer = Trainer(plan, prepare(plan))
     trainer.fit()
-    del trainer  # its actors go with their handles
-    gc.collect()
+    end_models()  # as launch.train does when a run has succeeded
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
