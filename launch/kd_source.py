@@ -82,7 +82,7 @@ class KDSource:
 
     @classmethod
     def check(cls, cfg: Config, rows: list, tokenizer) -> None:
-        """SFT rows encoded once before any actor starts (``SFTSource.check``); the hidden-state alignment's layers
+        """SFT rows encoded once while the learners start (``SFTSource.check``); the hidden-state alignment's layers
         against both models (``algorithms.kd.check_hidden_layers``)."""
         from algorithms.kd import check_hidden_layers
         from launch.sft_sources import SFTSource

@@ -10,7 +10,7 @@ Both encode with ``rlcore.reward_inputs.encode_reward_input``, which the ``orm``
 too, after rendering the prompt as ``rlcore.data.render_prompts`` renders RL prompts (the chat template for
 message lists, ``data.system_prompt``): a reward term receives that rendered text, so the model is trained on
 what it will be served. Every row is encoded once at load, so a row the template or the tokenizer cannot
-take stops the run before any actor starts, naming its file and line. No rollout or reward workers run;
+take stops the run before its first step, naming its file and line. No rollout or reward workers run;
 evaluation (``data.eval_files``, every ``trainer.eval_every`` steps) scores the held-out rows with the
 actor group's forward pass.
 """
@@ -130,7 +130,7 @@ class RewardPairSource(RewardModelSource):
 
     @classmethod
     def check(cls, cfg: Config, rows: list[PreferenceRow], tokenizer) -> None:
-        """Each response encoded once after its prompt, while Ray starts (``launch.build.render``)."""
+        """Each response encoded once after its prompt, while Ray and the learners start (``launch.build.render``)."""
         for row in rows:
             for reply in (row.chosen, row.rejected):
                 encode_row(row.prompt, [reply], tokenizer, cfg.data.system_prompt, row.source)
@@ -166,7 +166,8 @@ class StepLabelSource(RewardModelSource):
 
     @classmethod
     def check(cls, cfg: Config, rows: list[StepRow], tokenizer) -> None:
-        """Each row encoded once, its steps after its prompt, while Ray starts (``launch.build.render``)."""
+        """Each row encoded once, its steps after its prompt, while Ray and the learners start
+        (``launch.build.render``)."""
         for row in rows:
             encode_row(row.prompt, row.steps, tokenizer, cfg.data.system_prompt, row.source)
 

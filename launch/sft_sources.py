@@ -169,8 +169,8 @@ class SFTSource:
 
     @classmethod
     def check(cls, cfg: Config, rows: list[SFTRow], tokenizer) -> None:
-        """Each row tokenized once, while Ray starts (``launch.build.render``), so a row the chat template cannot
-        render stops the run before any actor starts, naming its file and line."""
+        """Each row tokenized once, while Ray and the learners start (``launch.build.render``), so a row the chat
+        template cannot render stops the run before its first step, in one line naming its file and line."""
         tools = load_toolbox(cfg.env).schemas if cfg.env.enabled else None
         for row in rows:
             cls.encode(row, tokenizer, cfg.data.system_prompt, tools)

@@ -4,8 +4,9 @@ A source is a class with
 
 * ``load(cfg, files) -> rows`` (classmethod), before Ray starts: read and
   validate its data without a tokenizer (errors name the file and row);
-* ``check(cfg, rows, tokenizer)`` (classmethod, optional), while Ray starts and
-  before any actor does: the checks that need the tokenizer;
+* ``check(cfg, rows, tokenizer)`` (classmethod, optional), while Ray and the
+  learners start and before the source's actors do: the checks that need the
+  tokenizer (an error stops the run before its first step, in one line);
 * ``__init__(cfg, algorithm, roles, rows, eval_rows)``: ``roles`` holds the
   built parts it may use (reward terms, learner groups, the reference); it
   starts its own actors without waiting and lists in ``ready`` what to wait

@@ -5,7 +5,9 @@ the end. Under ``ray job submit`` (or with ``ray.address=...``) it joins that
 cluster. A bad config, model path or data file exits with code 2 and one line
 that names the key, file or row, before any actor starts; so does an output
 folder that another driver is using or that holds an earlier run's results
-(``launch.run_dir``). The prompts are rendered with the tokenizer while Ray starts.
+(``launch.run_dir``). The prompts are rendered, and the rows checked, with the
+tokenizer while Ray and the learners start; what that finds stops the run the
+same way, before its first step.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import argparse
 import logging
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from launch.build import Data, Plan, configure, load, render
 from launch.checkpoints import CheckpointError, Checkpoints
@@ -73,15 +75,19 @@ def init_ray(cfg: Config) -> bool:
     return True
 
 
-def plan_data_and_ray(args: argparse.Namespace, outputs: Outputs, adjust=None) -> tuple[Plan, Data, bool, RunDir] | None:
+def plan_data_and_ray(args: argparse.Namespace, outputs: Outputs, adjust=None,
+                      wait: bool = True) -> tuple[Plan, Data | Future, bool, RunDir] | None:
     """``configure`` (``adjust(plan)`` after it, which may return the ``Outputs`` of this plan instead), ``load`` and
     ``claim`` the output folder for the command that writes ``outputs`` there, then ``render`` in a thread while Ray
     starts (``init_ray``): the tokenizer loads while Ray's processes come up. Returns the plan, the data, whether Ray
     was started here and the claimed folder (its lock held until ``RunDir.release`` or the process ends). A config or
     input error is printed as one line and gives None, for the caller to exit with code 2; no actor has started then.
     A missing file, a malformed row, a folder in use or holding earlier results, or a resume with only damaged
-    checkpoints stops the run before Ray starts; a prompt too long for ``data.max_prompt_tokens`` is found while it starts (and Ray, if started here,
-    stopped)."""
+    checkpoints stops the run before Ray starts; a prompt too long for ``data.max_prompt_tokens``, or a row the
+    source's ``check`` refuses, is found while it starts (and Ray, if started here, stopped).
+
+    ``wait=False``: the data is returned as the future of ``render``, still running, for the caller to take once it
+    has started what does not need it (``launch.train``: the learners), and to report its errors (``refusal``)."""
     run_dir = None
     try:
         plan = configure(args.config, args.overrides)
@@ -97,17 +103,31 @@ def plan_data_and_ray(args: argparse.Namespace, outputs: Outputs, adjust=None) -
         return refused(f"input error: {exc}", run_dir)
     except CheckpointError as exc:
         return refused(f"input error: trainer.resume=true: {exc}; start afresh with trainer.overwrite=true", run_dir)
-    with ThreadPoolExecutor(1) as pool:
-        data = pool.submit(render, plan, rows)
-        started = init_ray(plan.cfg)
+    pool = ThreadPoolExecutor(1)
+    data = pool.submit(render, plan, rows)
+    pool.shutdown(wait=False)
+    started = init_ray(plan.cfg)
+    if not wait:
+        return plan, data, started, run_dir
     try:
         return plan, data.result(), started, run_dir
     except BaseException as exc:
         stop_ray(started)
-        if not isinstance(exc, (AssetError, DataError)):
+        line = refusal(exc)
+        if line is None:
             run_dir.release()
             raise
-        return refused(f"input error: {exc}", run_dir)
+        return refused(line, run_dir)
+
+
+def refusal(exc: BaseException) -> str | None:
+    """The one line of an error that ``render`` raises for the user's input (a row, a file, a prompt budget, a config
+    its checks refuse); None for any other exception."""
+    if isinstance(exc, ConfigError):
+        return f"config error: {exc}"
+    if isinstance(exc, (AssetError, DataError)):
+        return f"input error: {exc}"
+    return None
 
 
 def refused(line: str, run_dir: RunDir | None) -> None:
@@ -126,7 +146,7 @@ def stop_ray(started: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    built = plan_data_and_ray(parse_args(argv), TRAIN)
+    built = plan_data_and_ray(parse_args(argv), TRAIN, wait=False)  # rendered while Ray and the learners start
     if built is None:
         return 2
     plan, data, started, run_dir = built
@@ -143,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         end_models()  # while the trainer holds its groups
     except RewardStartError as exc:  # a user's reward class raised in its constructor: an input error
         print(f"input error: {exc}", file=sys.stderr)
+        return 2
+    except (ConfigError, AssetError, DataError) as exc:  # found by render, while the roles started
+        print(refusal(exc), file=sys.stderr)
         return 2
     except TrainingError as exc:
         print(f"training error: {exc}", file=sys.stderr)

@@ -21,6 +21,7 @@ import copy
 import signal
 import sys
 import time
+from concurrent.futures import Future
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,9 @@ POLICY = "actor"
 
 
 class Trainer:
-    def __init__(self, plan: Plan, data: Data, stop: StopRequest | None = None):
+    def __init__(self, plan: Plan, data: Data | Future, stop: StopRequest | None = None):
+        """``data``: the rendered rows, or the future of ``launch.build.render`` still at work (``launch.train``), taken
+        once the learners have started; its errors are raised from here."""
         self.cfg, self.algorithm = plan.cfg, plan.algorithm
         self.out = Path(self.cfg.trainer.output_dir).expanduser().resolve()
         self.out.mkdir(parents=True, exist_ok=True)
@@ -62,15 +65,20 @@ class Trainer:
         self.requests = ScaleRequests(self.out)  # launch.scale's requests, taken before each step
         self.logger = MetricsLogger(self.out, self.cfg.trainer.total_steps, self.cfg.trainer.loggers, asdict(self.cfg))
 
-    def start_roles(self, plan: Plan, data: Data,
+    def start_roles(self, plan: Plan, data: Data | Future,
                     place) -> tuple[dict[str, LearnerGroup], ReferenceGroup | ReferenceInPolicy | None, Any]:
         """The learner groups, the reference (its own actor, or inside the policy's ranks: ``reference.host``) and
-        the source, started and ready. Where they share the GPUs (``trainer.placement=colocated``) the source's vLLM
-        engines start, and are ready, before the others: vLLM refuses to start unless
-        ``rollout.gpu_memory_utilization`` of its GPU is free, and the learners and the reference then take what it
-        leaves."""
+        the source, started and ready. The source, which takes the rows, starts once they are rendered: on a CPU the
+        learners' start hides the check of an SFT set's every row. Where they share the GPUs
+        (``trainer.placement=colocated``) the source's vLLM engines start, and are ready, before the others: vLLM
+        refuses to start unless ``rollout.gpu_memory_utilization`` of its GPU is free, and the learners and the
+        reference then take what it leaves."""
+        def source_of(data: Data | Future):
+            data = data.result() if isinstance(data, Future) else data
+            return plan.source(self.cfg, plan.algorithm, roles, data.train, data.eval)
+
         roles = Roles(plan.reward_terms, {}, None, place, plan.tools, plan.ship_environments)
-        source = plan.source(self.cfg, plan.algorithm, roles, data.train, data.eval) if place.shares_gpus else None
+        source = source_of(data) if place.shares_gpus else None
         if source is not None:
             wait_ready([source])
         reference_path = self.cfg.reference.path or self.cfg.model.path
@@ -80,7 +88,7 @@ class Trainer:
                                for name, g in plan.learners.items()})
         roles.reference = (ReferenceInPolicy(roles.learners[POLICY]) if in_policy else
                            ReferenceGroup(self.cfg, reference_path, place) if self.cfg.reference.enabled else None)
-        source = source or plan.source(self.cfg, plan.algorithm, roles, data.train, data.eval)
+        source = source or source_of(data)
         wait_ready([*roles.learners.values(), *([roles.reference] if roles.reference else []), source])
         return roles.learners, roles.reference, source
 

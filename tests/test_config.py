@@ -322,8 +322,8 @@ def test_cli_missing_model_path_exits_2(tmp_path):
 
 
 def test_cli_prompt_too_long_exits_2_with_one_line_while_ray_starts(tmp_path):
-    """Prompt lengths are checked when the prompts are rendered, in a thread while the local Ray starts: the error
-    is still the only line, after Ray has started."""
+    """Prompt lengths are checked when the prompts are rendered, in a thread while the local Ray and the learners
+    start: the error is still the only line, after they have started."""
     proc = subprocess.run([sys.executable, "-m", "launch.train", "data.max_prompt_tokens=3",
                            f"trainer.output_dir={tmp_path}/run"], cwd=REPO, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "RAY_AUTH_MODE": "disabled"})

@@ -320,6 +320,27 @@ def test_a_layer_a_model_does_not_have_is_refused_before_any_actor_starts(cache_
     assert expected in str(err.value)
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("shared_ray")
+def test_the_command_line_refuses_such_a_layer_in_one_line_while_the_learners_start(tmp_path, cache_dir):
+    """The layers are checked with the rows, in ``render``, which ``launch.train`` runs while Ray and the learners
+    start: the run still ends with code 2 and the one line, no traceback, and no step."""
+    import subprocess
+
+    from tests.test_e2e import REPO, venv_env
+    from tests.zygote import python
+
+    out = tmp_path / "run"
+    proc = subprocess.run([python(), "-m", "launch.train", "--config", KD_PRESET, f"trainer.cache_dir={cache_dir}",
+                           "algorithm.teacher_path=local://tiny-qwen2-reason", "algorithm.hidden_layers=[[3,1]]",
+                           f"trainer.output_dir={out}"], cwd=REPO, env=venv_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]  # after Ray's lines on joining the cluster
+    assert last.startswith("config error: algorithm.hidden_layers[0]=[3, 1]: the student ("), proc.stderr
+    assert "Traceback" not in proc.stderr and not (out / "metrics.jsonl").exists()
+
+
 # ---- real runs -------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def peaked_teacher(tmp_path_factory, cache_dir) -> str:
