@@ -1,7 +1,8 @@
-"""Real runs through faults, on the run's private local Ray: a signal stops a run after its step with a checkpoint
-and one line on how to resume; the rollout pool grows mid-run and a killed rollout worker is replaced, its share
-generated again; a killed reference worker is replaced; a killed learner rank restarts its group from the newest
-checkpoint. No step is lost or trained twice."""
+"""Real runs through faults, on the session's Ray cluster (ctrl-c's run on a local Ray of its own, as a user's
+command in a terminal runs): a signal stops a run after its step with a checkpoint and one line on how to resume; the
+rollout pool grows mid-run and a killed rollout worker is replaced, its share generated again; a killed reference
+worker is replaced; a killed learner rank restarts its group from the newest checkpoint. No step is lost or trained
+twice."""
 
 import os
 import re
@@ -9,22 +10,26 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import sharing
+from tests.conftest import RayHead, sharing
 from tests.test_e2e import PRESET, REPO, SMALL, read_jsonl, venv_env
 from tests.zygote import python
 
 pytestmark = pytest.mark.slow
 
 
-def started_run(out: Path, steps: int = 200, extra: list[str] = ()) -> subprocess.Popen:
-    """A GRPO run in its own process group (as a terminal starts a command), once it has logged two steps."""
+def started_run(out: Path, cluster: RayHead | None, steps: int = 200, extra: list[str] = ()) -> subprocess.Popen:
+    """A GRPO run in its own process group (as a terminal starts a command), once it has logged two steps; it joins
+    ``cluster``, or without one starts a local Ray of its own."""
+    with sharing(cluster.address) if cluster else nullcontext():
+        env = venv_env()
     proc = subprocess.Popen([sys.executable, "-m", "launch.train", "--config", PRESET, *SMALL,
                              f"trainer.total_steps={steps}", "trainer.save_every=0", "trainer.export=false",
-                             f"trainer.output_dir={out}", *extra], cwd=REPO, env=venv_env(), stdout=subprocess.PIPE,
+                             f"trainer.output_dir={out}", *extra], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -38,9 +43,9 @@ def started_run(out: Path, steps: int = 200, extra: list[str] = ()) -> subproces
 
 @pytest.mark.parametrize("signum, to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)],
                          ids=["ctrl-c to the process group", "sigterm to the driver"])
-def test_a_signal_stops_after_the_step_with_a_checkpoint_and_one_line(tmp_path, signum, to_group):
+def test_a_signal_stops_after_the_step_with_a_checkpoint_and_one_line(tmp_path, ray_head, signum, to_group):
     out = tmp_path / "run"
-    proc = started_run(out)
+    proc = started_run(out, None if to_group else ray_head)  # ctrl-c reaches the local Ray's processes too
     if not to_group:  # meanwhile, a second run into the same folder is refused, naming this one
         second = subprocess.run([sys.executable, "-m", "launch.train", "--config", PRESET, *SMALL,
                                  f"trainer.output_dir={out}", "trainer.resume=true"], cwd=REPO, env=venv_env(),
@@ -62,11 +67,16 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_and_one_line(tmp_path, 
     assert step < 200
 
 
-def kill_role(proc: subprocess.Popen, role: str, count: int = 1) -> subprocess.CompletedProcess:
-    """``kill -9`` the last started of the ``count`` actor processes of ``role`` in the run's session; the run's
-    output once it ends."""
-    found = subprocess.run(["pgrep", "-f", f"ray::{role}", "-s", str(proc.pid)], capture_output=True, text=True)
-    pids = sorted(int(p) for p in found.stdout.split())
+def kill_role(proc: subprocess.Popen, cluster: RayHead, role: str, count: int = 1) -> subprocess.CompletedProcess:
+    """``kill -9`` the last started of the ``count`` live ``role`` actors of the run whose driver is ``proc``, on
+    ``cluster`` (Ray's state API: the run's job, then its actors); the run's output once it ends."""
+    from ray.util.state import list_actors, list_jobs
+
+    job = next(j.job_id for j in list_jobs(address=cluster.dashboard)
+               if j.driver_info and int(j.driver_info.pid) == proc.pid)
+    found = list_actors(address=cluster.dashboard, detail=True,
+                        filters=[("class_name", "=", role), ("state", "=", "ALIVE"), ("job_id", "=", job)])
+    pids = sorted(a.pid for a in found)
     assert len(pids) == count, found
     os.kill(pids[-1], signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=600)
@@ -86,13 +96,13 @@ def scale(out: Path, count: int) -> str:
     raise AssertionError(f"the cluster never had room for {count} rollout workers")
 
 
-def test_the_pool_grows_and_a_killed_rollout_worker_is_replaced_and_no_step_is_lost(tmp_path):
-    """On the run's private local Ray: ``launch.scale`` adds a worker mid-run, then one of the two is killed."""
+def test_the_pool_grows_and_a_killed_rollout_worker_is_replaced_and_no_step_is_lost(tmp_path, ray_head):
+    """``launch.scale`` adds a worker mid-run, then one of the two is killed."""
     out = tmp_path / "run"
-    proc = started_run(out, steps=10)
+    proc = started_run(out, ray_head, steps=10)
     grown = re.fullmatch(r"rollout.num_workers: 1 -> 2 from step (\d+)", scale(out, 2).splitlines()[-1])
     assert grown, grown
-    done = kill_role(proc, "RolloutWorker", count=2)
+    done = kill_role(proc, ray_head, "RolloutWorker", count=2)
     stdout, stderr = done.stdout, done.stderr
     assert done.returncode == 0, stderr[-3000:]
     metrics = read_jsonl(out / "metrics.jsonl")
@@ -114,8 +124,7 @@ TWO_RANKS = ["learner.world_size=2", "trainer.save_every=2", "trainer.export=fal
 
 @pytest.fixture(scope="module")
 def clean_run(tmp_path_factory, ray_head) -> list[dict]:
-    """The metrics of an uninterrupted 6-step run with a two-rank learner, for the runs with a fault to match. It has
-    no fault to survive: it joins the session's Ray cluster."""
+    """The metrics of an uninterrupted 6-step run with a two-rank learner, for the runs with a fault to match."""
     out = tmp_path_factory.mktemp("clean") / "run"
     with sharing(ray_head.address):
         env = venv_env()
@@ -126,11 +135,12 @@ def clean_run(tmp_path_factory, ray_head) -> list[dict]:
     return read_jsonl(out / "metrics.jsonl")
 
 
-def test_a_killed_reference_worker_is_replaced_and_no_step_is_lost(tmp_path, clean_run):
+def test_a_killed_reference_worker_is_replaced_and_no_step_is_lost(tmp_path, ray_head, clean_run):
     """The reference in its own actor (reference.host=own; the clean run's is inside the learner ranks): the
     replacement is the same frozen policy, so every step's KL to it is the uninterrupted run's."""
     out = tmp_path / "run"
-    done = kill_role(started_run(out, steps=4, extra=[*TWO_RANKS, "reference.host=own"]), "ReferenceWorker")
+    done = kill_role(started_run(out, ray_head, steps=4, extra=[*TWO_RANKS, "reference.host=own"]), ray_head,
+                     "ReferenceWorker")
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2, 3, 4] and [m["policy_version"] for m in metrics] == [1, 2, 3, 4]
@@ -140,16 +150,16 @@ def test_a_killed_reference_worker_is_replaced_and_no_step_is_lost(tmp_path, cle
         assert got["actor/kl"] == pytest.approx(want["actor/kl"], rel=1e-3, abs=1e-6), (got["step"], got, want)
 
 
-def test_a_killed_learner_rank_restarts_its_group_from_the_checkpoint(tmp_path, clean_run):
+def test_a_killed_learner_rank_restarts_its_group_from_the_checkpoint(tmp_path, ray_head, clean_run):
     """The group is started again, the newest complete checkpoint loaded and the steps after it redone: each step's
     final metrics are the uninterrupted run's, so no batch was lost or trained twice."""
     out = tmp_path / "run"
-    proc = started_run(out, steps=6, extra=TWO_RANKS)
+    proc = started_run(out, ray_head, steps=6, extra=TWO_RANKS)
     deadline = time.monotonic() + 120
     while not (out / "checkpoints" / "step_000002" / "trainer_state.json").is_file():  # the step-2 save is done
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
-    done = kill_role(proc, "LearnerRank", count=2)
+    done = kill_role(proc, ray_head, "LearnerRank", count=2)
     assert done.returncode == 0, done.stderr[-3000:]
     redo = re.search(r"step (\d+): learner group 'actor' lost rank \d \(\w+\); restarted it \(1 of "
                      r"trainer.max_restarts=2\) from (.+): redoing steps? (\d+)", done.stdout)
