@@ -50,10 +50,10 @@ def test_grpo_trains_from_a_verl_parquet_of_message_lists(tmp_path, cache_dir):
 
 def test_r1_recipe_stages_run_and_chain(tmp_path):
     out = tmp_path / "r1"
-    env = {**venv_env(), "PYTHON": python(), "SFT_STEPS": "30", "GRPO_STEPS": "2", "RS_STEPS": "2",
+    env = {**venv_env(), "PYTHON": python(), "SFT_STEPS": "20", "GRPO_STEPS": "2", "RS_STEPS": "2",
            "GRPO2_STEPS": "2",
            "R1_OVERRIDES": "data.max_eval_prompts=8 rollout.max_new_tokens=64 trainer.eval_every=0",
-           "RS_OVERRIDES": "algorithm.min_score=0"}  # a 30-step SFT model is rarely right: keep what ends
+           "RS_OVERRIDES": "algorithm.min_score=0"}  # a 20-step SFT model is rarely right: keep what ends
     proc = subprocess.run(["bash", "scripts/r1_recipe.sh", str(out)], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

@@ -128,7 +128,7 @@ def test_cold_start_grpo_and_evaluate_on_a_reasoning_gym_task(tmp_path):
     """The demonstration's presets, shortened: SFT on worked solutions, GRPO whose rewards are chain_sum's own
     verifier (every logged sample's score recomputed here with reasoning-gym), then pass@k and maj@k."""
     sft = tmp_path / "sft"
-    run(sft, f"data.train_files=[{SFT_DATA!r}]", "data.eval_files=[]", "trainer.total_steps=40",
+    run(sft, f"data.train_files=[{SFT_DATA!r}]", "data.eval_files=[]", "trainer.total_steps=20",
         "trainer.eval_every=0", "trainer.save_every=0", preset="launch/configs/rg_chain_sum_sft.yaml")
     grpo = tmp_path / "grpo"
     run(grpo, f"model.path={sft / 'final'}", f"data.eval_files=[{EVAL_DATA!r}]", "trainer.total_steps=2",

@@ -103,7 +103,7 @@ def test_train_exits_2_with_one_line_when_a_reward_fails_to_start(local_ray, mon
             wait_ready([RewardGroup(plan.reward_terms)])
 
     folder = SimpleNamespace(release=lambda: None)  # the claimed output folder (launch.train.claim)
-    monkeypatch.setattr(train_module, "plan_data_and_ray", lambda *args: (plan, None, False, folder))
+    monkeypatch.setattr(train_module, "plan_data_and_ray", lambda *args, **kwargs: (plan, None, False, folder))
     monkeypatch.setattr(trainer_module, "Trainer", Starting)
     monkeypatch.setattr(trainer_module.StopRequest, "install", lambda self: None)  # pytest keeps its signals
     assert train_module.main([]) == 2
