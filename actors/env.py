@@ -62,7 +62,7 @@ class EnvWorker:
 
     def __init__(self, cfg: EnvConfig):
         self.cfg = cfg
-        box = load_toolbox(cfg)
+        box = load_toolbox(cfg, describe_tools=False)  # the driver described them (launch.build.configure)
         self.env_class, self.tools = box.env_class, box.functions
         self.episodes: dict[int, Any] = {}
         self.returns: dict[int, float] = {}
