@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from actors.models import CausalLM, autocast, collector_paused, set_threads
+from actors.models import CausalLM, autocast, set_threads
 from rlcore.batch import RolloutBatch, micro_batches
 from rlcore.config import Config
 
@@ -22,8 +22,7 @@ class ReferenceWorker:
         if own_process:  # inside a learner rank (reference.host=policy) the rank's thread count stands
             set_threads(cfg.reference.num_threads, device)
         self.kind = CausalLM(cfg, cfg.reference)
-        with collector_paused():
-            self.model = self.kind.build(model_path, device).eval().requires_grad_(False)
+        self.model = self.kind.build(model_path, device).eval().requires_grad_(False)
         self.micro_batch_size, self.mixed_precision = cfg.reference.micro_batch_size, cfg.reference.mixed_precision
 
     @torch.no_grad()

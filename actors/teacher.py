@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from actors.models import CausalLM, autocast, collector_paused, set_threads
+from actors.models import CausalLM, autocast, set_threads
 from rlcore.batch import RolloutBatch, micro_batches
 from rlcore.config import Config, ReferenceConfig
 from rlcore.sequences import response_topk
@@ -23,8 +23,7 @@ class TeacherWorker:
         device = "cuda" if torch.cuda.is_available() else "cpu"
         set_threads(settings.num_threads, device)
         self.kind = CausalLM(cfg, settings)
-        with collector_paused():
-            self.model = self.kind.build(model_path, device).eval().requires_grad_(False)
+        self.model = self.kind.build(model_path, device).eval().requires_grad_(False)
         self.micro_batch_size, self.mixed_precision = settings.micro_batch_size, settings.mixed_precision
 
     @torch.no_grad()
