@@ -116,9 +116,19 @@ def end_models() -> None:
     its interpreter down first (vLLM's engine shut down, every module freed): 2.5 s of CPU for a vLLM engine and
     1 s for a learner rank on 2 cores, that the next run on the cluster waited for (BENCHMARKS.md). The actors that
     run a user's code (reward workers, environments) end as before, their ``atexit`` handlers run."""
-    for group in list(_HOLDERS):
-        for actor in group.actors():
-            ray.kill(actor, no_restart=True)
+    actors = [actor for group in list(_HOLDERS) for actor in group.actors()]
+    for actor in actors:
+        ray.kill(actor, no_restart=True)
+    # ray.kill sends the request and returns: wait until each one is dead, or the job's end, which follows, could
+    # win the race and end it the slow way
+    deadline = time.monotonic() + 10
+    for actor in actors:
+        while time.monotonic() < deadline:
+            try:
+                ray.get(actor.__ray_ready__.remote(), timeout=max(0.0, deadline - time.monotonic()))
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                break
+            time.sleep(0.01)
 
 
 def wait_ready(groups: list) -> None:

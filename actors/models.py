@@ -244,11 +244,10 @@ def set_threads(requested: int, device: torch.device | str = "cpu", sharers: int
 
 @contextmanager
 def collector_paused(freeze: bool = False):
-    """Python's cyclic garbage collector off while a role imports its libraries and builds its model, which live as
-    long as the process: their millions of allocations set it off again and again. On 2 cores that was a quarter of
-    vLLM's import (4.4 -> 3.3 s) and of a learner rank's set-up (2.3 -> 1.8 s; BENCHMARKS.md). ``freeze``: what
-    was made then is moved out of its reach for good, so later collections scan only what came after (for a process
-    that keeps it: unfrozen, the first collections after the pause scan it all)."""
+    """Python's cyclic garbage collector off while a role imports its libraries, which live as long as the process:
+    their millions of allocations set it off again and again (a quarter of vLLM's import on 2 cores, 4.4 -> 3.3 s;
+    BENCHMARKS.md). ``freeze``: what was made then is moved out of its reach for good, so later collections scan
+    only what came after (unfrozen, the first collections after the pause scan it all)."""
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import socket
@@ -18,14 +17,6 @@ CACHE_DIR = os.environ.get("RLCORE_TEST_CACHE", str(Path("~/.cache/rlcore").expa
 SHARED_RAY = "RLCORE_TEST_RAY_ADDRESS"
 """Set while a module's command-line runs share one Ray cluster: ``tests.test_e2e.venv_env`` passes it on to them as
 ``RAY_ADDRESS``."""
-
-
-@pytest.fixture(autouse=True)
-def unfrozen():
-    """A learner rank set up in this process freezes the heap, as in a process of its own (``LearnerRank.setup``);
-    the test process is not its own: what it froze goes back to the collector after the test."""
-    yield
-    gc.unfreeze()
 
 
 @pytest.fixture(scope="session")
