@@ -22,9 +22,7 @@ algorithm's ``LearnerSpec.model_options``.
 
 from __future__ import annotations
 
-import gc
 import os
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -240,23 +238,6 @@ def set_threads(requested: int, device: torch.device | str = "cpu", sharers: int
         count = max(1, len(os.sched_getaffinity(0)) // sharers)
     torch.set_num_threads(count)
     return count
-
-
-@contextmanager
-def collector_paused(freeze: bool = False):
-    """Python's cyclic garbage collector off while a role imports its libraries, which live as long as the process:
-    their millions of allocations set it off again and again (a quarter of vLLM's import on 2 cores, 4.4 -> 3.3 s;
-    BENCHMARKS.md). ``freeze``: what was made then is moved out of its reach for good, so later collections scan
-    only what came after (unfrozen, the first collections after the pause scan it all)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if freeze:
-            gc.freeze()
-        if enabled:
-            gc.enable()
 
 
 def autocast(device: torch.device | str, mixed_precision: str):

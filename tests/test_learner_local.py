@@ -110,30 +110,6 @@ def test_set_threads_defaults_to_the_cores_over_the_sharers():
         torch.set_num_threads(before)
 
 
-def test_the_collector_is_paused_while_a_role_builds_and_restored_after():
-    import gc
-
-    from actors.models import collector_paused
-
-    assert gc.isenabled()
-    with pytest.raises(RuntimeError), collector_paused():
-        assert not gc.isenabled()
-        raise RuntimeError("a failed build")
-    assert gc.isenabled()  # back on after a failure too
-    gc.disable()
-    with collector_paused():
-        pass
-    assert not gc.isenabled()  # a collector that was off stays off
-    gc.enable()
-    frozen = gc.get_freeze_count()
-    try:
-        with collector_paused(freeze=True):
-            made = [[] for _ in range(1000)]  # noqa: F841
-        assert gc.get_freeze_count() >= frozen + 1000 and gc.isenabled()
-    finally:
-        gc.unfreeze()
-
-
 def test_bf16_mixed_precision_runs_the_passes_in_bf16_and_keeps_fp32_weights(local_model):
     plan = configure(None, [f"model.path={local_model}", "reference.mixed_precision=bf16"])
     batch = sampled_batch(local_model)
