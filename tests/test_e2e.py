@@ -180,14 +180,9 @@ def test_ray_job_submit_trains_and_exports(ray_cluster, job):
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(final).config.model_type == "qwen2"
-    script = ("import os; os.environ['VLLM_ENABLE_V1_MULTIPROCESSING']='0'; os.environ['VLLM_CPU_KVCACHE_SPACE']='1'\n"
-              "from vllm import LLM, SamplingParams\n"
-              f"llm = LLM(model={str(final)!r}, dtype='float32', enforce_eager=True)\n"
-              "out = llm.generate(['12+3='], SamplingParams(max_tokens=4, temperature=0))\n"
-              "print('VLLM_OK', len(out[0].outputs[0].token_ids))\n")
-    check = subprocess.run([sys.executable, "-c", script], env=ray_cluster[2], capture_output=True, text=True,
-                           timeout=300)
-    assert "VLLM_OK" in check.stdout, check.stderr[-3000:]
+    check = subprocess.run([python(), "-m", "tests.plugins.vllm_check", str(final)], cwd=REPO, env=ray_cluster[2],
+                           capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0 and "VLLM_OK" in check.stdout, check.stderr[-3000:]
 
 
 def test_user_reward_from_the_job_working_dir(job):

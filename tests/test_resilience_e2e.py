@@ -4,6 +4,7 @@ rollout pool grows mid-run and a killed rollout worker is replaced, its share ge
 worker is replaced; a killed learner rank restarts its group from the newest checkpoint. No step is lost or trained
 twice."""
 
+import json
 import os
 import re
 import signal
@@ -22,12 +23,14 @@ from tests.zygote import python
 pytestmark = pytest.mark.slow
 
 
-def started_run(out: Path, cluster: RayHead | None, steps: int = 200, extra: list[str] = ()) -> subprocess.Popen:
+def started_run(out: Path, cluster: RayHead | None, steps: int = 200, extra: list[str] = (),
+                forked: bool = False) -> subprocess.Popen:
     """A GRPO run in its own process group (as a terminal starts a command), once it has logged two steps; it joins
-    ``cluster``, or without one starts a local Ray of its own."""
+    ``cluster``, or without one starts a local Ray of its own. ``forked``: the driver is forked from the tests'
+    zygote (``tests.zygote``, its imports done), for runs whose driver process itself is not under test."""
     with sharing(cluster.address) if cluster else nullcontext():
         env = venv_env()
-    proc = subprocess.Popen([sys.executable, "-m", "launch.train", "--config", PRESET, *SMALL,
+    proc = subprocess.Popen([python() if forked else sys.executable, "-m", "launch.train", "--config", PRESET, *SMALL,
                              f"trainer.total_steps={steps}", "trainer.save_every=0", "trainer.export=false",
                              f"trainer.output_dir={out}", *extra], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -47,7 +50,7 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_and_one_line(tmp_path, 
     out = tmp_path / "run"
     proc = started_run(out, None if to_group else ray_head)  # ctrl-c reaches the local Ray's processes too
     if not to_group:  # meanwhile, a second run into the same folder is refused, naming this one
-        second = subprocess.run([sys.executable, "-m", "launch.train", "--config", PRESET, *SMALL,
+        second = subprocess.run([python(), "-m", "launch.train", "--config", PRESET, *SMALL,
                                  f"trainer.output_dir={out}", "trainer.resume=true"], cwd=REPO, env=venv_env(),
                                 capture_output=True, text=True, timeout=300)
         assert second.returncode == 2, second.stderr[-3000:]
@@ -67,13 +70,16 @@ def test_a_signal_stops_after_the_step_with_a_checkpoint_and_one_line(tmp_path, 
     assert step < 200
 
 
-def kill_role(proc: subprocess.Popen, cluster: RayHead, role: str, count: int = 1) -> subprocess.CompletedProcess:
-    """``kill -9`` the last started of the ``count`` live ``role`` actors of the run whose driver is ``proc``, on
-    ``cluster`` (Ray's state API: the run's job, then its actors); the run's output once it ends."""
+def kill_role(proc: subprocess.Popen, out: Path, cluster: RayHead, role: str,
+              count: int = 1) -> subprocess.CompletedProcess:
+    """``kill -9`` the last started of the ``count`` live ``role`` actors of the run ``proc`` writing to ``out``, on
+    ``cluster`` (Ray's state API: the job whose driver holds ``out``'s lock, then its actors); the run's output once
+    it ends."""
     from ray.util.state import list_actors, list_jobs
 
+    driver = json.loads((out / "driver.lock").read_text())["pid"]
     job = next(j.job_id for j in list_jobs(address=cluster.dashboard)
-               if j.driver_info and int(j.driver_info.pid) == proc.pid)
+               if j.driver_info and int(j.driver_info.pid) == driver)
     found = list_actors(address=cluster.dashboard, detail=True,
                         filters=[("class_name", "=", role), ("state", "=", "ALIVE"), ("job_id", "=", job)])
     pids = sorted(a.pid for a in found)
@@ -99,10 +105,10 @@ def scale(out: Path, count: int) -> str:
 def test_the_pool_grows_and_a_killed_rollout_worker_is_replaced_and_no_step_is_lost(tmp_path, ray_head):
     """``launch.scale`` adds a worker mid-run, then one of the two is killed."""
     out = tmp_path / "run"
-    proc = started_run(out, ray_head, steps=10)
+    proc = started_run(out, ray_head, steps=10, forked=True)
     grown = re.fullmatch(r"rollout.num_workers: 1 -> 2 from step (\d+)", scale(out, 2).splitlines()[-1])
     assert grown, grown
-    done = kill_role(proc, ray_head, "RolloutWorker", count=2)
+    done = kill_role(proc, out, ray_head, "RolloutWorker", count=2)
     stdout, stderr = done.stdout, done.stderr
     assert done.returncode == 0, stderr[-3000:]
     metrics = read_jsonl(out / "metrics.jsonl")
@@ -139,8 +145,8 @@ def test_a_killed_reference_worker_is_replaced_and_no_step_is_lost(tmp_path, ray
     """The reference in its own actor (reference.host=own; the clean run's is inside the learner ranks): the
     replacement is the same frozen policy, so every step's KL to it is the uninterrupted run's."""
     out = tmp_path / "run"
-    done = kill_role(started_run(out, ray_head, steps=4, extra=[*TWO_RANKS, "reference.host=own"]), ray_head,
-                     "ReferenceWorker")
+    proc = started_run(out, ray_head, steps=4, extra=[*TWO_RANKS, "reference.host=own"], forked=True)
+    done = kill_role(proc, out, ray_head, "ReferenceWorker")
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = read_jsonl(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2, 3, 4] and [m["policy_version"] for m in metrics] == [1, 2, 3, 4]
@@ -154,12 +160,12 @@ def test_a_killed_learner_rank_restarts_its_group_from_the_checkpoint(tmp_path, 
     """The group is started again, the newest complete checkpoint loaded and the steps after it redone: each step's
     final metrics are the uninterrupted run's, so no batch was lost or trained twice."""
     out = tmp_path / "run"
-    proc = started_run(out, ray_head, steps=6, extra=TWO_RANKS)
+    proc = started_run(out, ray_head, steps=6, extra=TWO_RANKS, forked=True)
     deadline = time.monotonic() + 120
     while not (out / "checkpoints" / "step_000002" / "trainer_state.json").is_file():  # the step-2 save is done
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.05)
-    done = kill_role(proc, ray_head, "LearnerRank", count=2)
+    done = kill_role(proc, out, ray_head, "LearnerRank", count=2)
     assert done.returncode == 0, done.stderr[-3000:]
     redo = re.search(r"step (\d+): learner group 'actor' lost rank \d \(\w+\); restarted it \(1 of "
                      r"trainer.max_restarts=2\) from (.+): redoing steps? (\d+)", done.stdout)
