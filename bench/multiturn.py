@@ -128,7 +128,6 @@ def main() -> None:
 
     from actors.groups import EnvPool, RolloutGroup, remote, wait_ready
     from launch.build import configure, prepare
-    from launch.train import ACTOR_ENV
 
     work = Path(tempfile.mkdtemp())
     prompts, traces = chain_rows(2000)
@@ -137,7 +136,7 @@ def main() -> None:
                      [f"model.path={model}", f"data.train_files=[{write_jsonl(prompts, work / 'prompts.jsonl')}]",
                       f"env.max_turns={CALLS + 1}", "env.max_total_tokens=400", *args.overrides])
     rows = prepare(plan).train[: args.prompts]
-    ray.init(address="local", num_cpus=2, include_dashboard=False, runtime_env={"env_vars": ACTOR_ENV})
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         pool = EnvPool(plan.cfg.env, plan.tools, ship=False)
         episodes = RolloutGroup(plan.cfg, model, env=pool.client)

@@ -27,24 +27,6 @@ from rlcore.config import Config, ConfigError
 from rlcore.data import DataError
 
 DEFAULT_CONFIG = "launch/configs/grpo_arithmetic.yaml"
-# Every actor inherits these: keep the per-step lines readable among the workers' logs.
-QUIET_ENV = {
-    "TOKENIZERS_PARALLELISM": "false",
-    "VLLM_LOGGING_LEVEL": "ERROR",
-    "TRANSFORMERS_VERBOSITY": "error",
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-    "PYTHONWARNINGS": "ignore::FutureWarning,ignore::UserWarning",
-}
-# glibc malloc keeps the memory of freed tensors in the process instead of handing it back to the system and
-# faulting it in again on the next step: with a vLLM engine resident in another process, those page faults made
-# the learner's update 15-20% slower (BENCHMARKS.md). A value already in the environment wins.
-ALLOCATOR_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": str(4 << 30),
-    "MALLOC_TRIM_THRESHOLD_": str(64 << 30),
-    "MALLOC_TOP_PAD_": str(1 << 30),
-}
-ACTOR_ENV = {**QUIET_ENV, **{k: os.environ.get(k, v) for k, v in ALLOCATOR_ENV.items()}}
-"""What every actor's environment gets (Ray's ``runtime_env``)."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -57,11 +39,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def init_ray(cfg: Config) -> bool:
     """Join the given or ambient cluster, else start a local one on loopback. Returns True if started here."""
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    env = {"env_vars": ACTOR_ENV}
     if address:
         import ray
 
-        ray.init(address=address, runtime_env=env, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True)
         return False
     # ray.init maps 127.0.0.1 to the machine's outward IP unless Ray runs in its
     # single-machine mode, which this switch selects (read when Ray is imported).
@@ -71,7 +52,7 @@ def init_ray(cfg: Config) -> bool:
     # address="local": a new Ray, never the last one `ray start` recorded (/tmp/ray/ray_current_cluster), which a
     # plain ray.init() joins, and waits for forever when that cluster died without `ray stop`.
     ray.init(address="local", num_cpus=cfg.ray.num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-             runtime_env=env, configure_logging=True, logging_level=logging.WARNING)
+             configure_logging=True, logging_level=logging.WARNING)
     return True
 
 

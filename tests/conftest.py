@@ -104,9 +104,7 @@ def local_ray(ray_head):
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    from launch.train import ACTOR_ENV
-
-    ray.init(address=ray_head.address, runtime_env={"env_vars": ACTOR_ENV})
+    ray.init(address=ray_head.address)
     yield ray
     from actors.groups import end_models
 
