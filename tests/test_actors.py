@@ -170,7 +170,9 @@ def test_a_driver_that_imports_the_roles_keeps_its_own_settings():
 
     import actors.process
 
-    assert not actors.process.in_ray_worker() and "VLLM_LOGGING_LEVEL" not in os.environ
+    before = dict(os.environ)
+    actors.process.settle_ray_worker()
+    assert not actors.process.in_ray_worker() and dict(os.environ) == before
 
 
 def test_settle_keeps_what_the_environment_already_says():
