@@ -3,7 +3,7 @@
 ``settle_ray_worker`` sets them up when the ``actors`` package is first imported in a Ray worker, that is before
 any role's module imports torch, transformers or vLLM. Before, the driver passed them as a job-level
 ``runtime_env``: Ray then prepared that environment for every worker it started, and a run's roles were ready
-0.6-0.8 s later on the 2-core machine (BENCHMARKS.md, "Roles without a runtime_env"). A value already in the
+0.7-0.9 s later on the 2-core machine (BENCHMARKS.md, "Roles without a runtime_env"). A value already in the
 process's environment wins. Imports nothing heavy: it runs first.
 """
 
