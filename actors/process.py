@@ -59,11 +59,7 @@ def settle(environ=os.environ) -> None:
 
 
 def settle_ray_worker() -> None:
-    """``settle`` once, in a Ray worker only: a driver or a test that imports ``actors`` keeps its own settings."""
-    global _settled
-    if not _settled and in_ray_worker():
+    """``settle``, in a Ray worker only (the package's import runs it once per process): a driver or a test that
+    imports ``actors`` keeps its own settings."""
+    if in_ray_worker():
         settle()
-        _settled = True
-
-
-_settled = False
